@@ -1,0 +1,1 @@
+"""Data stages: the record schema, preprocessing, conversion and input pipelines."""

@@ -1,0 +1,89 @@
+"""metadata.json beside the shards: the dataset's table of contents.
+
+Written by the converter (dfd.convert), read by pipelines, the trainer,
+evaluate and verification. Layout:
+
+{
+  "schema_version": 1,
+  "tool": "dfd.make_tfrecords", "tool_version": "0.1.0", "created": "<ISO time>",
+  "source": {"type": "folder|manifest|dfdc|ffpp", "path": "...", ...},
+  "preprocessing": {<PreprocessSpec.to_dict()>},
+  "features": {<key>: {"dtype": "...", "shape": [...]}},
+  "splits": {
+    "<split>": {
+      "count": N,
+      "class_counts": {"real": n0, "fake": n1},
+      "shards": [{"file": "<split>-00000-of-00004.tfrecord", "count": n, "bytes": b}, ...]
+    }
+  },
+  "skipped": <files skipped, listed in skipped.csv>
+}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dfd.data.preprocessing import PreprocessSpec
+
+METADATA_FILE = "metadata.json"
+SKIPPED_FILE = "skipped.csv"
+SPLITS = ("train", "val", "test")
+
+
+def shard_name(split: str, index: int, total: int) -> str:
+    return f"{split}-{index:05d}-of-{total:05d}.tfrecord"
+
+
+class DatasetMetadata:
+    """A loaded metadata.json with the questions readers ask of it."""
+
+    def __init__(self, directory: str | Path, raw: dict):
+        self.directory = Path(directory)
+        self.raw = raw
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "DatasetMetadata":
+        directory = Path(directory)
+        path = directory / METADATA_FILE
+        if not path.is_file():
+            raise ValueError(
+                f"{directory} is not a dfd TFRecord folder: {METADATA_FILE} is missing. "
+                "Convert a dataset first: python tools/make_tfrecords.py --source=DIR --output=DIR")
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}); re-run the conversion") from error
+        return cls(directory, raw)
+
+    @property
+    def preprocessing(self) -> PreprocessSpec:
+        return PreprocessSpec.from_dict(self.raw["preprocessing"])
+
+    @property
+    def splits(self) -> list[str]:
+        return list(self.raw.get("splits", {}))
+
+    def _split(self, split: str) -> dict:
+        splits = self.raw.get("splits", {})
+        if split not in splits:
+            raise ValueError(f"{self.directory} has no '{split}' split (it has: {', '.join(splits) or 'none'})")
+        return splits[split]
+
+    def count(self, split: str) -> int:
+        return int(self._split(split)["count"])
+
+    def class_counts(self, split: str) -> dict[str, int]:
+        return {name: int(n) for name, n in self._split(split)["class_counts"].items()}
+
+    def shard_paths(self, split: str) -> list[Path]:
+        """Shard files of a split, checked to exist and be non-empty."""
+        info = self._split(split)
+        if int(info["count"]) == 0:
+            raise ValueError(f"split '{split}' of {self.directory} is empty")
+        paths = [self.directory / shard["file"] for shard in info["shards"] if shard["count"] > 0]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise ValueError(f"shards listed in {self.directory / METADATA_FILE} are missing: {missing[:3]}")
+        return paths
