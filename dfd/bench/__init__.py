@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m dfd.bench NAME [flags]`, one module per NAME in this package."""

@@ -1,0 +1,1 @@
+"""Helpers that make small synthetic datasets for tests and benchmarks."""
