@@ -210,6 +210,11 @@ def make_dataset(
     # Repeat after the per-epoch shuffle so every epoch sees all data before the next one begins.
     if repeat:
         dataset = dataset.repeat()
+    else:
+        # interleave hides the size; stating it lets Keras show a progress bar and end the epoch
+        # without first running into the end of the data.
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+            steps_per_epoch(num_examples, batch_size, training)))
     if training and augment.enabled:
         dataset = dataset.map(lambda clips, labels: (augment_clips(clips, augment, seed), labels),
                               num_parallel_calls=AUTOTUNE, deterministic=deterministic)
