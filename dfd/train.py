@@ -228,7 +228,10 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
             expected_shape=model.input_shape, shuffle_buffer=config.shuffle_buffer, repeat=True)
         val_data, num_val = pipeline.make_dataset(
             config.data, "val", batch_size=config.batch_size, training=False,
-            cache=config.cache, expected_shape=model.input_shape)
+            cache=config.cache, expected_shape=model.input_shape,
+            # Every worker evaluates the whole validation split: shards of unequal size would give
+            # workers unequal step counts and hang the all-reduce; the metrics come out the same.
+            shard_files=config.strategy != "multi_worker")
         steps = pipeline.steps_per_epoch(num_train, config.batch_size, training=True)
 
         if chief:

@@ -28,24 +28,25 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 
-def _define(define, name, default, *args, **kwargs):
-    if name not in flags.FLAGS:
-        define(name, default, *args, **kwargs)
+def _define(define, name, default, *args, flag_values=None, **kwargs):
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    if name not in flag_values:
+        define(name, default, *args, flag_values=flag_values, **kwargs)
 
 
-def define_data_flags() -> None:
+def define_data_flags(flag_values=None) -> None:
     _define(flags.DEFINE_string, "data", None,
-            "TFRecord folder holding metadata.json and the shards (tools/make_tfrecords.py --output).")
+            "TFRecord folder holding metadata.json and the shards (tools/make_tfrecords.py --output).", flag_values=flag_values)
     _define(flags.DEFINE_string, "cache", "none",
-            "none | memory | DIR: cache decoded examples (before augmentation) in RAM or in files under DIR.")
+            "none | memory | DIR: cache decoded examples (before augmentation) in RAM or in files under DIR.", flag_values=flag_values)
     _define(flags.DEFINE_boolean, "deterministic", False,
-            "Fixed data order and seeded augmentation while training (slower input pipeline).")
-    _define(flags.DEFINE_integer, "shuffle_buffer", 1024, "Records held for shuffling while training.")
-    _define(flags.DEFINE_boolean, "augment_flip", True, "Random horizontal flip (same for every frame of a clip).")
+            "Fixed data order and seeded augmentation while training (slower input pipeline).", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "shuffle_buffer", 1024, "Records held for shuffling while training.", flag_values=flag_values)
+    _define(flags.DEFINE_boolean, "augment_flip", True, "Random horizontal flip (same for every frame of a clip).", flag_values=flag_values)
     _define(flags.DEFINE_float, "augment_brightness", 0.1,
-            "Max brightness change as a fraction of 255, per clip; 0 turns it off.")
+            "Max brightness change as a fraction of 255, per clip; 0 turns it off.", flag_values=flag_values)
     _define(flags.DEFINE_float, "augment_contrast", 0.1,
-            "Max contrast change: factor in [1-x, 1+x] per clip; 0 turns it off.")
+            "Max contrast change: factor in [1-x, 1+x] per clip; 0 turns it off.", flag_values=flag_values)
 
 
 def _hparam_help(name: str) -> str:
@@ -62,8 +63,8 @@ def hparam_names() -> list[str]:
     return sorted(names)
 
 
-def define_model_flags() -> None:
-    _define(flags.DEFINE_enum, "model", "cnn_lstm", list(models.MODEL_NAMES), "Model to train, by name.")
+def define_model_flags(flag_values=None) -> None:
+    _define(flags.DEFINE_enum, "model", "cnn_lstm", list(models.MODEL_NAMES), "Model to train, by name.", flag_values=flag_values)
     for name in hparam_names():
         defaults = {type(models.default_hparams(model)[name])
                     for model in models.MODEL_NAMES if name in models.default_hparams(model)}
@@ -76,34 +77,35 @@ def define_model_flags() -> None:
             define = flags.DEFINE_float
         else:   # str, and tuples such as conv_filters given as "16,32,64"
             define = flags.DEFINE_string
-        _define(define, name, None, _hparam_help(name))
+        _define(define, name, None, _hparam_help(name), flag_values=flag_values)
 
 
-def define_train_flags() -> None:
-    _define(flags.DEFINE_string, "run_dir", None, "Run directory (e.g. runs/video); re-running resumes it.")
-    _define(flags.DEFINE_integer, "epochs", 40, "Training epochs.")
-    _define(flags.DEFINE_integer, "batch_size", 32, "Global batch size (split across replicas).")
-    _define(flags.DEFINE_float, "learning_rate", 1e-3, "Adam learning rate.")
-    _define(flags.DEFINE_integer, "seed", 0, "Seed for weights, shuffling and augmentation.")
-    _define(flags.DEFINE_integer, "patience", 5, "EarlyStopping patience in epochs on val_auc; 0 turns it off.")
+def define_train_flags(flag_values=None) -> None:
+    _define(flags.DEFINE_string, "run_dir", None, "Run directory (e.g. runs/video); re-running resumes it.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "epochs", 40, "Training epochs.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "batch_size", 32, "Global batch size (split across replicas).", flag_values=flag_values)
+    _define(flags.DEFINE_float, "learning_rate", 1e-3, "Adam learning rate.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "seed", 0, "Seed for weights, shuffling and augmentation.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "patience", 5, "EarlyStopping patience in epochs on val_auc; 0 turns it off.", flag_values=flag_values)
     _define(flags.DEFINE_integer, "reduce_lr_patience", 0,
-            "ReduceLROnPlateau patience in epochs on val_loss; 0 turns it off.")
+            "ReduceLROnPlateau patience in epochs on val_loss; 0 turns it off.", flag_values=flag_values)
     _define(flags.DEFINE_float, "class_weight_threshold", 1.2,
-            "Weight classes when the train split's larger class outnumbers the smaller by this factor.")
+            "Weight classes when the train split's larger class outnumbers the smaller by this factor.", flag_values=flag_values)
     _define(flags.DEFINE_enum, "precision", "auto", list(PRECISIONS),
-            "auto: mixed_float16 when a GPU is visible, float32 on CPU.")
-    _define(flags.DEFINE_boolean, "jit_compile", False, "Compile train steps with XLA.")
+            "auto: mixed_float16 when a GPU is visible, float32 on CPU.", flag_values=flag_values)
+    _define(flags.DEFINE_boolean, "jit_compile", False, "Compile train steps with XLA.", flag_values=flag_values)
     _define(flags.DEFINE_enum, "strategy", "auto", list(STRATEGIES),
-            "auto: mirrored with several GPUs, else one device. multi_worker reads TF_CONFIG.")
+            "auto: mirrored with several GPUs, else one device. multi_worker reads TF_CONFIG.", flag_values=flag_values)
     _define(flags.DEFINE_string, "profile_batch", "0",
-            "TensorBoard profiler batches, e.g. 10,20; 0 turns profiling off.")
-    _define(flags.DEFINE_integer, "verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
+            "TensorBoard profiler batches, e.g. 10,20; 0 turns profiling off.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.", flag_values=flag_values)
 
 
-def define_all_flags() -> None:
-    define_data_flags()
-    define_model_flags()
-    define_train_flags()
+def define_all_flags(flag_values=None) -> None:
+    """Every training flag, on absl's global FLAGS unless `flag_values` is given (tests)."""
+    define_data_flags(flag_values)
+    define_model_flags(flag_values)
+    define_train_flags(flag_values)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -140,6 +140,7 @@ def make_dataset(
     expected_shape: tuple | None = None,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     repeat: bool = False,
+    shard_files: bool = True,
 ) -> tuple[tf.data.Dataset, int]:
     """Batches of (uint8 clips, int32 labels) for `split` of the TFRecord folder `data_dir`.
 
@@ -150,6 +151,8 @@ def make_dataset(
         slowest shard). Evaluation is always deterministic.
     expected_shape: the model's input shape (with or without batch dim); a mismatch is a ValueError.
     repeat: repeat forever (multi-worker training needs it; pass steps_per_epoch to fit).
+    shard_files: in a multi-worker run each worker reads its own shard files (AutoShardPolicy.FILE);
+        False makes every worker read all of them (validation: see dfd.train).
     Returns the dataset and the number of examples in the split (from metadata.json).
     """
     if batch_size < 1:
@@ -170,7 +173,8 @@ def make_dataset(
     options = tf.data.Options()
     options.deterministic = deterministic
     # Each worker of a multi-worker run reads its own shard files (no worker reads a record twice).
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.FILE if shard_files else tf.data.experimental.AutoShardPolicy.OFF)
     options.experimental_optimization.map_parallelization = True
 
     dataset = tf.data.Dataset.from_tensor_slices(files)
