@@ -86,13 +86,15 @@ def build(input_shape: tuple, *, conv_filters, kernel_sizes, frame_dense_units, 
         features = conv_feature_extractor(frame_shape, conv_filters, kernel_sizes, frame_dense_units, l2)
     else:
         features = load_frame_features(frame_cnn, frame_shape)
-        features.trainable = not freeze_frame_cnn
 
     regularizer = keras.regularizers.L2(l2) if l2 else None
     clips = uint8_input(input_shape, name="clips")
     # Scaling once, here, for every frame: the frame CNN inside takes floats in [0, 1].
     x = keras.layers.Rescaling(1 / 255, name="rescaling")(clips)
-    x = keras.layers.TimeDistributed(features, name="frame_cnn")(x)
+    frame_layer = keras.layers.TimeDistributed(features, name="frame_cnn")
+    # Frozen on the wrapper (which freezes what it wraps), so the saved config says so too.
+    frame_layer.trainable = not freeze_frame_cnn
+    x = frame_layer(x)
     x = keras.layers.Dropout(dropout, name="frame_dropout")(x)
     # Defaults kept on purpose (tanh, sigmoid, no recurrent dropout, unroll off, bias): the
     # conditions for the fused cuDNN kernel on GPU.
