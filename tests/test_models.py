@@ -8,8 +8,8 @@ import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 import dfd.models
-from dfd.models import (MODEL_NAMES, build_model, default_hparams, fake_probability, loss_for, metrics_for,
-                        model_kind)
+from dfd.models import (MODEL_NAMES, build_model, default_hparams, fake_probability, input_shape_for, loss_for,
+                        metrics_for, model_kind)
 from dfd.run_layout import RunLayout
 
 # Small but real shapes: every conv block still fits (32 → 30 → 15 → 13 → 6 → 2 → 1).
@@ -100,6 +100,14 @@ def test_small_models_on_uint8_batches(name, shape, hparams, mixed_precision):
 
 def test_policy_is_reset_after_mixed_precision_tests():
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_input_shape_for_records():
+    from dfd.data.schema import RecordShape
+    assert input_shape_for("cnn_lstm", RecordShape(16, 64, 64, "jpeg")) == (16, 64, 64, 3)
+    assert input_shape_for("image_cnn", RecordShape(1, 256, 256, "raw")) == (256, 256, 3)
+    with pytest.raises(ValueError, match="records hold 16 frames"):
+        input_shape_for("inception_v3", RecordShape(16, 256, 256, "raw"))
 
 
 def test_hparams_from_flag_strings():
@@ -230,3 +238,15 @@ def test_frame_cnn_errors(tmp_path):
     train_image_cnn(tmp_path, 32)
     with pytest.raises(ValueError, match=r"takes \(32, 32, 3\) frames but the videos have \(40, 40, 3\)"):
         build_model("cnn_lstm", (3, 40, 40, 3), frame_cnn=str(RunLayout(tmp_path).final_model))
+
+
+def test_frozen_frame_cnn_follows_mixed_precision(tmp_path, mixed_precision):
+    keras.mixed_precision.set_global_policy("float32")
+    train_image_cnn(tmp_path, 32)   # trained and saved in float32
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    video_model = build_model("cnn_lstm", (3, 32, 32, 3), frame_cnn=str(tmp_path), freeze_frame_cnn=True)
+    frame_cnn = video_model.get_layer("frame_cnn").layer
+    # The loaded CNN is re-made under the current policy, so it runs in float16 like the rest.
+    assert frame_cnn.name == "frame_features"
+    assert frame_cnn.get_layer("conv0").compute_dtype == "float16"
+    assert video_model(uint8_batch((2, 3, 32, 32, 3))).dtype == "float32"

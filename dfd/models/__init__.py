@@ -4,6 +4,7 @@
     MODEL_NAMES                                                 # ("cnn_lstm", "image_cnn", "inception_v3")
     model_kind(name) -> "image" | "video"                       # image: (H, W, 3); video: (T, H, W, 3)
     default_hparams(name) -> dict                               # every hparam of a model with its default
+    input_shape_for(name, record_shape) -> tuple                # a dataset's RecordShape → the model's input
     fake_probability(outputs) -> P(fake), shape (B,)            # numpy or tensor
     loss_for(model) -> keras loss for integer labels (0 real, 1 fake)
     metrics_for(model) -> [accuracy, auc, precision, recall] on P(fake)
@@ -43,8 +44,8 @@ MODEL_NAMES = tuple(sorted(_REGISTRY))
 # Hparams holding one int per conv block; flags may hand them over as "16,32,64".
 _INT_TUPLE_HPARAMS = ("conv_filters", "kernel_sizes")
 
-__all__ = ["MODEL_NAMES", "build_model", "default_hparams", "fake_probability", "loss_for",
-           "metrics_for", "model_kind"]
+__all__ = ["MODEL_NAMES", "build_model", "default_hparams", "fake_probability", "input_shape_for",
+           "loss_for", "metrics_for", "model_kind"]
 
 
 def _entry(name: str):
@@ -61,6 +62,21 @@ def model_kind(name: str) -> str:
 def default_hparams(name: str) -> dict:
     """Every hparam of model `name` with its default (a fresh dict; the types tell flag types)."""
     return dict(_entry(name)[1].DEFAULTS)
+
+
+def input_shape_for(name: str, record_shape) -> tuple:
+    """The input shape model `name` takes for records of `record_shape` (dfd.data.schema.RecordShape).
+
+    Records always decode to (B, T, H, W, 3); image records have T == 1, and the input pipeline drops
+    that axis for image models (reshape to (B, H, W, 3)) so they see (H, W, 3).
+    """
+    if model_kind(name) == "video":
+        return tuple(record_shape.clip_shape)
+    if record_shape.num_frames != 1:
+        raise ValueError(f"Model {name!r} classifies single images but the records hold "
+                         f"{record_shape.num_frames} frames: convert the images with num_frames=1, or "
+                         f"use a video model ({', '.join(n for n in MODEL_NAMES if model_kind(n) == 'video')}).")
+    return tuple(record_shape.frame_shape)
 
 
 def _int_tuple(name: str, value) -> tuple:

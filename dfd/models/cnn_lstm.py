@@ -68,7 +68,25 @@ def load_frame_features(frame_cnn: str, frame_shape: tuple) -> keras.Model:
         raise ValueError(f"The image_cnn in {str(path)!r} takes {trained_shape} frames but the videos have "
                          f"{tuple(frame_shape)} frames: train the image CNN on images of the video's frame size "
                          f"(convert the image data with the same --size).")
-    return features
+    return _follow_global_policy(features)
+
+
+def _follow_global_policy(model: keras.Model) -> keras.Model:
+    """A copy of `model` (same weights) whose layers compute in the current global dtype policy.
+
+    Loaded layers keep the policy they were saved with: an image CNN trained in float32 would otherwise
+    stay float32 inside a mixed-precision video model, and be the slowest part of every step.
+    """
+    policy_name = keras.mixed_precision.global_policy().name
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        config["dtype"] = policy_name
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def build(input_shape: tuple, *, conv_filters, kernel_sizes, frame_dense_units, lstm_units, head_units,
