@@ -8,8 +8,8 @@ import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 import dfd.models
-from dfd.models import (MODEL_NAMES, build_model, default_hparams, fake_probability, input_shape_for, loss_for,
-                        metrics_for, model_kind)
+from dfd.models import (HPARAM_NAMES, MODEL_NAMES, build_model, default_hparams, fake_probability, input_shape_for,
+                        loss_for, metrics_for, model_kind, select_hparams)
 from dfd.run_layout import RunLayout
 
 # Small but real shapes: every conv block still fits (32 → 30 → 15 → 13 → 6 → 2 → 1).
@@ -108,6 +108,15 @@ def test_input_shape_for_records():
     assert input_shape_for("image_cnn", RecordShape(1, 256, 256, "raw")) == (256, 256, 3)
     with pytest.raises(ValueError, match="records hold 16 frames"):
         input_shape_for("inception_v3", RecordShape(16, 256, 256, "raw"))
+
+
+def test_select_hparams_from_flag_values():
+    assert set(HPARAM_NAMES) == {key for name in MODEL_NAMES for key in default_hparams(name)}
+    flag_values = {key: None for key in HPARAM_NAMES} | {"batch_size": 32, "dropout": 0.1, "lstm_units": None}
+    assert select_hparams("image_cnn", flag_values) == {"dropout": 0.1}
+    with pytest.raises(ValueError, match="--lstm_units does not apply to model 'image_cnn'"):
+        select_hparams("image_cnn", flag_values | {"lstm_units": 32})
+    assert select_hparams("cnn_lstm", flag_values | {"lstm_units": 32}) == {"dropout": 0.1, "lstm_units": 32}
 
 
 def test_hparams_from_flag_strings():

@@ -5,6 +5,8 @@
     model_kind(name) -> "image" | "video"                       # image: (H, W, 3); video: (T, H, W, 3)
     default_hparams(name) -> dict                               # every hparam of a model with its default
     input_shape_for(name, record_shape) -> tuple                # a dataset's RecordShape → the model's input
+    HPARAM_NAMES                                                # every hparam name of every model
+    select_hparams(name, values) -> dict                        # flag values → build_model kwargs for `name`
     fake_probability(outputs) -> P(fake), shape (B,)            # numpy or tensor
     loss_for(model) -> keras loss for integer labels (0 real, 1 fake)
     metrics_for(model) -> [accuracy, auc, precision, recall] on P(fake)
@@ -44,8 +46,11 @@ MODEL_NAMES = tuple(sorted(_REGISTRY))
 # Hparams holding one int per conv block; flags may hand them over as "16,32,64".
 _INT_TUPLE_HPARAMS = ("conv_filters", "kernel_sizes")
 
-__all__ = ["MODEL_NAMES", "build_model", "default_hparams", "fake_probability", "input_shape_for",
+__all__ = ["HPARAM_NAMES", "MODEL_NAMES", "build_model", "select_hparams", "default_hparams", "fake_probability", "input_shape_for",
            "loss_for", "metrics_for", "model_kind"]
+
+# Shared names mean the same thing in every model (dropout, l2, conv_filters...), so one flag serves all.
+HPARAM_NAMES = tuple(sorted({key for _, module in _REGISTRY.values() for key in module.DEFAULTS}))
 
 
 def _entry(name: str):
@@ -62,6 +67,25 @@ def model_kind(name: str) -> str:
 def default_hparams(name: str) -> dict:
     """Every hparam of model `name` with its default (a fresh dict; the types tell flag types)."""
     return dict(_entry(name)[1].DEFAULTS)
+
+
+def select_hparams(name: str, values) -> dict:
+    """build_model kwargs for model `name` from a mapping such as absl's FLAGS.flag_values_dict().
+
+    Hparam flags default to None ("the model's own default", since e.g. dropout's default differs
+    between models); keys that are not hparams are ignored. A hparam set for a model that does not
+    have it (--lstm_units with --model=image_cnn) is a ValueError rather than silently dropped.
+    """
+    valid = _entry(name)[1].DEFAULTS
+    selected = {}
+    for key in HPARAM_NAMES:
+        value = values.get(key)
+        if value is None:
+            continue
+        if key not in valid:
+            raise ValueError(f"--{key} does not apply to model {name!r}; its hparams: {', '.join(sorted(valid))}.")
+        selected[key] = value
+    return selected
 
 
 def input_shape_for(name: str, record_shape) -> tuple:
