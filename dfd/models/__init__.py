@@ -23,6 +23,14 @@ so the trainer compiles every model the same way and `val_auc` is the ROC AUC of
     model = build_model(name, input_shape, **hparams)
     model.compile(optimizer, loss=loss_for(model), metrics=metrics_for(model))
 
+Hparams (default_hparams(name) is the source of truth; conv_filters/kernel_sizes also accept "16,32,64"):
+    image_cnn     conv_filters=(16, 32, 64) kernel_sizes=(3, 3, 5) dense_units=256 dropout=0.25 l2=0.0
+    inception_v3  inception_weights="none" (or PATH to the ImageNet notop .h5, or a folder holding it)
+                  freeze_backbone=False head_units=1024 dropout=0.0
+    cnn_lstm      conv_filters=(16, 32, 64) kernel_sizes=(3, 3, 5) frame_dense_units=256 lstm_units=64
+                  head_units=64 dropout=0.25 l2=0.0 frame_cnn="none" (or an image_cnn run dir / .keras file)
+                  freeze_frame_cnn=False
+
 No Lambda layers: saved models load with keras.saving.load_model(path, safe_mode=True). Custom
 classes (the metrics) are registered under the package "dfd"; import dfd.models before loading.
 """
@@ -46,8 +54,8 @@ MODEL_NAMES = tuple(sorted(_REGISTRY))
 # Hparams holding one int per conv block; flags may hand them over as "16,32,64".
 _INT_TUPLE_HPARAMS = ("conv_filters", "kernel_sizes")
 
-__all__ = ["HPARAM_NAMES", "MODEL_NAMES", "build_model", "select_hparams", "default_hparams", "fake_probability", "input_shape_for",
-           "loss_for", "metrics_for", "model_kind"]
+__all__ = ["HPARAM_NAMES", "MODEL_NAMES", "build_model", "default_hparams", "fake_probability", "input_shape_for",
+           "loss_for", "metrics_for", "model_kind", "select_hparams"]
 
 # Shared names mean the same thing in every model (dropout, l2, conv_filters...), so one flag serves all.
 HPARAM_NAMES = tuple(sorted({key for _, module in _REGISTRY.values() for key in module.DEFAULTS}))
