@@ -74,7 +74,7 @@ def test_inception_has_the_seed_parameter_count(inception):
 
 
 def test_inception_outputs_probabilities_on_uint8(inception):
-    outputs = inception.predict(uint8_batch((2, 256, 256, 3)), verbose=0)
+    outputs = keras.ops.convert_to_numpy(inception(uint8_batch((2, 256, 256, 3)), training=False))
     np.testing.assert_allclose(outputs.sum(axis=1), 1.0, rtol=1e-5)
     probability = fake_probability(outputs)
     assert probability.shape == (2,) and np.all((probability >= 0) & (probability <= 1))
@@ -199,10 +199,11 @@ def test_metrics_score_p_fake_for_both_heads():
         assert results["accuracy"] == pytest.approx(np.mean((p_fake > 0.5) == labels), abs=1e-6), head
 
 
-def train_image_cnn(run_dir, frame_size):
+def train_image_cnn(run_dir, frame_size, fit=True):
     image_model = build_model("image_cnn", (frame_size, frame_size, 3), **SMALL_CNN)
     image_model.compile(optimizer="adam", loss=loss_for(image_model), metrics=metrics_for(image_model))
-    image_model.fit(uint8_batch((8, frame_size, frame_size, 3)), np.arange(8) % 2, epochs=1, verbose=0)
+    if fit:   # only where trained weights matter: fitting compiles a train step, slow on 2 cores
+        image_model.fit(uint8_batch((8, frame_size, frame_size, 3)), np.arange(8) % 2, epochs=1, verbose=0)
     image_model.save(RunLayout(run_dir).final_model)
     return image_model
 
@@ -216,7 +217,7 @@ def test_two_stage_frozen_frame_cnn(tmp_path):
     # Scaling happens once: the frame CNN inside sees the same [0, 1] floats as the image model did.
     frame_features = keras.Model(video_model.input, video_model.get_layer("frame_cnn").output)
     expected = image_model.get_layer("frame_features")(clips.reshape(-1, 32, 32, 3).astype("float32") / 255)
-    np.testing.assert_allclose(frame_features.predict(clips, verbose=0),
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(frame_features(clips)),
                                keras.ops.convert_to_numpy(expected).reshape(4, 3, -1), rtol=1e-5, atol=1e-6)
 
     frozen = video_model.get_layer("frame_cnn")
@@ -235,7 +236,7 @@ def test_two_stage_frozen_frame_cnn(tmp_path):
     # The two-stage model saves and loads in safe mode, frozen part included.
     video_model.save(tmp_path / "video.keras")
     loaded = keras.saving.load_model(tmp_path / "video.keras", safe_mode=True)
-    np.testing.assert_array_equal(video_model.predict(clips, verbose=0), loaded.predict(clips, verbose=0))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(video_model(clips)), keras.ops.convert_to_numpy(loaded(clips)))
     assert not loaded.get_layer("frame_cnn").trainable
 
 
@@ -244,14 +245,14 @@ def test_frame_cnn_errors(tmp_path):
         build_model("cnn_lstm", (3, 32, 32, 3), frame_cnn=str(tmp_path))
     with pytest.raises(ValueError, match="neither an image_cnn run directory nor a .keras file"):
         build_model("cnn_lstm", (3, 32, 32, 3), frame_cnn=str(tmp_path / "nothing.keras"))
-    train_image_cnn(tmp_path, 32)
+    train_image_cnn(tmp_path, 32, fit=False)
     with pytest.raises(ValueError, match=r"takes \(32, 32, 3\) frames but the videos have \(40, 40, 3\)"):
         build_model("cnn_lstm", (3, 40, 40, 3), frame_cnn=str(RunLayout(tmp_path).final_model))
 
 
 def test_frozen_frame_cnn_follows_mixed_precision(tmp_path, mixed_precision):
     keras.mixed_precision.set_global_policy("float32")
-    train_image_cnn(tmp_path, 32)   # trained and saved in float32
+    train_image_cnn(tmp_path, 32, fit=False)   # saved in float32
     keras.mixed_precision.set_global_policy("mixed_float16")
     video_model = build_model("cnn_lstm", (3, 32, 32, 3), frame_cnn=str(tmp_path), freeze_frame_cnn=True)
     frame_cnn = video_model.get_layer("frame_cnn").layer
