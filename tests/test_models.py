@@ -199,17 +199,18 @@ def test_metrics_score_p_fake_for_both_heads():
         assert results["accuracy"] == pytest.approx(np.mean((p_fake > 0.5) == labels), abs=1e-6), head
 
 
-def train_image_cnn(run_dir, frame_size, fit=True):
+def save_image_cnn(run_dir, frame_size, fit=False):
     image_model = build_model("image_cnn", (frame_size, frame_size, 3), **SMALL_CNN)
     image_model.compile(optimizer="adam", loss=loss_for(image_model), metrics=metrics_for(image_model))
-    if fit:   # only where trained weights matter: fitting compiles a train step, slow on 2 cores
+    if fit:   # off by default: compiling a train step is slow on 2 cores
         image_model.fit(uint8_batch((8, frame_size, frame_size, 3)), np.arange(8) % 2, epochs=1, verbose=0)
     image_model.save(RunLayout(run_dir).final_model)
     return image_model
 
 
 def test_two_stage_frozen_frame_cnn(tmp_path):
-    image_model = train_image_cnn(tmp_path, 32)
+    # Fitted and saved with its optimizer and metrics, as a real image_cnn run leaves model.keras.
+    image_model = save_image_cnn(tmp_path, 32, fit=True)
     video_model = build_model("cnn_lstm", (3, 32, 32, 3), frame_cnn=str(tmp_path), freeze_frame_cnn=True,
                               lstm_units=4, head_units=4)
     clips = uint8_batch((4, 3, 32, 32, 3), seed=2)
@@ -245,14 +246,14 @@ def test_frame_cnn_errors(tmp_path):
         build_model("cnn_lstm", (3, 32, 32, 3), frame_cnn=str(tmp_path))
     with pytest.raises(ValueError, match="neither an image_cnn run directory nor a .keras file"):
         build_model("cnn_lstm", (3, 32, 32, 3), frame_cnn=str(tmp_path / "nothing.keras"))
-    train_image_cnn(tmp_path, 32, fit=False)
+    save_image_cnn(tmp_path, 32)
     with pytest.raises(ValueError, match=r"takes \(32, 32, 3\) frames but the videos have \(40, 40, 3\)"):
         build_model("cnn_lstm", (3, 40, 40, 3), frame_cnn=str(RunLayout(tmp_path).final_model))
 
 
 def test_frozen_frame_cnn_follows_mixed_precision(tmp_path, mixed_precision):
     keras.mixed_precision.set_global_policy("float32")
-    train_image_cnn(tmp_path, 32, fit=False)   # saved in float32
+    save_image_cnn(tmp_path, 32)   # saved in float32
     keras.mixed_precision.set_global_policy("mixed_float16")
     video_model = build_model("cnn_lstm", (3, 32, 32, 3), frame_cnn=str(tmp_path), freeze_frame_cnn=True)
     frame_cnn = video_model.get_layer("frame_cnn").layer
