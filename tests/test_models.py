@@ -79,6 +79,8 @@ def test_inception_outputs_probabilities_on_uint8(inception):
     probability = fake_probability(outputs)
     assert probability.shape == (2,) and np.all((probability >= 0) & (probability <= 1))
     np.testing.assert_array_equal(probability, outputs[:, 1])
+    with pytest.raises(ValueError, match="shape"):
+        fake_probability(outputs[:, 1])   # already P(fake): (B,) is not a model output
 
 
 @pytest.mark.parametrize("name, shape, hparams", [
