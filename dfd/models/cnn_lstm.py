@@ -68,7 +68,25 @@ def load_frame_features(frame_cnn: str, frame_shape: tuple) -> keras.Model:
         raise ValueError(f"The image_cnn in {str(path)!r} takes {trained_shape} frames but the videos have "
                          f"{tuple(frame_shape)} frames: train the image CNN on images of the video's frame size "
                          f"(convert the image data with the same --size).")
-    return features
+    return _follow_global_policy(features)
+
+
+def _follow_global_policy(model: keras.Model) -> keras.Model:
+    """A copy of `model` (same weights) whose layers compute in the current global dtype policy.
+
+    Loaded layers keep the policy they were saved with: an image CNN trained in float32 would otherwise
+    stay float32 inside a mixed-precision video model, and be the slowest part of every step.
+    """
+    policy_name = keras.mixed_precision.global_policy().name
+
+    def clone_layer(layer):
+        config = layer.get_config()
+        config["dtype"] = policy_name
+        return layer.__class__.from_config(config)
+
+    clone = keras.models.clone_model(model, clone_function=clone_layer)
+    clone.set_weights(model.get_weights())
+    return clone
 
 
 def build(input_shape: tuple, *, conv_filters, kernel_sizes, frame_dense_units, lstm_units, head_units,
@@ -86,13 +104,15 @@ def build(input_shape: tuple, *, conv_filters, kernel_sizes, frame_dense_units, 
         features = conv_feature_extractor(frame_shape, conv_filters, kernel_sizes, frame_dense_units, l2)
     else:
         features = load_frame_features(frame_cnn, frame_shape)
-        features.trainable = not freeze_frame_cnn
 
     regularizer = keras.regularizers.L2(l2) if l2 else None
     clips = uint8_input(input_shape, name="clips")
     # Scaling once, here, for every frame: the frame CNN inside takes floats in [0, 1].
     x = keras.layers.Rescaling(1 / 255, name="rescaling")(clips)
-    x = keras.layers.TimeDistributed(features, name="frame_cnn")(x)
+    frame_layer = keras.layers.TimeDistributed(features, name="frame_cnn")
+    # Frozen on the wrapper (which freezes what it wraps), so the saved config says so too.
+    frame_layer.trainable = not freeze_frame_cnn
+    x = frame_layer(x)
     x = keras.layers.Dropout(dropout, name="frame_dropout")(x)
     # Defaults kept on purpose (tanh, sigmoid, no recurrent dropout, unroll off, bias): the
     # conditions for the fused cuDNN kernel on GPU.

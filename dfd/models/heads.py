@@ -14,7 +14,7 @@ from keras import ops
 
 def fake_probability(outputs):
     """P(fake), shape (B,), from a model's outputs: a numpy array or a tensor of shape (B, 1) or (B, 2)."""
-    if outputs.shape[-1] not in (1, 2):
+    if len(outputs.shape) != 2 or outputs.shape[-1] not in (1, 2):
         raise ValueError(f"Expected model outputs of shape (B, 1) (sigmoid) or (B, 2) (softmax), "
                          f"got {tuple(outputs.shape)}.")
     # Column 0 of a sigmoid output, column 1 (the fake class) of a two-class softmax.
