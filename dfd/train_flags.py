@@ -43,10 +43,12 @@ def define_data_flags(flag_values=None) -> None:
             "Fixed data order and seeded augmentation while training (slower input pipeline).", flag_values=flag_values)
     _define(flags.DEFINE_integer, "shuffle_buffer", 1024, "Records held for shuffling while training.", flag_values=flag_values)
     _define(flags.DEFINE_boolean, "augment_flip", True, "Random horizontal flip (same for every frame of a clip).", flag_values=flag_values)
-    _define(flags.DEFINE_float, "augment_brightness", 0.1,
-            "Max brightness change as a fraction of 255, per clip; 0 turns it off.", flag_values=flag_values)
-    _define(flags.DEFINE_float, "augment_contrast", 0.1,
-            "Max contrast change: factor in [1-x, 1+x] per clip; 0 turns it off.", flag_values=flag_values)
+    _define(flags.DEFINE_float, "augment_brightness", 0.0,
+            "Max brightness change as a fraction of 255, per clip (e.g. 0.1); 0 turns it off. "
+            "Costs host CPU: float math over every pixel.", flag_values=flag_values)
+    _define(flags.DEFINE_float, "augment_contrast", 0.0,
+            "Max contrast change: factor in [1-x, 1+x] per clip (e.g. 0.1); 0 turns it off. "
+            "Costs host CPU like --augment_brightness.", flag_values=flag_values)
 
 
 def _hparam_help(name: str) -> str:
@@ -124,8 +126,8 @@ class TrainConfig:
     deterministic: bool = False
     shuffle_buffer: int = 1024
     augment_flip: bool = True
-    augment_brightness: float = 0.1
-    augment_contrast: float = 0.1
+    augment_brightness: float = 0.0
+    augment_contrast: float = 0.0
     patience: int = 5
     reduce_lr_patience: int = 0
     class_weight_threshold: float = 1.2

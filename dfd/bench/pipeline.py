@@ -1,0 +1,194 @@
+"""`python -m dfd.bench pipeline`: the training input pipeline against the seed's generator and the decode limit.
+
+On the same synthetic clips (written here with dfd.testing.fake_shards):
+  P3 = training pipeline clips/s ÷ the seed's VideoDataGenerator (a keras PyDataset that np.loads
+       one .npy per clip, as in the seed), both yielding uint8 batches, same cores. Target >= 1.5.
+  P1 = training pipeline clips/s ÷ decode-only limit (read + parse + decode; no shuffle, no
+       augmentation). Target >= 0.8. Printed on the last line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from absl import flags
+
+
+def define_flags(flag_values) -> None:
+    flags.DEFINE_integer("num_clips", 384, "Clips written for the benchmark (half real, half fake).",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("num_frames", 16, "Frames per clip (the seed's video model).", flag_values=flag_values)
+    flags.DEFINE_integer("size", 64, "Frame size (the seed's 64x64).", flag_values=flag_values)
+    flags.DEFINE_enum("encoding", "raw", ["raw", "jpeg"], "Record encoding.", flag_values=flag_values)
+    flags.DEFINE_integer("shards", 8, "Shards for the clips.", flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", 32, "Batch size (the seed's).", flag_values=flag_values)
+    flags.DEFINE_integer("passes", 3, "Timed passes over the data per reader (after one warm-up pass).",
+                         flag_values=flag_values)
+    flags.DEFINE_string("workdir", None, "Where to write the data (default: a temporary folder, removed).",
+                        flag_values=flag_values)
+
+
+# --------------------------------------------------------------------------
+# The seed's reader, kept as the seed wrote it (Sequence → keras.utils.PyDataset in Keras 3)
+# --------------------------------------------------------------------------
+
+def seed_video_generator(data_dir: str, subset: str, batch_size: int):
+    import keras
+
+    class VideoDataGenerator(keras.utils.PyDataset):
+        def __init__(self, data_dir, subset, batch_size=batch_size):
+            super().__init__()
+            self.data_dir = data_dir
+            self.subset = subset
+            self.batch_size = batch_size
+            self.classes = ["real", "fake"]
+            self.videos = self._get_video_paths()
+            self.on_epoch_end()
+
+        def _get_video_paths(self):
+            videos = []
+            subset_dir = os.path.join(self.data_dir, self.subset)
+            for class_name in self.classes:
+                class_dir = os.path.join(subset_dir, class_name)
+                for video_name in os.listdir(class_dir):
+                    if video_name.endswith(".npy"):
+                        videos.append((os.path.join(class_dir, video_name), self.classes.index(class_name)))
+            return videos
+
+        def __len__(self):
+            return len(self.videos) // self.batch_size
+
+        def __getitem__(self, idx):
+            batch_videos = self.videos[idx * self.batch_size:(idx + 1) * self.batch_size]
+            batch_frames = []
+            batch_labels = []
+            for video_path, label in batch_videos:
+                frames = np.load(video_path)
+                batch_frames.append(frames)
+                batch_labels.append(label)
+            return np.array(batch_frames), np.array(batch_labels)
+
+        def on_epoch_end(self):
+            np.random.shuffle(self.videos)
+
+    return VideoDataGenerator(data_dir, subset, batch_size)
+
+
+# --------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------
+
+def write_data(root: Path, num_clips: int, num_frames: int, size: int, encoding: str, shards: int):
+    """TFRecord shards and, from the same records, the seed's one-.npy-per-clip folders."""
+    import tensorflow as tf
+
+    from dfd.data import schema
+    from dfd.data.metadata import DatasetMetadata
+    from dfd.testing.fake_shards import write_fake_dataset
+
+    half = num_clips // 2
+    records = write_fake_dataset(root / "tfrecords", num_frames=num_frames, size=size, encoding=encoding,
+                                 counts={"train": (half, half)}, shards_per_split=shards)
+    meta = DatasetMetadata.load(records)
+    shape = meta.preprocessing.record_shape
+    npy_root = root / "npy"
+    for path in meta.shard_paths("train"):
+        for serialized in tf.data.TFRecordDataset(str(path)):
+            parsed = schema.parse_example_numpy(serialized.numpy(), shape)
+            folder = npy_root / "Train" / parsed[schema.LABEL_NAME]
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / (Path(parsed[schema.SOURCE]).stem + ".npy"), parsed[schema.FRAMES])
+    return records, npy_root
+
+
+def decode_only_dataset(data_dir: Path, batch_size: int):
+    """Read + parse + decode, nothing else: the ceiling any training pipeline over these shards can reach."""
+    import tensorflow as tf
+
+    from dfd.data import pipeline, schema
+    from dfd.data.metadata import DatasetMetadata
+
+    meta = DatasetMetadata.load(data_dir)
+    shape = meta.preprocessing.record_shape
+    files = [str(path) for path in meta.shard_paths("train")]
+    dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), pipeline.MAX_PARALLEL_SHARDS),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+
+    def parse_and_decode(serialized):
+        parsed = schema.parse_batch(serialized, shape)
+        return schema.decode_frames(parsed[schema.FRAMES], shape), parsed[schema.LABEL]
+
+    dataset = dataset.batch(batch_size, drop_remainder=True).map(
+        parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def clips_per_second(batches, passes: int) -> float:
+    """Median clips/s over `passes` full passes of an iterable of (clips, labels), after a warm-up pass."""
+    speeds = []
+    for index in range(passes + 1):
+        start, clips = time.perf_counter(), 0
+        for batch, _ in batches:
+            clips += int(batch.shape[0])
+            dtype = batch.dtype
+        if index > 0:   # the first pass warms the page cache, tracing and thread pools
+            speeds.append(clips / (time.perf_counter() - start))
+        if str(getattr(dtype, "name", dtype)) != "uint8":
+            raise RuntimeError(f"expected uint8 batches, got {dtype}")
+    return statistics.median(speeds)
+
+
+class _SequenceEpochs:
+    """Iterates a PyDataset the way fit does without workers: every index, then on_epoch_end."""
+
+    def __init__(self, sequence):
+        self.sequence = sequence
+
+    def __iter__(self):
+        for index in range(len(self.sequence)):
+            yield self.sequence[index]
+        self.sequence.on_epoch_end()
+
+
+def main(argv) -> None:
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    flag_values(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from dfd.data import pipeline
+
+    root = Path(flag_values.workdir or tempfile.mkdtemp(prefix="dfd-bench-pipeline-"))
+    try:
+        records, npy_root = write_data(root, flag_values.num_clips, flag_values.num_frames, flag_values.size,
+                                       flag_values.encoding, flag_values.shards)
+        batch_size, passes = flag_values.batch_size, flag_values.passes
+        training, _ = pipeline.make_dataset(records, "train", batch_size=batch_size, training=True, seed=0)
+        rows = [
+            ("training pipeline (shuffle, augment)", clips_per_second(training, passes),
+             len(list(records.glob("*.tfrecord")))),
+            ("decode-only limit (read+parse+decode)", clips_per_second(
+                decode_only_dataset(records, batch_size), passes), len(list(records.glob("*.tfrecord")))),
+            ("seed VideoDataGenerator (np.load per clip)", clips_per_second(
+                _SequenceEpochs(seed_video_generator(str(npy_root), "Train", batch_size)), passes),
+             len(list(npy_root.rglob("*.npy")))),
+        ]
+    finally:
+        if not flag_values.workdir:
+            shutil.rmtree(root, ignore_errors=True)
+
+    print(f"{flag_values.num_clips} clips of {flag_values.num_frames}x{flag_values.size}x{flag_values.size}x3 "
+          f"uint8 ({flag_values.encoding}), batch {batch_size}, {os.cpu_count()} CPU cores, "
+          f"median of {passes} passes")
+    print(f"{'reader':<44} {'clips/s':>10} {'files':>6}")
+    for name, speed, files in rows:
+        print(f"{name:<44} {speed:>10.1f} {files:>6}")
+    training_speed, decode_speed, seed_speed = (row[1] for row in rows)
+    print(f"P3 training pipeline / seed generator = {training_speed / seed_speed:.2f} (target >= 1.5)")
+    print(f"P1 training pipeline / decode-only limit = {training_speed / decode_speed:.2f} (target >= 0.8)")
