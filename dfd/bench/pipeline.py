@@ -9,6 +9,7 @@ On the same synthetic clips (written here with dfd.testing.fake_shards):
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import statistics
@@ -118,7 +119,7 @@ def decode_only_dataset(data_dir: Path, batch_size: int):
     shape = meta.preprocessing.record_shape
     files = [str(path) for path in meta.shard_paths("train")]
     dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(files), pipeline.MAX_PARALLEL_SHARDS),
+        tf.data.TFRecordDataset, cycle_length=pipeline.parallel_shards(len(files)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
 
     def parse_and_decode(serialized):
@@ -130,12 +131,17 @@ def decode_only_dataset(data_dir: Path, batch_size: int):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def clips_per_second(batches, passes: int) -> float:
-    """Median clips/s over `passes` full passes of an iterable of (clips, labels), after a warm-up pass."""
+def clips_per_second(batches, passes: int, steps: int | None = None) -> float:
+    """Median clips/s over `passes` passes of (clips, labels) batches, after a warm-up pass.
+
+    A pass is one iteration of `batches`, or with `steps` the next `steps` batches of one endless
+    iterator (how fit reads the repeating training dataset).
+    """
     speeds = []
+    endless = iter(batches) if steps else None
     for index in range(passes + 1):
         start, clips = time.perf_counter(), 0
-        for batch, _ in batches:
+        for batch, _ in (itertools.islice(endless, steps) if steps else batches):
             clips += int(batch.shape[0])
             dtype = batch.dtype
         if index > 0:   # the first pass warms the page cache, tracing and thread pools
@@ -169,12 +175,15 @@ def main(argv) -> None:
         records, npy_root = write_data(root, flag_values.num_clips, flag_values.num_frames, flag_values.size,
                                        flag_values.encoding, flag_values.shards)
         batch_size, passes = flag_values.batch_size, flag_values.passes
-        training, _ = pipeline.make_dataset(records, "train", batch_size=batch_size, training=True, seed=0)
+        # As dfd.train reads it: repeating, `steps` batches per epoch.
+        training, num_clips = pipeline.make_dataset(records, "train", batch_size=batch_size, training=True,
+                                                    seed=0, repeat=True)
+        steps = pipeline.steps_per_epoch(num_clips, batch_size, training=True)
+        num_shards = len(list(records.glob("*.tfrecord")))
         rows = [
-            ("training pipeline (shuffle, augment)", clips_per_second(training, passes),
-             len(list(records.glob("*.tfrecord")))),
+            ("training pipeline (shuffle, flip)", clips_per_second(training, passes, steps), num_shards),
             ("decode-only limit (read+parse+decode)", clips_per_second(
-                decode_only_dataset(records, batch_size), passes), len(list(records.glob("*.tfrecord")))),
+                decode_only_dataset(records, batch_size).repeat(), passes, steps), num_shards),
             ("seed VideoDataGenerator (np.load per clip)", clips_per_second(
                 _SequenceEpochs(seed_video_generator(str(npy_root), "Train", batch_size)), passes),
              len(list(npy_root.rglob("*.npy")))),
