@@ -22,14 +22,14 @@ from absl import flags
 
 
 def define_flags(flag_values) -> None:
-    flags.DEFINE_integer("num_clips", 384, "Clips written for the benchmark (half real, half fake).",
+    flags.DEFINE_integer("num_clips", 768, "Clips written for the benchmark (half real, half fake).",
                          flag_values=flag_values)
     flags.DEFINE_integer("num_frames", 16, "Frames per clip (the seed's video model).", flag_values=flag_values)
     flags.DEFINE_integer("size", 64, "Frame size (the seed's 64x64).", flag_values=flag_values)
     flags.DEFINE_enum("encoding", "raw", ["raw", "jpeg"], "Record encoding.", flag_values=flag_values)
     flags.DEFINE_integer("shards", 8, "Shards for the clips.", flag_values=flag_values)
     flags.DEFINE_integer("batch_size", 32, "Batch size (the seed's).", flag_values=flag_values)
-    flags.DEFINE_integer("passes", 3, "Timed passes over the data per reader (after one warm-up pass).",
+    flags.DEFINE_integer("passes", 4, "Timed passes per reader and round (after one warm-up pass; 2 rounds).",
                          flag_values=flag_values)
     flags.DEFINE_string("workdir", None, "Where to write the data (default: a temporary folder, removed).",
                         flag_values=flag_values)
@@ -131,24 +131,40 @@ def decode_only_dataset(data_dir: Path, batch_size: int):
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def clips_per_second(batches, passes: int, steps: int | None = None) -> float:
-    """Median clips/s over `passes` passes of (clips, labels) batches, after a warm-up pass.
+class _Reader:
+    """Timed passes over one reader: one iteration of `batches`, or with `steps` the next `steps`
+    batches of one endless iterator (how fit reads the repeating training dataset)."""
 
-    A pass is one iteration of `batches`, or with `steps` the next `steps` batches of one endless
-    iterator (how fit reads the repeating training dataset).
-    """
-    speeds = []
-    endless = iter(batches) if steps else None
-    for index in range(passes + 1):
-        start, clips = time.perf_counter(), 0
-        for batch, _ in (itertools.islice(endless, steps) if steps else batches):
-            clips += int(batch.shape[0])
-            dtype = batch.dtype
-        if index > 0:   # the first pass warms the page cache, tracing and thread pools
-            speeds.append(clips / (time.perf_counter() - start))
-        if str(getattr(dtype, "name", dtype)) != "uint8":
-            raise RuntimeError(f"expected uint8 batches, got {dtype}")
-    return statistics.median(speeds)
+    def __init__(self, name: str, batches, files: int, steps: int | None = None):
+        self.name, self.batches, self.files, self.steps = name, batches, files, steps
+        self.speeds = []
+
+    def run_block(self, passes: int) -> None:
+        """A fresh iterator, one warm-up pass (fills shuffle and prefetch buffers), `passes` timed ones.
+
+        The iterator is dropped at the end so its background threads stop and cannot fill
+        buffers while another reader is being timed.
+        """
+        endless = iter(self.batches) if self.steps else None
+        for index in range(passes + 1):
+            start, clips = time.perf_counter(), 0
+            for batch, _ in (itertools.islice(endless, self.steps) if self.steps else self.batches):
+                clips += int(batch.shape[0])
+                dtype = batch.dtype
+            if str(getattr(dtype, "name", dtype)) != "uint8":
+                raise RuntimeError(f"{self.name}: expected uint8 batches, got {dtype}")
+            if index > 0:
+                self.speeds.append(clips / (time.perf_counter() - start))
+        del endless
+
+
+def measure(readers: list[_Reader], passes: int, rounds: int = 2) -> list[float]:
+    """Median clips/s of each reader over `rounds` blocks of `passes` passes, the readers taking
+    turns so that load from other processes on a shared machine hits them alike."""
+    for _ in range(rounds):
+        for reader in readers:
+            reader.run_block(passes)
+    return [statistics.median(reader.speeds) for reader in readers]
 
 
 class _SequenceEpochs:
@@ -180,21 +196,23 @@ def main(argv) -> None:
                                                     seed=0, repeat=True)
         steps = pipeline.steps_per_epoch(num_clips, batch_size, training=True)
         num_shards = len(list(records.glob("*.tfrecord")))
-        rows = [
-            ("training pipeline (shuffle, flip)", clips_per_second(training, passes, steps), num_shards),
-            ("decode-only limit (read+parse+decode)", clips_per_second(
-                decode_only_dataset(records, batch_size).repeat(), passes, steps), num_shards),
-            ("seed VideoDataGenerator (np.load per clip)", clips_per_second(
-                _SequenceEpochs(seed_video_generator(str(npy_root), "Train", batch_size)), passes),
-             len(list(npy_root.rglob("*.npy")))),
+        readers = [
+            _Reader("training pipeline (shuffle, flip)", training, num_shards, steps),
+            _Reader("decode-only limit (read+parse+decode)", decode_only_dataset(records, batch_size).repeat(),
+                    num_shards, steps),
+            _Reader("seed VideoDataGenerator (np.load per clip)",
+                    _SequenceEpochs(seed_video_generator(str(npy_root), "Train", batch_size)),
+                    len(list(npy_root.rglob("*.npy")))),
         ]
+        speeds = measure(readers, passes)
+        rows = [(reader.name, speed, reader.files) for reader, speed in zip(readers, speeds)]
     finally:
         if not flag_values.workdir:
             shutil.rmtree(root, ignore_errors=True)
 
     print(f"{flag_values.num_clips} clips of {flag_values.num_frames}x{flag_values.size}x{flag_values.size}x3 "
           f"uint8 ({flag_values.encoding}), batch {batch_size}, {os.cpu_count()} CPU cores, "
-          f"median of {passes} passes")
+          f"median of 2 rounds x {passes} passes")
     print(f"{'reader':<44} {'clips/s':>10} {'files':>6}")
     for name, speed, files in rows:
         print(f"{name:<44} {speed:>10.1f} {files:>6}")
