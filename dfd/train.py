@@ -357,9 +357,13 @@ def _print_summary(summary: dict) -> None:
 
 
 def main(argv) -> None:
-    del argv
-    summary = train(train_flags.config_from_flags(flags.FLAGS))
-    del summary
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    try:
+        config = train_flags.config_from_flags(flags.FLAGS)
+    except ValueError as error:   # bad flag values: say what to fix, without a traceback
+        raise app.UsageError(str(error)) from None
+    train(config)
 
 
 if __name__ == "__main__":
