@@ -151,7 +151,7 @@ def is_chief() -> bool:
 
 
 def _build_from_local_batch(model, strategy) -> None:
-    """Works around Keras 3.15 fit under MultiWorkerMirroredStrategy.
+    """Works around Keras 3.15 fit under MultiWorkerMirroredStrategy (and several replicas).
 
     Before the first step Keras builds the model from one batch it reduces with
     strategy.reduce("MEAN", (x, y)); the collective strategy refuses a nested (x, y) structure
@@ -177,7 +177,8 @@ def _build_from_local_batch(model, strategy) -> None:
 
     # Keras 3.15 also averages each step's scalar logs with strategy.reduce("MEAN", v, axis=0), which
     # fails on scalars ("Invalid reduction dimension 0 for input with 0 dimensions"). Averaging
-    # across workers without an axis is what is meant. Only multi-worker processes get this patch.
+    # across workers without an axis is what is meant. The replacement acts only under the collective
+    # multi-worker strategy and defers to Keras otherwise.
     from keras.src.backend.tensorflow import trainer as tf_trainer
     original_reduce = tf_trainer.reduce_per_replica
     if getattr(original_reduce, "dfd_patched", False):
@@ -260,7 +261,8 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
                 metrics=models.metrics_for(model),
                 jit_compile=config.jit_compile)
 
-        if config.strategy == "multi_worker":
+        if config.strategy == "multi_worker" or strategy.num_replicas_in_sync > 1:
+            # Tested with two CPU workers; several GPUs in one process are untested here.
             _build_from_local_batch(model, strategy)
 
         augment = pipeline.Augment(flip=config.augment_flip, brightness=config.augment_brightness,
