@@ -135,3 +135,15 @@ def test_mixed_precision_outputs_float32(clips, tmp_path):
 def test_wrong_model_kind_for_the_data_is_a_clear_error(clips, tmp_path):
     with pytest.raises(ValueError, match="image model but .* holds video records"):
         train(_config(clips, tmp_path / "run", model="image_cnn", hparams={}))
+
+
+def test_class_weights_only_for_an_imbalanced_train_split(tmp_path):
+    from dfd.data.metadata import DatasetMetadata
+    from dfd.train import class_weights
+    balanced = DatasetMetadata.load(write_fake_dataset(tmp_path / "a", counts={"train": (4, 4)}))
+    assert class_weights(balanced, threshold=1.2) is None
+    skewed = DatasetMetadata.load(write_fake_dataset(tmp_path / "b", counts={"train": (2, 6)}))
+    assert class_weights(skewed, threshold=1.2) == {0: 2.0, 1: 8 / 12}
+    one_class = DatasetMetadata.load(write_fake_dataset(tmp_path / "c", counts={"train": (4, 0)}))
+    with pytest.raises(ValueError, match="only one class"):
+        class_weights(one_class, threshold=1.2)
