@@ -199,7 +199,8 @@ def convert(config: ConvertConfig) -> ConvertSummary:
     if config.shard_mb <= 0:
         raise ValueError(f"--shard_mb must be > 0, got {config.shard_mb}")
     records_per_shard = max(1, int(config.shard_mb * 2**20 // estimated_record_bytes(spec)))
-    plans = writer.plan_shards([item.split for item in items], config.seed, records_per_shard)
+    plans = writer.plan_shards([item.split for item in items], [item.label for item in items], config.seed,
+                               records_per_shard)
     output = Path(config.output)
     progress = _prepare_output(output, _fingerprint(spec, items, plans), config.overwrite)
 

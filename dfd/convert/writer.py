@@ -37,24 +37,34 @@ class ShardPlan:
         return shard_name(self.split, self.index, self.total)
 
 
-def plan_shards(splits: list[str], seed: int, records_per_shard: int) -> list[ShardPlan]:
-    """Shards for items whose splits are `splits[i]`.
+def plan_shards(splits: list[str], labels: list[int], seed: int, records_per_shard: int) -> list[ShardPlan]:
+    """Shards for items whose split and label are `splits[i]`, `labels[i]`.
 
-    Each split's items are shuffled with the seed (so a shard holds both classes
-    in their overall proportion) and cut into equal consecutive runs.
+    Within a split, each class is shuffled with the seed and the classes are
+    interleaved evenly before the list is cut into equal consecutive runs, so
+    every shard holds both classes in their overall proportion; each shard's
+    order is shuffled again so a reader never sees a regular real/fake rhythm.
     """
     if records_per_shard < 1:
         raise ValueError(f"records_per_shard must be >= 1, got {records_per_shard}")
     plans = []
     for split in SPLITS:
-        positions = [i for i, s in enumerate(splits) if s == split]
+        rng = random.Random(f"{seed}:{split}")
+        keyed = []
+        for label in sorted(set(labels)):
+            members = [i for i, (s, l) in enumerate(zip(splits, labels)) if s == split and l == label]
+            rng.shuffle(members)
+            # Rank within the class, as a fraction of the class: equal fractions interleave.
+            keyed += [((rank + rng.random()) / len(members), position) for rank, position in enumerate(members)]
+        positions = [position for _, position in sorted(keyed)]
         if not positions:
             continue
-        random.Random(f"{seed}:{split}").shuffle(positions)
         total = math.ceil(len(positions) / records_per_shard)
         for index in range(total):
             begin, end = index * len(positions) // total, (index + 1) * len(positions) // total
-            plans.append(ShardPlan(split, index, total, tuple(positions[begin:end])))
+            shard = positions[begin:end]
+            rng.shuffle(shard)
+            plans.append(ShardPlan(split, index, total, tuple(shard)))
     return plans
 
 
