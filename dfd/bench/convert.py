@@ -3,7 +3,8 @@
 On a generated video set (moving shapes with sensor noise, mp4v through
 OpenCV) it measures, in one run:
   (a) decode-only limit: the same frame sampling and resize in a pool of all
-      cores, nothing serialized or written
+      cores in a fresh interpreter (as the converter starts its pool), nothing
+      serialized or written
   (b) tools/make_tfrecords.py with all cores (raw and jpeg; in a subprocess,
       clips/s from its summary, which excludes interpreter and TF start-up
       but includes pool start, writing and verification), and its peak RSS
@@ -19,6 +20,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -83,6 +85,25 @@ def decode_only(paths: list[str], spec: dict, workers: int) -> float:
 
 def _call_decode_only(args) -> int:
     return _decode_only_task(*args)
+
+
+def decode_only_child(argv: list[str]) -> None:
+    """Entry of the (a) subprocess: a fresh interpreter, like the converter's, so both pay the same pool start."""
+    import json
+
+    source, workers, spec = argv[0], int(argv[1]), json.loads(argv[2])
+    paths = sorted(str(p) for p in Path(source).rglob("*.mp4"))
+    print(decode_only(paths, spec, workers))
+
+
+def decode_only_subprocess(source: Path, spec: dict, workers: int) -> float:
+    import json
+
+    code = "import sys; from dfd.bench.convert import decode_only_child; decode_only_child(sys.argv[1:])"
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-c", code, str(source), str(workers), json.dumps(spec)],
+                          capture_output=True, text=True, env=env, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
 
 
 def seed_npy(paths: list[str], output: Path, num_frames: int, size: int) -> float:
@@ -175,9 +196,13 @@ def main(argv) -> None:
         spec = {"kind": "video", "num_frames": values.frames, "size": values.frame_size, "encoding": "raw",
                 "jpeg_quality": 95, "sampling": "uniform", "short_clips": "pad", "face_crop": "none",
                 "face_margin": 1.3, "face_detect_size": 320, "max_no_face_fraction": 0.5}
-        decode_only(paths[:8], spec, workers)  # warm the page cache for the files and the imports
-        a = decode_only(paths, spec, workers)
-        b_raw = convert_subprocess(set_a, root / "raw_a", "raw", values)
+        # Other processes share the machine: (a) and (b) alternate twice and each keeps its best run.
+        a, b_raw = 0.0, {"clips_per_s": 0.0}
+        for attempt in range(2):
+            a = max(a, decode_only_subprocess(set_a, spec, workers))
+            run = convert_subprocess(set_a, root / f"raw_a{attempt}", "raw", values)
+            b_raw = run if run["clips_per_s"] > b_raw["clips_per_s"] else b_raw
+        shutil.copytree(root / "raw_a0", root / "raw_a")
         b_raw_double = convert_subprocess(set_b, root / "raw_b", "raw", values)
         b_jpeg = convert_subprocess(set_a, root / "jpeg_a", "jpeg", values)
         c = seed_npy(paths, root / "npy", values.frames, values.frame_size)
