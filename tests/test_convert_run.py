@@ -177,3 +177,15 @@ def test_verification_catches_corrupt_and_truncated_shards(videos, tmp_path):
         verify.verify_dataset(output)
     with pytest.raises(verify.VerificationError, match="corrupt"):
         verify.count_shard(shard)
+
+
+def test_worker_side_reading_does_not_import_tensorflow(videos):
+    # Workers that import TensorFlow pay seconds and hundreds of MB each before decoding anything.
+    code = ("import sys; from dfd.convert import worker;"
+            "spec = dict(kind='video', num_frames=4, size=16, encoding='raw', jpeg_quality=95,"
+            "sampling='uniform', short_clips='pad', face_crop='none');"
+            f"result = worker.read_chunk([(0, {str(next(videos.rglob('*.mp4')))!r})], spec);"
+            "print(result[0][1].frames.shape, 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code],
+                          capture_output=True, text=True, cwd=ROOT, check=True)
+    assert done.stdout.strip() == "(4, 16, 16, 3) False"

@@ -138,6 +138,11 @@ def _prepare_output(output: Path, fingerprint: str, overwrite: bool) -> writer.P
 def _stream(items: list[sources.Item], positions: list[int], spec: PreprocessSpec, workers: int):
     """Yields (position, RecordContent | SkippedFile) in `positions` order, bounded in flight."""
     spec_dict = spec.to_dict()
+    main_file = getattr(sys.modules["__main__"], "__file__", None)
+    if main_file and not os.path.exists(main_file):
+        # Workers re-import the main script (multiprocessing's spawn/forkserver); code run from
+        # stdin or a deleted file would make every worker die at start and the pool respawn forever.
+        workers = 1
     if workers <= 1:
         worker.init_worker()
         for position in positions:
