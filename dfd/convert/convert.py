@@ -70,10 +70,11 @@ class ConvertSummary:
     seconds: float
     output: Path
     resumed_shards: int = 0
+    processed: int = 0   # files read in this run (fewer than total when resuming)
 
     def line(self) -> str:
         per_split = ", ".join(f"{split} {n}" for split, n in self.counts.items())
-        rate = (self.total - self.skipped) / max(self.seconds, 1e-9)
+        rate = self.processed / max(self.seconds, 1e-9)
         return (f"wrote {sum(self.counts.values())} examples ({per_split}) to {self.output}; "
                 f"skipped {self.skipped} (see {metadata_lib.SKIPPED_FILE}); {self.bytes / 2**20:.1f} MiB; "
                 f"{self.seconds:.1f} s; {rate:.1f} clips/s"
@@ -164,7 +165,7 @@ def _stream(items: list[sources.Item], positions: list[int], spec: PreprocessSpe
 
 
 class _ProgressLine:
-    """A one-line \\r counter on stderr with clips/s (quiet when not a terminal)."""
+    """A one-line \\r counter on stderr with clips/s, redrawn at most twice a second."""
 
     def __init__(self, total: int, enabled: bool):
         self.total, self.enabled = total, enabled
@@ -254,7 +255,7 @@ def convert(config: ConvertConfig) -> ConvertSummary:
                              total=len(items), bytes=sum(sh["bytes"] for v in meta["splits"].values()
                                                          for sh in v["shards"]),
                              seconds=time.monotonic() - start, output=output,
-                             resumed_shards=len(plans) - len(todo))
+                             resumed_shards=len(plans) - len(todo), processed=bar.done)
     if items and skipped_total / len(items) > config.max_skip_fraction:
         raise TooManySkipsError(
             f"{skipped_total} of {len(items)} files were skipped ({skipped_total / len(items):.0%}), more than "
