@@ -21,13 +21,13 @@ def define_flags() -> None:
     flags.DEFINE_string("output", None, "Folder to write the sample dataset into (an earlier sample "
                         "dataset there is replaced).", required=True)
     flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives byte-identical files.")
-    flags.DEFINE_integer("videos_per_class", 40, "Videos per class (real, fake) over all splits; "
+    flags.DEFINE_integer("videos_per_class", 60, "Videos per class (real, fake) over all splits; "
                          "0 writes no videos.", lower_bound=0)
     flags.DEFINE_integer("images_per_class", 40, "Images per class (real, fake) over all splits; "
                          "0 writes no images.", lower_bound=0)
     flags.DEFINE_float("val_fraction", 0.2, "Fraction of each class that goes to the val split.")
     flags.DEFINE_float("test_fraction", 0.2, "Fraction of each class that goes to the test split.")
-    flags.DEFINE_integer("frames_per_video", 24, "Frames in each clip.", lower_bound=1)
+    flags.DEFINE_integer("frames_per_video", 20, "Frames in each clip.", lower_bound=1)
     flags.DEFINE_integer("video_size", 128, "Width and height of the clips in pixels.", lower_bound=32)
     flags.DEFINE_integer("image_size", 256, "Width and height of the images in pixels.", lower_bound=32)
     flags.DEFINE_float("fps", 24.0, "Frame rate written into the mp4 files.")

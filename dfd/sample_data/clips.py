@@ -104,6 +104,11 @@ def render_clip(rng: np.random.Generator, target: Identity, num_frames: int, hei
     # so a real and a fake made from the same seed share background, motion and noise.
     swap_rng = np.random.default_rng(rng.integers(0, 2**63))
     style = swap.random_swap_style(swap_rng) if source is not None else None
+    if source is not None:
+        # A swap warps the generated face onto the target's landmarks: the source
+        # brings its features and colouring, never its outline.
+        source = dataclasses.replace(source, face_width=target.face_width,
+                                     face_height=target.face_height, jaw=target.jaw)
     white_balance = np.asarray(camera.white_balance, dtype=np.float32)
     frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
     for index, pose in enumerate(poses):
@@ -120,7 +125,7 @@ def render_clip(rng: np.random.Generator, target: Identity, num_frames: int, hei
         frame += noise
         if style is not None:
             source_frame = backdrop.copy()
-            draw_head(source_frame, source, pose)
+            draw_head(source_frame, source, pose, face_only=True)
             source_frame *= film
             mask = swap.swap_mask(grid, target, style, swap_rng)
             frame = swap.swap_face(frame, source_frame, mask, style, noise)

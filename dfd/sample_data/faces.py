@@ -181,21 +181,25 @@ def face_oval(grid: FaceGrid, identity: Identity, softness: float = 1.0) -> np.n
     return grid.ellipse(0.0, 0.0, identity.face_width * narrowing, identity.face_height, softness)
 
 
-def draw_head(image: np.ndarray, identity: Identity, pose: Pose) -> FaceGrid:
-    """Draws shoulders, neck, hair and face of `identity` at `pose` into `image` (in place)."""
+def draw_head(image: np.ndarray, identity: Identity, pose: Pose, face_only: bool = False) -> FaceGrid:
+    """Draws shoulders, neck, hair and face of `identity` at `pose` into `image` (in place).
+
+    `face_only` skips body, hair and ears: a face swap only ever uses the inner face.
+    """
     height, width = image.shape[:2]
     grid = FaceGrid(height, width, pose)
     ident = identity
     skin = np.asarray(ident.skin, dtype=np.float32)
     fw, fh = ident.face_width, ident.face_height
 
-    paint(image, grid.ellipse(0.0, fh * 2.2, fw * 2.3, fh * 1.0), np.asarray(ident.shirt) * 0.9)
-    paint(image, grid.ellipse(0.0, fh * 0.95, fw * 0.48, fh * 0.6), skin * 0.8)
-    hair_back = grid.ellipse(0.0, -fh * 0.2, fw * 1.12 * ident.hair_volume, fh * 1.0)
-    paint(image, hair_back, ident.hair)
-    # Ears sit just outside the oval at eye level.
-    for side in (-1.0, 1.0):
-        paint(image, grid.ellipse(side * fw * 0.98, -0.02, 0.09, 0.16), skin * 0.9)
+    if not face_only:
+        paint(image, grid.ellipse(0.0, fh * 2.2, fw * 2.3, fh * 1.0), np.asarray(ident.shirt) * 0.9)
+        paint(image, grid.ellipse(0.0, fh * 0.95, fw * 0.48, fh * 0.6), skin * 0.8)
+        hair_back = grid.ellipse(0.0, -fh * 0.2, fw * 1.12 * ident.hair_volume, fh * 1.0)
+        paint(image, hair_back, ident.hair)
+        # Ears sit just outside the oval at eye level.
+        for side in (-1.0, 1.0):
+            paint(image, grid.ellipse(side * fw * 0.98, -0.02, 0.09, 0.16), skin * 0.9)
 
     # Skin lit from one side and darker towards the rim, so the face reads as round.
     oval = face_oval(grid, ident)
@@ -205,8 +209,9 @@ def draw_head(image: np.ndarray, identity: Identity, pose: Pose) -> FaceGrid:
     paint(image, oval, skin * shade[..., None])
 
     # Fringe: the top of the hair drawn over the forehead, only inside the hair's outline.
-    fringe = grid.ellipse(0.0, -fh * 0.92, fw * 1.05, fh * 0.42) * hair_back
-    paint(image, fringe, ident.hair)
+    if not face_only:
+        fringe = grid.ellipse(0.0, -fh * 0.92, fw * 1.05, fh * 0.42) * hair_back
+        paint(image, fringe, ident.hair)
 
     shift = 0.12 * pose.yaw  # a turned head moves its features towards one side
     eye_v = -ident.eye_height

@@ -37,16 +37,16 @@ class SwapStyle:
 
 def random_swap_style(rng: np.random.Generator) -> SwapStyle:
     return SwapStyle(
-        correction=float(rng.uniform(0.0, 0.6)),
-        colour_cast=tuple(float(c) for c in rng.normal(0.0, 0.04, 3)),
-        downscale=float(rng.uniform(2.5, 4.0)),
+        correction=float(rng.uniform(0.0, 0.4)),
+        colour_cast=tuple(float(c) for c in rng.normal(0.0, 0.06, 3)),
+        downscale=float(rng.uniform(3.0, 5.0)),
         feather=float(rng.uniform(1.5, 4.0)),
         radius_u=float(rng.uniform(0.74, 0.86)),
         # From the brows to below the mouth; the forehead and its fringe stay the target's.
         radius_v=float(rng.uniform(0.60, 0.68)),
         center_v=float(rng.uniform(0.12, 0.20)),
-        jitter=float(rng.uniform(0.015, 0.04)),
-        noise_kept=float(rng.uniform(0.0, 0.3)),
+        jitter=float(rng.uniform(0.02, 0.05)),
+        noise_kept=float(rng.uniform(0.0, 0.2)),
     )
 
 

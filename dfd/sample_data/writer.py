@@ -176,10 +176,10 @@ def _clear_previous(output: Path) -> None:
 def write_sample_dataset(
     output: str | Path,
     *,
-    videos_per_class: int | Mapping[str, int] = 40,
+    videos_per_class: int | Mapping[str, int] = 60,
     images_per_class: int | Mapping[str, int] = 40,
     seed: int = 0,
-    frames_per_video: int = 24,
+    frames_per_video: int = 20,
     video_size: tuple[int, int] = (128, 128),
     image_size: int = 256,
     fps: float = 24.0,
@@ -189,7 +189,7 @@ def write_sample_dataset(
     """Writes the synthetic sample dataset under `output` and returns what it wrote.
 
     `videos_per_class` / `images_per_class` are totals per class split by the
-    fractions (40 -> train 24, val 8, test 8), or a {split: count} mapping.
+    fractions (60 -> train 36, val 12, test 12), or a {split: count} mapping.
     `video_size` is (width, height). Zero skips that kind. Re-running replaces an
     earlier sample dataset in the same folder.
     """
