@@ -12,6 +12,8 @@ tool end to end, never to judge how good a detector is. The same --seed gives
 byte-identical files; no identity appears in two splits.
 """
 
+import os
+
 from absl import app, flags
 
 from dfd.sample_data import write_sample_dataset
@@ -21,7 +23,7 @@ def define_flags() -> None:
     flags.DEFINE_string("output", None, "Folder to write the sample dataset into (an earlier sample "
                         "dataset there is replaced).", required=True)
     flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives byte-identical files.")
-    flags.DEFINE_integer("videos_per_class", 60, "Videos per class (real, fake) over all splits; "
+    flags.DEFINE_integer("videos_per_class", 80, "Videos per class (real, fake) over all splits; "
                          "0 writes no videos.", lower_bound=0)
     flags.DEFINE_integer("images_per_class", 40, "Images per class (real, fake) over all splits; "
                          "0 writes no images.", lower_bound=0)
@@ -31,6 +33,8 @@ def define_flags() -> None:
     flags.DEFINE_integer("video_size", 128, "Width and height of the clips in pixels.", lower_bound=32)
     flags.DEFINE_integer("image_size", 256, "Width and height of the images in pixels.", lower_bound=32)
     flags.DEFINE_float("fps", 24.0, "Frame rate written into the mp4 files.")
+    flags.DEFINE_integer("workers", min(2, os.cpu_count() or 1), "Processes drawing files; the "
+                         "files are the same for any number.", lower_bound=1)
 
 
 def main(argv) -> None:
@@ -40,7 +44,8 @@ def main(argv) -> None:
         FLAGS.output, videos_per_class=FLAGS.videos_per_class, images_per_class=FLAGS.images_per_class,
         seed=FLAGS.seed, frames_per_video=FLAGS.frames_per_video,
         video_size=(FLAGS.video_size, FLAGS.video_size), image_size=FLAGS.image_size, fps=FLAGS.fps,
-        val_fraction=FLAGS.val_fraction, test_fraction=FLAGS.test_fraction)
+        val_fraction=FLAGS.val_fraction, test_fraction=FLAGS.test_fraction,
+        workers=FLAGS.workers)
     print(summary.format())
 
 

@@ -36,9 +36,12 @@ class SwapStyle:
 
 
 def random_swap_style(rng: np.random.Generator) -> SwapStyle:
+    # Every pipeline leaves some cast: a random colour direction of a bounded size.
+    cast = rng.normal(0.0, 1.0, 3)
+    cast *= rng.uniform(0.03, 0.08) / (np.linalg.norm(cast) + 1e-9)
     return SwapStyle(
         correction=float(rng.uniform(0.0, 0.4)),
-        colour_cast=tuple(float(c) for c in rng.normal(0.0, 0.06, 3)),
+        colour_cast=tuple(float(c) for c in cast),
         downscale=float(rng.uniform(3.0, 5.0)),
         feather=float(rng.uniform(1.5, 4.0)),
         radius_u=float(rng.uniform(0.74, 0.86)),

@@ -16,9 +16,12 @@ gives byte-identical files whatever the order or number of files written.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import csv
 import dataclasses
+import functools
 import math
+import multiprocessing
 import os
 import shutil
 import time
@@ -173,10 +176,28 @@ def _clear_previous(output: Path) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def _write_item(item: SampleItem, *, output: Path, seed: int, frames_per_video: int, height: int,
+                width: int, image_size: int, fps: float) -> int:
+    """Draws and writes one file; returns its size in bytes."""
+    path = output / item.relative_path
+    rng = _item_rng(seed, item)
+    target = _identity(seed, item.target_id)
+    source = _identity(seed, item.source_id) if item.source_id is not None else None
+    # Written under a temporary name (same extension: OpenCV picks the container
+    # from it) so an interrupted run never leaves a file that looks complete.
+    partial = path.with_name(f".partial-{path.name}")
+    if item.kind == "videos":
+        write_video(partial, clips.render_clip(rng, target, frames_per_video, height, width, source), fps)
+    else:
+        write_image(partial, clips.render_image(rng, target, image_size, source))
+    os.replace(partial, path)
+    return path.stat().st_size
+
+
 def write_sample_dataset(
     output: str | Path,
     *,
-    videos_per_class: int | Mapping[str, int] = 60,
+    videos_per_class: int | Mapping[str, int] = 80,
     images_per_class: int | Mapping[str, int] = 40,
     seed: int = 0,
     frames_per_video: int = 20,
@@ -185,13 +206,15 @@ def write_sample_dataset(
     fps: float = 24.0,
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
+    workers: int = 1,
 ) -> SampleSummary:
     """Writes the synthetic sample dataset under `output` and returns what it wrote.
 
     `videos_per_class` / `images_per_class` are totals per class split by the
-    fractions (60 -> train 36, val 12, test 12), or a {split: count} mapping.
+    fractions (80 -> train 48, val 16, test 16), or a {split: count} mapping.
     `video_size` is (width, height). Zero skips that kind. Re-running replaces an
-    earlier sample dataset in the same folder.
+    earlier sample dataset in the same folder. `workers` > 1 draws files in that
+    many processes; the files are the same either way.
     """
     start = time.perf_counter()
     width, height = video_size
@@ -200,6 +223,8 @@ def write_sample_dataset(
                          "pixels, or the faces have no room for eyes and mouth")
     if frames_per_video < 1:
         raise ValueError(f"frames_per_video must be at least 1, got {frames_per_video}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     video_counts = split_counts(videos_per_class, val_fraction, test_fraction)
@@ -211,25 +236,23 @@ def write_sample_dataset(
     _clear_previous(output)
     counts: dict = {}
     rows = collections.defaultdict(list)
-    total_bytes = 0
+    for kind_split in {(item.kind, item.split) for item in items}:
+        for label in LABELS:
+            (output / kind_split[0] / kind_split[1] / label).mkdir(parents=True, exist_ok=True)
+    settings = dict(output=output, seed=seed, frames_per_video=frames_per_video, height=height,
+                    width=width, image_size=image_size, fps=fps)
+    if workers == 1:
+        sizes = [_write_item(item, **settings) for item in items]
+    else:
+        # Spawned, not forked: the caller may have TensorFlow loaded, which does not survive a fork.
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            sizes = list(pool.map(functools.partial(_write_item, **settings), items, chunksize=4))
+    total_bytes = sum(sizes)
     for item in items:
-        path = output / item.relative_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rng = _item_rng(seed, item)
-        target = _identity(seed, item.target_id)
-        source = _identity(seed, item.source_id) if item.source_id is not None else None
-        # Written under a temporary name (same extension: OpenCV picks the container
-        # from it) so an interrupted run never leaves a file that looks complete.
-        partial = path.with_name(f".partial-{path.name}")
-        if item.kind == "videos":
-            write_video(partial, clips.render_clip(rng, target, frames_per_video, height, width, source), fps)
-        else:
-            write_image(partial, clips.render_image(rng, target, image_size, source))
-        os.replace(partial, path)
-        total_bytes += path.stat().st_size
         counts.setdefault(item.kind, {}).setdefault(item.split, {"real": 0, "fake": 0})[item.label] += 1
         rows[item.kind].append({
-            "path": os.path.relpath(path, output), "label": item.label, "split": item.split,
+            "path": item.relative_path, "label": item.label, "split": item.split,
             "group": f"id{item.target_id:05d}",
             "swap_source": "" if item.source_id is None else f"id{item.source_id:05d}",
         })
