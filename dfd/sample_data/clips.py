@@ -87,7 +87,7 @@ def random_camera(rng: np.random.Generator) -> Camera:
         brightness_end=float(rng.uniform(0.8, 1.15)),
         white_balance=tuple(float(c) for c in rng.uniform(0.92, 1.08, 3)),
         defocus_sigma=float(rng.uniform(0.0, 0.8)),
-        noise_sigma=float(rng.uniform(0.01, 0.035)),
+        noise_sigma=float(rng.uniform(0.02, 0.045)),
     )
 
 

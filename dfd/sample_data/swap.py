@@ -49,7 +49,7 @@ def random_swap_style(rng: np.random.Generator) -> SwapStyle:
         radius_v=float(rng.uniform(0.60, 0.68)),
         center_v=float(rng.uniform(0.12, 0.20)),
         jitter=float(rng.uniform(0.02, 0.05)),
-        noise_kept=float(rng.uniform(0.0, 0.2)),
+        noise_kept=float(rng.uniform(0.0, 0.15)),
     )
 
 
