@@ -56,7 +56,9 @@ def head_track(rng: np.random.Generator, num_frames: int, height: int, width: in
 
     center_x = width / 2 + rng.uniform(-0.06, 0.06) * width + wave(0.04 * width)
     center_y = height * 0.45 + rng.uniform(-0.04, 0.04) * height + wave(0.03 * height)
-    scale = size * rng.uniform(0.27, 0.33) * (1.0 + wave(0.04))
+    # A close-up, as in face-swap datasets: the face fills much of the frame, so the
+    # swap's traces survive the converter's downscaling to 64x64.
+    scale = size * rng.uniform(0.31, 0.37) * (1.0 + wave(0.04))
     roll = rng.uniform(-0.1, 0.1) + wave(0.08)
     yaw = rng.uniform(-0.3, 0.3) + wave(0.3)
     eyes = blink_openness(rng, num_frames)
