@@ -218,6 +218,19 @@ def _profile_batch(value: str):
 # Training
 # --------------------------------------------------------------------------
 
+def build_and_compile(config: train_flags.TrainConfig, input_shape: tuple, hparams: dict):
+    """The model of `config` compiled as the trainer compiles it (the tuner's build_model(hp) calls this).
+
+    Call inside the distribution strategy's scope and after setting the dtype policy.
+    """
+    keras = _keras()
+    from dfd import models
+    model = models.build_model(config.model, input_shape, **hparams)
+    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=models.loss_for(model),
+                  metrics=models.metrics_for(model), jit_compile=config.jit_compile)
+    return model
+
+
 def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) -> dict:
     """Trains `config` into config.run_dir and returns the summary (also written to summary.json).
 
@@ -254,12 +267,7 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
         tf.config.experimental.enable_op_determinism()
     try:
         with strategy.scope():
-            model = models.build_model(config.model, input_shape, **config.hparams)
-            model.compile(
-                optimizer=keras.optimizers.Adam(config.learning_rate),
-                loss=models.loss_for(model),
-                metrics=models.metrics_for(model),
-                jit_compile=config.jit_compile)
+            model = build_and_compile(config, input_shape, config.hparams)
 
         if config.strategy == "multi_worker" or strategy.num_replicas_in_sync > 1:
             # Tested with two CPU workers; several GPUs in one process are untested here.
