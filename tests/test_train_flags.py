@@ -46,7 +46,14 @@ def test_missing_data_or_run_dir_is_an_error():
         _parse("--data=d")
 
 
-@pytest.mark.parametrize("name", ["image", "inception", "video", "video_frozen_cnn", "demo"])
+CONFIG_NAMES = sorted(path.stem for path in CONFIGS.glob("*.flags"))
+
+
+def test_the_configs_named_by_issue_3_exist():
+    assert {"image", "image64", "inception", "video", "video_frozen_cnn", "demo"} <= set(CONFIG_NAMES)
+
+
+@pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_every_config_parses_and_opens_with_its_command(name):
     path = CONFIGS / f"{name}.flags"
     lines = path.read_text().splitlines()
@@ -56,3 +63,31 @@ def test_every_config_parses_and_opens_with_its_command(name):
     assert all("#" not in line for line in lines if line.startswith("--"))
     config = _parse(f"--flagfile={path}")
     assert config.model in models.MODEL_NAMES and config.run_dir == f"runs/{name}"
+
+
+def test_two_stage_configs_chain_image64_then_video_frozen_cnn(tmp_path):
+    """configs/image64.flags trains the frame CNN that configs/video_frozen_cnn.flags loads frozen."""
+    import keras
+    import numpy as np
+
+    from dfd.testing.fake_shards import write_fake_dataset
+    from dfd.train import train
+
+    images = write_fake_dataset(tmp_path / "images64", kind="image", size=64, counts={"train": (8, 8), "val": (2, 2)})
+    clips = write_fake_dataset(tmp_path / "video", num_frames=2, size=64, counts={"train": (8, 8), "val": (2, 2)})
+    quick = ["--epochs=1", "--batch_size=16", "--verbose=0"]
+    stage1 = _parse(f"--flagfile={CONFIGS / 'image64.flags'}", f"--data={images}",
+                    f"--run_dir={tmp_path / 'image64'}", *quick)
+    train(stage1)
+    stage2 = _parse(f"--flagfile={CONFIGS / 'video_frozen_cnn.flags'}", f"--data={clips}",
+                    f"--run_dir={tmp_path / 'video_frozen_cnn'}", f"--frame_cnn={tmp_path / 'image64'}", *quick)
+    assert stage2.hparams["freeze_frame_cnn"] is True
+    train(stage2)
+    image_model = keras.saving.load_model(tmp_path / "image64" / "model.keras")
+    video_model = keras.saving.load_model(tmp_path / "video_frozen_cnn" / "model.keras")
+    frame_cnn = video_model.get_layer("frame_cnn")
+    assert not frame_cnn.trainable
+    # Frozen: one epoch of stage 2 left the image CNN's feature weights as stage 1 saved them.
+    image_weights = [weight.numpy() for weight in image_model.weights]
+    for weight in frame_cnn.weights:
+        assert any(w.shape == weight.shape and np.array_equal(w, weight.numpy()) for w in image_weights)
