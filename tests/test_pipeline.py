@@ -104,6 +104,29 @@ def test_flip_only_mirrors_whole_clips():
         assert (clip == original).all() or (clip == original[:, :, ::-1]).all()
 
 
+@pytest.mark.parametrize("fixture,cache", [("video_raw", "none"), ("video_raw", "memory"), ("images", "none")])
+def test_training_pipeline_flips_whole_clips_with_their_labels(fixture, cache, request):
+    """The flip inside the decode map (and after the cache) mirrors every frame of a clip or none."""
+    data_dir = request.getfixturevalue(fixture)
+    originals = _records_numpy(data_dir, "train")
+    dataset, _ = pipeline.make_dataset(data_dir, "train", batch_size=4, training=True, seed=5, cache=cache,
+                                       augment=pipeline.Augment(flip=True))
+    kinds = []
+    for _ in range(3):
+        for clips, labels in dataset:
+            for clip, label in zip(clips.numpy(), labels.numpy()):
+                clip = clip[None] if fixture == "images" else clip   # (T, H, W, 3); W is axis 2
+                if _digest(clip) in originals:
+                    kinds.append("as is")
+                    assert originals[_digest(clip)] == label
+                else:
+                    mirrored = _digest(clip[:, :, ::-1])
+                    assert mirrored in originals, "a clip is neither a record nor a whole-clip mirror of one"
+                    assert originals[mirrored] == label
+                    kinds.append("mirrored")
+    assert 0.2 < kinds.count("mirrored") / len(kinds) < 0.8
+
+
 def test_no_augmentation_at_evaluation(video_raw):
     strong = pipeline.Augment(flip=True, brightness=0.5, contrast=0.5)
     dataset, _ = pipeline.make_dataset(video_raw, "val", batch_size=4, training=False, augment=strong)
