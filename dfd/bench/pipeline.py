@@ -8,7 +8,8 @@ On the same synthetic clips (written here with dfd.testing.fake_shards):
 
 Each reader runs twice: with its files in the page cache (written just before: np.load is then a
 memcpy) and cold, every file evicted from the page cache before each pass with
-posix_fadvise(DONTNEED), which needs no root. Cold is the seed's real situation: 22,000+ .npy files
+posix_fadvise(DONTNEED), which needs no root (the tf.data reader, which reads ahead, also every
+5 ms during the pass). Cold is the seed's real situation: 22,000+ .npy files
 on a disk, far more than the page cache holds across epochs. P3 is printed for both.
 """
 
@@ -22,6 +23,7 @@ import os
 import shutil
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -194,6 +196,35 @@ def resident_fraction(paths) -> float | None:
     return resident / total if total else 1.0
 
 
+def _disk_read_bytes() -> float:
+    """Bytes this process has caused to be fetched from storage (nan where /proc/self/io is missing)."""
+    try:
+        with open("/proc/self/io") as file:
+            for line in file:
+                if line.startswith("read_bytes:"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return float("nan")
+
+
+class _Evictor:
+    """Evicts `paths` from the page cache every `interval` seconds in a thread until stop()."""
+
+    def __init__(self, paths, interval: float = 0.005):
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(paths, interval), daemon=True)
+        self._thread.start()
+
+    def _run(self, paths, interval):
+        while not self._stopped.wait(interval):
+            evict_from_page_cache(paths)
+
+    def stop(self):
+        self._stopped.set()
+        self._thread.join()
+
+
 class _Reader:
     """Timed passes over one reader: one iteration of `batches`, or with `steps` the next `steps`
     batches of one endless iterator (how fit reads the repeating training dataset). With `evict`
@@ -202,6 +233,13 @@ class _Reader:
     def __init__(self, name: str, batches, files: int, steps: int | None = None, evict=None):
         self.name, self.batches, self.files, self.steps, self.evict = name, batches, files, steps, evict
         self.speeds = []
+        # CPU seconds of this process per clip (all threads): the work a reader does, much less
+        # sensitive than clips/s to other jobs on a shared machine (they take wall time, not our
+        # CPU time). Excludes waiting for the disk, so it says nothing about the cold case.
+        self.cpu_per_clip = []
+        # Bytes this process fetched from storage per clip (/proc/self/io read_bytes): ~ the clip
+        # size when the cold case really reads from the disk, ~0 when warm.
+        self.disk_bytes_per_clip = []
 
     def run_block(self, passes: int) -> None:
         """A fresh iterator, one warm-up pass (fills shuffle and prefetch buffers), `passes` timed ones.
@@ -213,24 +251,37 @@ class _Reader:
         for index in range(passes + 1):
             if self.evict:
                 evict_from_page_cache(self.evict)
-            start, clips = time.perf_counter(), 0
+            # A tf.data reader reads ahead (shuffle buffer, prefetch): records of the next pass
+            # are read during this one, so evicting once per pass would let it read part of them
+            # from the page cache. A thread evicting its files every few ms for the whole pass
+            # sends (nearly) every read to the disk, as in a long epoch over more data than the
+            # page cache holds. Its CPU time counts against the tf.data reader (conservative).
+            evictor = _Evictor(self.evict) if self.evict and self.steps else None
+            start, cpu_start, disk_start, clips = time.perf_counter(), time.process_time(), _disk_read_bytes(), 0
             for batch, _ in (itertools.islice(endless, self.steps) if self.steps else self.batches):
                 clips += int(batch.shape[0])
                 dtype = batch.dtype
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+            disk_bytes = _disk_read_bytes() - disk_start
+            if evictor:
+                evictor.stop()
             if str(getattr(dtype, "name", dtype)) != "uint8":
                 raise RuntimeError(f"{self.name}: expected uint8 batches, got {dtype}")
             if index > 0:
-                self.speeds.append(clips / (time.perf_counter() - start))
+                self.speeds.append(clips / seconds)
+                self.cpu_per_clip.append(cpu_seconds / clips)
+                self.disk_bytes_per_clip.append(disk_bytes / clips)
         del endless
 
 
-def measure(readers: list[_Reader], passes: int, rounds: int = 2) -> list[float]:
-    """Median clips/s of each reader over `rounds` blocks of `passes` passes, the readers taking
-    turns so that load from other processes on a shared machine hits them alike."""
+def measure(readers: list[_Reader], passes: int, rounds: int = 2) -> list[tuple[float, float, float]]:
+    """Median clips/s and CPU seconds per clip of each reader over `rounds` blocks of `passes`
+    passes, the readers taking turns so that load from other processes hits them alike."""
     for _ in range(rounds):
         for reader in readers:
             reader.run_block(passes)
-    return [statistics.median(reader.speeds) for reader in readers]
+    return [(statistics.median(reader.speeds), statistics.median(reader.cpu_per_clip),
+             statistics.median(reader.disk_bytes_per_clip)) for reader in readers]
 
 
 class _SequenceEpochs:
@@ -283,7 +334,7 @@ def main(argv) -> None:
             _Reader("seed VideoDataGenerator, cold page cache", seed_reader(), len(npy_files), evict=npy_files),
         ]
         speeds = measure(readers, passes)
-        rows = [(reader.name, speed, reader.files) for reader, speed in zip(readers, speeds)]
+        rows = [(reader.name, speed, cpu, reader.files, disk) for reader, (speed, cpu, disk) in zip(readers, speeds)]
     finally:
         if not flag_values.workdir:
             shutil.rmtree(root, ignore_errors=True)
@@ -291,13 +342,16 @@ def main(argv) -> None:
     print(f"{flag_values.num_clips} clips of {flag_values.num_frames}x{flag_values.size}x{flag_values.size}x3 "
           f"uint8 ({flag_values.encoding}), batch {batch_size}, {os.cpu_count()} CPU cores, "
           f"median of 2 rounds x {passes} passes")
-    print(f"cold: every file evicted (posix_fadvise DONTNEED) before each pass; page cache resident "
+    print(f"cold: files evicted (posix_fadvise DONTNEED) before each pass, the shards also every 5 ms; "
+          f"page cache resident "
           f"right after eviction: {'unknown (no mincore)' if resident_after_evict is None else f'{resident_after_evict:.0%}'}")
-    print(f"{'reader':<44} {'clips/s':>10} {'files':>6}")
-    for name, speed, files in rows:
-        print(f"{name:<44} {speed:>10.1f} {files:>6}")
+    print(f"{'reader':<44} {'clips/s':>10} {'CPU us/clip':>12} {'disk KB/clip':>13} {'files':>6}")
+    for name, speed, cpu, files, disk in rows:
+        print(f"{name:<44} {speed:>10.1f} {cpu * 1e6:>12.0f} {disk / 1e3:>13.0f} {files:>6}")
     training_speed, _, decode_speed, seed_speed, training_cold, seed_cold = (row[1] for row in rows)
     print(f"P3 warm training pipeline / seed generator = {training_speed / seed_speed:.2f} (target >= 1.5; "
-          f"files {rows[0][2]} vs {rows[3][2]})")
+          f"files {rows[0][3]} vs {rows[3][3]})")
     print(f"P3 cold training pipeline / seed generator = {training_cold / seed_cold:.2f} (target >= 1.5)")
+    print(f"P1 by CPU work: decode-only CPU per clip / training pipeline CPU per clip = "
+          f"{rows[2][2] / rows[0][2]:.2f} (the clips/s ratio below on an idle machine with the cores to spare)")
     print(f"P1 training pipeline / decode-only limit = {training_speed / decode_speed:.2f} (target >= 0.8)")
