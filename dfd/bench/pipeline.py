@@ -8,8 +8,8 @@ On the same synthetic clips (written here with dfd.testing.fake_shards):
 
 Each reader runs twice: with its files in the page cache (written just before: np.load is then a
 memcpy) and cold, every file evicted from the page cache before each pass with
-posix_fadvise(DONTNEED), which needs no root (the tf.data reader, which reads ahead, also every
-5 ms during the pass). Cold is the seed's real situation: 22,000+ .npy files
+posix_fadvise(DONTNEED), which needs no root (the tf.data reader then starts a fresh iterator, so
+that no record of the pass was read ahead from the page cache in the last one). Cold is the seed's real situation: 22,000+ .npy files
 on a disk, far more than the page cache holds across epochs. P3 is printed for both.
 """
 
@@ -23,7 +23,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -208,23 +207,6 @@ def _disk_read_bytes() -> float:
     return float("nan")
 
 
-class _Evictor:
-    """Evicts `paths` from the page cache every `interval` seconds in a thread until stop()."""
-
-    def __init__(self, paths, interval: float = 0.005):
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(paths, interval), daemon=True)
-        self._thread.start()
-
-    def _run(self, paths, interval):
-        while not self._stopped.wait(interval):
-            evict_from_page_cache(paths)
-
-    def stop(self):
-        self._stopped.set()
-        self._thread.join()
-
-
 class _Reader:
     """Timed passes over one reader: one iteration of `batches`, or with `steps` the next `steps`
     batches of one endless iterator (how fit reads the repeating training dataset). With `evict`
@@ -250,21 +232,23 @@ class _Reader:
         endless = iter(self.batches) if self.steps else None
         for index in range(passes + 1):
             if self.evict:
+                # Drop the running iterator first: its threads would go on reading ahead while
+                # (and after) the files are evicted, and the next pass would find those pages cached.
+                endless = None
                 evict_from_page_cache(self.evict)
-            # A tf.data reader reads ahead (shuffle buffer, prefetch): records of the next pass
-            # are read during this one, so evicting once per pass would let it read part of them
-            # from the page cache. A thread evicting its files every few ms for the whole pass
-            # sends (nearly) every read to the disk, as in a long epoch over more data than the
-            # page cache holds. Its CPU time counts against the tf.data reader (conservative).
-            evictor = _Evictor(self.evict) if self.evict and self.steps else None
+                if self.steps:
+                    # A tf.data iterator reads ahead (shuffle buffer, prefetch): a running one
+                    # would have read part of this pass's records during the last pass, from the
+                    # page cache. A fresh iterator per cold pass reads every record it delivers
+                    # from the disk, and pays for filling its shuffle buffer within the pass
+                    # (conservative: a long epoch fills it once).
+                    endless = iter(self.batches)
             start, cpu_start, disk_start, clips = time.perf_counter(), time.process_time(), _disk_read_bytes(), 0
             for batch, _ in (itertools.islice(endless, self.steps) if self.steps else self.batches):
                 clips += int(batch.shape[0])
                 dtype = batch.dtype
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
             disk_bytes = _disk_read_bytes() - disk_start
-            if evictor:
-                evictor.stop()
             if str(getattr(dtype, "name", dtype)) != "uint8":
                 raise RuntimeError(f"{self.name}: expected uint8 batches, got {dtype}")
             if index > 0:
@@ -342,7 +326,7 @@ def main(argv) -> None:
     print(f"{flag_values.num_clips} clips of {flag_values.num_frames}x{flag_values.size}x{flag_values.size}x3 "
           f"uint8 ({flag_values.encoding}), batch {batch_size}, {os.cpu_count()} CPU cores, "
           f"median of 2 rounds x {passes} passes")
-    print(f"cold: files evicted (posix_fadvise DONTNEED) before each pass, the shards also every 5 ms; "
+    print(f"cold: files evicted (posix_fadvise DONTNEED) before each pass, fresh tf.data iterator per pass; "
           f"page cache resident "
           f"right after eviction: {'unknown (no mincore)' if resident_after_evict is None else f'{resident_after_evict:.0%}'}")
     print(f"{'reader':<44} {'clips/s':>10} {'CPU us/clip':>12} {'disk KB/clip':>13} {'files':>6}")
