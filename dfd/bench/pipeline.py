@@ -9,8 +9,10 @@ On the same synthetic clips (written here with dfd.testing.fake_shards):
 Each reader runs twice: with its files in the page cache (written just before: np.load is then a
 memcpy) and cold, every file evicted from the page cache before each pass with
 posix_fadvise(DONTNEED), which needs no root (the tf.data reader then starts a fresh iterator, so
-that no record of the pass was read ahead from the page cache in the last one). Cold is the seed's real situation: 22,000+ .npy files
-on a disk, far more than the page cache holds across epochs. P3 is printed for both.
+that no record of the pass was read ahead from the page cache in the last one). Cold is the seed's
+real situation: 22,000+ .npy files on a disk, far more than the page cache holds across epochs.
+P3 is printed for both. Columns: clips/s, CPU time of the process per clip (the work, little
+affected by other jobs), bytes fetched from storage per clip (proves the cold case is cold).
 """
 
 from __future__ import annotations
@@ -326,9 +328,9 @@ def main(argv) -> None:
     print(f"{flag_values.num_clips} clips of {flag_values.num_frames}x{flag_values.size}x{flag_values.size}x3 "
           f"uint8 ({flag_values.encoding}), batch {batch_size}, {os.cpu_count()} CPU cores, "
           f"median of 2 rounds x {passes} passes")
+    resident = "unknown (no mincore)" if resident_after_evict is None else f"{resident_after_evict:.0%}"
     print(f"cold: files evicted (posix_fadvise DONTNEED) before each pass, fresh tf.data iterator per pass; "
-          f"page cache resident "
-          f"right after eviction: {'unknown (no mincore)' if resident_after_evict is None else f'{resident_after_evict:.0%}'}")
+          f"page cache resident right after eviction: {resident}")
     print(f"{'reader':<44} {'clips/s':>10} {'CPU us/clip':>12} {'disk KB/clip':>13} {'files':>6}")
     for name, speed, cpu, files, disk in rows:
         print(f"{name:<44} {speed:>10.1f} {cpu * 1e6:>12.0f} {disk / 1e3:>13.0f} {files:>6}")
