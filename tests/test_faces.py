@@ -192,3 +192,52 @@ def test_bad_frames_are_rejected_with_a_message():
         faces.crop_faces([np.zeros((10, 10), np.uint8)], SPEC)
     with pytest.raises(ValueError, match="share one size"):
         faces.crop_faces([np.zeros((10, 10, 3), np.uint8), np.zeros((12, 10, 3), np.uint8)], SPEC)
+
+
+def _write_rotated_portrait_video(path: str, upright_frames: list[np.ndarray]) -> None:
+    """A phone-style video: portrait frames stored sideways (landscape) with
+    display-rotation metadata, written by imageio-ffmpeg's bundled ffmpeg."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    height, width = upright_frames[0].shape[:2]
+    landscape = path + ".landscape.mp4"
+    writer = imageio_ffmpeg.write_frames(landscape, (height, width), fps=10, codec="libx264",
+                                         macro_block_size=8, output_params=["-qp", "10"])
+    writer.send(None)
+    for frame in upright_frames:
+        writer.send(np.ascontiguousarray(cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE)))
+    writer.close()
+    # Stream copy: the pixels stay sideways, only the display matrix is added
+    # (90 degrees counter-clockwise undoes the clockwise turn above).
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-display_rotation", "90",
+                    "-i", landscape, "-c", "copy", path], check=True)
+
+
+def _read_all(path: str, auto_orientation: bool) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(path)
+    capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1 if auto_orientation else 0)
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    return frames
+
+
+def test_portrait_video_with_rotation_metadata(tmp_path):
+    rng = np.random.default_rng(8)
+    upright, truth = moving_face_clip(rng, 4, 360, 640, start=(180, 260), end=(180, 300),
+                                      side_start=110, side_end=110)
+    path = str(tmp_path / "portrait.mp4")
+    _write_rotated_portrait_video(path, upright)
+    frames = _read_all(path, auto_orientation=True)
+    assert frames[0].shape == (640, 360, 3)  # upright portrait, as the video reader delivers it
+    result = faces.crop_faces(frames, SPEC)
+    assert (containment(truth, to_pixels(result.boxes, 360, 640)) > 0.9).all()
+    # Why the reader must rotate: MTCNN does not find a face lying on its side.
+    with pytest.raises(faces.NoFaceError):
+        faces.crop_faces(_read_all(path, auto_orientation=False), SPEC)

@@ -49,6 +49,21 @@ class FaceCrops:
 
 _detector = None
 _detector_lock = threading.Lock()
+_num_threads: int | None = None
+
+
+def set_detector_threads(num_threads: int) -> None:
+    """Limit the threads TensorFlow uses for detection in this process.
+
+    For converter worker processes (call it in the pool initializer, before the
+    first detection): the workers already fill the cores, and TensorFlow's own
+    thread pools in every worker would oversubscribe them. Importing this module
+    does not import TensorFlow, so calling this costs nothing.
+    """
+    global _num_threads
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    _num_threads = num_threads
 
 
 def detector():
@@ -58,6 +73,13 @@ def detector():
         if _detector is None:
             import tensorflow as tf
             from mtcnn import MTCNN
+
+            if _num_threads is not None:
+                try:
+                    tf.config.threading.set_intra_op_parallelism_threads(_num_threads)
+                    tf.config.threading.set_inter_op_parallelism_threads(_num_threads)
+                except RuntimeError:
+                    pass  # TensorFlow already started in this process: its pools are fixed
 
             # All three stages: the last (ONet) refines the box and rejects most
             # false positives of the first two on textured backgrounds, at a
