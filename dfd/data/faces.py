@@ -151,7 +151,8 @@ def crop_faces(frames: Sequence[np.ndarray], spec) -> FaceCrops:
     boxes, confidence = face_tracks.pick_track(detections)
     missing = int(np.isnan(boxes[:, 0]).sum())
     if missing > spec.max_no_face_fraction * len(frames):
-        raise NoFaceError(f"no face in {missing} of {len(frames)} frames "
+        # Starts with "no face" so skipped.csv can be filtered by reason.
+        raise NoFaceError(f"no face: none found in {missing} of {len(frames)} frames "
                           f"(more than max_no_face_fraction={spec.max_no_face_fraction})")
     if missing == len(frames):
         # Only reachable with max_no_face_fraction=1.0 (the user asked never to
