@@ -95,6 +95,11 @@ def _follow(detections: list[np.ndarray], seed_frame: int, seed_row: int) -> lis
 def pick_track(detections: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The main face track of a clip.
 
+    The strongest detections (area x confidence) each seed a track, grown
+    frame by frame through the detection that best continues it; the track
+    with the largest summed side x confidence wins, i.e. the face that is
+    large, confident and present in the most frames.
+
     detections: one (N_t, 5) array [x0, y0, x1, y1, confidence] per frame.
     Returns boxes (T, 4) float64 with NaN rows where the track has no detection,
     and confidence (T,) float32, 0 where not found. All NaN when no detections.
