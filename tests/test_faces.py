@@ -7,7 +7,8 @@ import pytest
 
 from dfd.data import face_tracks, faces
 from dfd.data.preprocessing import PreprocessSpec
-from dfd.testing.face_frames import face_frame, moving_face_clip, noise_background
+from dfd.testing.face_frames import (face_frame, moving_face_clip, noise_background, write_mp4v,
+                                     write_rotated_portrait_video)
 
 SPEC = PreprocessSpec(kind="video", num_frames=8, size=64, face_crop="mtcnn")
 
@@ -168,10 +169,7 @@ def test_frames_from_an_mp4_written_and_read_by_opencv(tmp_path):
     frames, truth = moving_face_clip(rng, 8, 640, 360, start=(200, 180), end=(440, 180),
                                      side_start=90, side_end=90)
     path = str(tmp_path / "clip.mp4")
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 8, (640, 360))
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
+    write_mp4v(path, frames)
     capture = cv2.VideoCapture(path)
     decoded = []
     while True:
@@ -194,27 +192,6 @@ def test_bad_frames_are_rejected_with_a_message():
         faces.crop_faces([np.zeros((10, 10, 3), np.uint8), np.zeros((12, 10, 3), np.uint8)], SPEC)
 
 
-def _write_rotated_portrait_video(path: str, upright_frames: list[np.ndarray]) -> None:
-    """A phone-style video: portrait frames stored sideways (landscape) with
-    display-rotation metadata, written by imageio-ffmpeg's bundled ffmpeg."""
-    import subprocess
-
-    import imageio_ffmpeg
-
-    height, width = upright_frames[0].shape[:2]
-    landscape = path + ".landscape.mp4"
-    writer = imageio_ffmpeg.write_frames(landscape, (height, width), fps=10, codec="libx264",
-                                         macro_block_size=8, output_params=["-qp", "10"])
-    writer.send(None)
-    for frame in upright_frames:
-        writer.send(np.ascontiguousarray(cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE)))
-    writer.close()
-    # Stream copy: the pixels stay sideways, only the display matrix is added
-    # (90 degrees counter-clockwise undoes the clockwise turn above).
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-display_rotation", "90",
-                    "-i", landscape, "-c", "copy", path], check=True)
-
-
 def _read_all(path: str, auto_orientation: bool) -> list[np.ndarray]:
     capture = cv2.VideoCapture(path)
     capture.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1 if auto_orientation else 0)
@@ -233,7 +210,7 @@ def test_portrait_video_with_rotation_metadata(tmp_path):
     upright, truth = moving_face_clip(rng, 4, 360, 640, start=(180, 260), end=(180, 300),
                                       side_start=110, side_end=110)
     path = str(tmp_path / "portrait.mp4")
-    _write_rotated_portrait_video(path, upright)
+    write_rotated_portrait_video(path, upright)
     frames = _read_all(path, auto_orientation=True)
     assert frames[0].shape == (640, 360, 3)  # upright portrait, as the video reader delivers it
     result = faces.crop_faces(frames, SPEC)

@@ -9,6 +9,7 @@ face is in every frame.
 from __future__ import annotations
 
 import functools
+import os
 
 import cv2
 import numpy as np
@@ -78,3 +79,34 @@ def moving_face_clip(rng: np.random.Generator, num_frames: int, width: int, heig
         frames.append(frame)
         boxes.append(box)
     return frames, np.array(boxes)
+
+
+def write_mp4v(path: str, frames: list[np.ndarray], fps: int = 10) -> None:
+    """RGB frames to an mp4 with OpenCV's own MPEG-4 writer."""
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def write_rotated_portrait_video(path: str, upright_frames: list[np.ndarray], fps: int = 10) -> None:
+    """A phone-style video: portrait frames stored sideways (landscape) with
+    display-rotation metadata, written by imageio-ffmpeg's bundled ffmpeg."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    height, width = upright_frames[0].shape[:2]
+    landscape = path + ".landscape.mp4"
+    writer = imageio_ffmpeg.write_frames(landscape, (height, width), fps=fps, codec="libx264",
+                                         macro_block_size=8, output_params=["-qp", "10"])
+    writer.send(None)
+    for frame in upright_frames:
+        writer.send(np.ascontiguousarray(cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE)))
+    writer.close()
+    # Stream copy: the pixels stay sideways, only the display matrix is added
+    # (90 degrees counter-clockwise undoes the clockwise turn above).
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-v", "error", "-display_rotation", "90",
+                    "-i", landscape, "-c", "copy", path], check=True)
+    os.remove(landscape)
