@@ -2,10 +2,11 @@
 
 Writes a 1080p mp4 (the astronaut's face moving and zooming over noise),
 then times, per --face_detect_size, for --num_frames uniformly sampled frames:
-  decode      the frames, read in one in-order pass (as the converter does)
+  decode      the frames, read by the converter's reader (one in-order pass)
   detect      dfd.data.faces.detect_faces on them (downscale included)
   crop        dfd.data.faces.crop_faces (detect + track + smooth + crop)
-  clip        decode + crop: the whole face stage of converting one clip
+  clip        dfd.convert.records.read_content with --face_crop=mtcnn: the
+              whole reading side of converting one clip (decode + crop)
 and the same detection on every k-th frame (--detect_every) to see whether
 detecting fewer frames and interpolating would be worth a flag.
 The first call (building MTCNN, tracing its graphs) is timed separately.
@@ -82,19 +83,11 @@ def write_video(path: str, width: int, height: int, num_frames: int, writer_name
 
 
 def read_uniform(path: str, num_frames: int) -> list[np.ndarray]:
-    """num_frames evenly spaced RGB frames in one in-order pass (grab every
-    frame, retrieve only the kept ones): the converter's reading strategy."""
-    capture = cv2.VideoCapture(path)
-    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    wanted = {int((i + 0.5) * count / num_frames) for i in range(num_frames)}
-    frames, index = [], 0
-    while index <= max(wanted) and capture.grab():
-        if index in wanted:
-            _, frame = capture.retrieve()
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-        index += 1
-    capture.release()
-    return frames
+    """The converter's reader: num_frames evenly spaced RGB frames, upright, in one
+    in-order pass over the whole file (it counts the frames it decodes)."""
+    from dfd.convert.video_reader import sample_video_frames
+
+    return sample_video_frames(path, num_frames, "uniform").frames
 
 
 def _median_seconds(function, repeats: int) -> tuple[float, float]:
@@ -113,6 +106,7 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     values = define_flags()
     values(argv)
+    from dfd.convert import records
     from dfd.data import faces
     from dfd.data.preprocessing import PreprocessSpec
 
@@ -139,8 +133,8 @@ def main(argv: list[str]) -> None:
             found = sum(len(rows_t) > 0 for rows_t in faces.detect_faces(frames, detect_size))
             detect = _median_seconds(lambda: faces.detect_faces(frames, detect_size), values.repeats)
             crop = _median_seconds(lambda: faces.crop_faces(frames, spec), values.repeats)
-            clip = _median_seconds(lambda: faces.crop_faces(read_uniform(path, values.num_frames), spec),
-                                   values.repeats)
+            # The converter's own path for one file (and predict's): check, sample, crop.
+            clip = _median_seconds(lambda: records.read_content(path, spec), values.repeats)
             every = {}
             for k in map(int, values.detect_every):
                 subset = frames[::k]
