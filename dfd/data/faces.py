@@ -7,8 +7,9 @@
     crops.confidence  float32 (T,): detector confidence; 0 where the box was
                       interpolated from neighbouring frames
 
-The converter and `dfd.predict` both call crop_faces() on the same frames, so a
-model sees at prediction time exactly the crops it was trained on. The steps
+The converter calls crop_faces() through dfd.convert.records.read_content(),
+which `dfd.predict` reuses, so a model sees at prediction time exactly the
+crops it was trained on. The steps
 (detect on a small copy, choose the main face track, fill misses, smooth,
 square crop) are explained where they happen; the track logic is in
 dfd.data.face_tracks.
