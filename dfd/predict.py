@@ -1,0 +1,77 @@
+"""`python -m dfd.predict --model=RUN_OR_EXPORT_DIR PATH [PATH ...]`: P(fake) for image and video files.
+
+PATHs are files or folders (searched recursively for images and videos). Output is
+a JSON array (or CSV) with, per file: path, kind, fake_probability, label at the
+model's threshold (threshold.json, written by dfd.evaluate; 0.5 without one),
+frames_used, and for a video scored by an image model its frame_scores. A file
+that cannot be used gets an "error" entry; the exit code is 1 only when no file
+could be scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+from absl import app, flags
+
+FORMATS = ("json", "csv")
+CSV_COLUMNS = ("path", "kind", "fake_probability", "label", "threshold", "frames_used", "frame_scores", "error")
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("model", None, "Run directory (trainer) or export directory (dfd.export).", required=True)
+    flags.DEFINE_enum("format", "json", list(FORMATS), "Output format.")
+    flags.DEFINE_string("output", None, "Write to this file instead of stdout.")
+    flags.DEFINE_integer("batch_size", 32, "Files per inference batch.")
+    flags.DEFINE_integer("video_frames", 16, "Image model given a video: frames sampled from it and scored.")
+    flags.DEFINE_enum("aggregate", "mean", ["mean", "max", "median"],
+                      "Image model given a video: how its frame scores become the video's score.")
+
+
+def format_results(results: list, output_format: str) -> str:
+    entries = [result.to_dict() for result in results]
+    if output_format == "json":
+        return json.dumps(entries, indent=2) + "\n"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for entry in entries:
+        if "frame_scores" in entry:
+            entry["frame_scores"] = ";".join(str(score) for score in entry["frame_scores"])
+        writer.writerow(entry)
+    return buffer.getvalue()
+
+
+def main(argv) -> int:
+    paths = argv[1:]
+    if not paths:
+        print("dfd.predict: give one or more image/video files or folders after the flags", file=sys.stderr)
+        return 2
+    from dfd.evaluation import loading, predict  # after flag parsing: TensorFlow import is slow
+
+    values = flags.FLAGS
+    try:
+        loaded = loading.load(values.model)
+        files = predict.find_files(paths)
+        if not files:
+            print(f"dfd.predict: no image or video files in {' '.join(paths)}", file=sys.stderr)
+            return 1
+        results = predict.predict_files(loaded, files, values.batch_size, values.video_frames, values.aggregate)
+    except ValueError as error:
+        print(f"dfd.predict: {error}", file=sys.stderr)
+        return 2
+    text = format_results(results, values.format)
+    if values.output:
+        with open(values.output, "w") as handle:
+            handle.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0 if any(result.error is None for result in results) else 1
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
