@@ -1,0 +1,29 @@
+"""`python -m dfd.export --run_dir=runs/X --output=DIR`: a verified SavedModel for TF Serving (see dfd.evaluation.export)."""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("run_dir", None, "Run directory written by the trainer.", required=True)
+    flags.DEFINE_string("output", None, "New directory for the SavedModel and its companions.", required=True)
+
+
+def main(argv) -> int:
+    del argv
+    from dfd.evaluation.export import export  # after flag parsing: TensorFlow import is slow
+
+    try:
+        export(flags.FLAGS.run_dir, flags.FLAGS.output)
+    except ValueError as error:
+        print(f"dfd.export: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
