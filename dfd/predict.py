@@ -45,31 +45,40 @@ def format_results(results: list, output_format: str) -> str:
     return buffer.getvalue()
 
 
+def predict_command(model: str, paths: list[str], output_format: str = "json", output: str | None = None,
+                    batch_size: int = 32, video_frames: int = 16, aggregate: str = "mean", stdout=None) -> int:
+    """The whole command behind main(); returns the exit code (1 when no file could be scored)."""
+    from dfd.evaluation import loading, predict  # TensorFlow import is slow: only once there is work
+
+    stdout = stdout or sys.stdout
+    if output_format not in FORMATS:
+        raise ValueError(f"--format must be one of {FORMATS}, got {output_format!r}")
+    loaded = loading.load(model)
+    files = predict.find_files(paths)
+    if not files:
+        raise ValueError(f"no image or video files in {' '.join(paths)}")
+    results = predict.predict_files(loaded, files, batch_size, video_frames, aggregate)
+    text = format_results(results, output_format)
+    if output:
+        with open(output, "w") as handle:
+            handle.write(text)
+    else:
+        stdout.write(text)
+    return 0 if any(result.error is None for result in results) else 1
+
+
 def main(argv) -> int:
     paths = argv[1:]
     if not paths:
         print("dfd.predict: give one or more image/video files or folders after the flags", file=sys.stderr)
         return 2
-    from dfd.evaluation import loading, predict  # after flag parsing: TensorFlow import is slow
-
     values = flags.FLAGS
     try:
-        loaded = loading.load(values.model)
-        files = predict.find_files(paths)
-        if not files:
-            print(f"dfd.predict: no image or video files in {' '.join(paths)}", file=sys.stderr)
-            return 1
-        results = predict.predict_files(loaded, files, values.batch_size, values.video_frames, values.aggregate)
+        return predict_command(values.model, paths, values.format, values.output, values.batch_size,
+                               values.video_frames, values.aggregate)
     except ValueError as error:
         print(f"dfd.predict: {error}", file=sys.stderr)
         return 2
-    text = format_results(results, values.format)
-    if values.output:
-        with open(values.output, "w") as handle:
-            handle.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0 if any(result.error is None for result in results) else 1
 
 
 if __name__ == "__main__":
