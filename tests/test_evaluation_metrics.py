@@ -23,9 +23,12 @@ def test_metrics_on_four_scores():
     assert result["loss"] == pytest.approx(expected_loss)
     # Ranked: 0.8 fake (precision 1 at recall .5), 0.4 real, 0.35 fake (precision 2/3 at recall 1).
     assert result["average_precision"] == pytest.approx(0.5 * 1 + 0.5 * 2 / 3)
-    # At threshold 0.4: one of two real called fake, one of two fake missed.
+    # Calling 0.4 and up fake: one of two real called fake, one of two fake missed. Any threshold
+    # in (0.35, 0.4] gives that point; the middle of the gap is chosen.
     assert result["eer"] == pytest.approx(0.5)
-    assert result["eer_threshold"] == pytest.approx(0.4)
+    assert result["eer_threshold"] == pytest.approx(0.375)
+    # Youden's J is 0.5 at 0.8 (first) and at 0.35; mid-gap below 0.8 is 0.6.
+    assert metrics.choose_threshold(LABELS, SCORES, "val_youden") == pytest.approx(0.6)
     assert result["classification_report"]["fake"]["recall"] == pytest.approx(0.5)
     assert result["classification_report"]["real"]["precision"] == pytest.approx(2 / 3)
     assert result["class_counts"] == {"real": 2, "fake": 2}
@@ -36,13 +39,16 @@ def test_eer_is_interpolated_between_roc_points():
     labels = [0, 0, 0, 1, 1]
     scores = [0.1, 0.2, 0.6, 0.5, 0.9]
     # ROC points (FPR, FNR): at 0.6 (1/3, 1/2), at 0.5 (1/3, 0). FPR - FNR goes -1/6 -> +1/3,
-    # crossing one third of the way: EER = 1/3; 0.6 is the closer operating point.
+    # crossing one third of the way: EER = 1/3; 0.6 is the closer operating point, 0.55 mid-gap below it.
     eer, threshold = metrics.equal_error_rate(labels, scores)
     assert eer == pytest.approx(1 / 3)
-    assert threshold == pytest.approx(0.6)
-    # TPR - FPR: 0.5 at 0.9, 1/6 at 0.6, 2/3 at 0.5, 1/3 at 0.2.
-    assert metrics.choose_threshold(labels, scores, "val_youden") == pytest.approx(0.5)
-    assert metrics.choose_threshold(labels, scores, "val_eer") == pytest.approx(0.6)
+    assert threshold == pytest.approx(0.55)
+    # TPR - FPR: 0.5 at 0.9, 1/6 at 0.6, 2/3 at 0.5, 1/3 at 0.2: the point at 0.5, mid-gap 0.35.
+    assert metrics.choose_threshold(labels, scores, "val_youden") == pytest.approx(0.35)
+    assert metrics.choose_threshold(labels, scores, "val_eer") == pytest.approx(0.55)
+    # Separated classes: the threshold falls between them, not on the lowest fake score.
+    assert metrics.choose_threshold([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], "val_eer") == pytest.approx(0.5)
+    assert metrics.choose_threshold([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9], "val_youden") == pytest.approx(0.5)
     assert metrics.choose_threshold(labels, scores, "0.5") == 0.5
     # The threshold is applied as score >= threshold: 0.6 calls the 0.6 real and the 0.9 fake fake.
     assert metrics.compute_metrics(labels, scores, 0.6)["confusion_matrix"] == [[2, 1], [1, 1]]

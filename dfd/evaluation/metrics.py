@@ -47,9 +47,9 @@ def equal_error_rate(labels, scores) -> tuple[float, float]:
     """(EER, threshold) from the ROC curve; both classes required.
 
     The EER is interpolated linearly between the two ROC points where the false
-    positive rate crosses the false negative rate. The threshold returned is the
-    one of those two points whose FPR and FNR are closest, so applying it gives an
-    operating point that really exists.
+    positive rate crosses the false negative rate. The threshold returned gives
+    the one of those two points whose FPR and FNR are closest, so applying it
+    reproduces an operating point that really exists (see _operating_threshold).
     """
     labels, scores = _check(labels, scores)
     if len(np.unique(labels)) < 2:
@@ -66,20 +66,33 @@ def equal_error_rate(labels, scores) -> tuple[float, float]:
         fraction = difference[before] / (difference[before] - difference[crossing])
         eer = float(fpr[before] + fraction * (fpr[crossing] - fpr[before]))
         best = before if abs(difference[before]) < abs(difference[crossing]) else crossing
-    # roc_curve's first threshold is +inf (nothing called fake); no score can reach it.
-    threshold = float(thresholds[best]) if np.isfinite(thresholds[best]) else float(np.nextafter(scores.max(), np.inf))
-    return eer, threshold
+    return eer, _operating_threshold(thresholds, best, scores)
+
+
+def _operating_threshold(thresholds: np.ndarray, index: int, scores: np.ndarray) -> float:
+    """A threshold giving ROC point `index`: midway between its score and the next lower one.
+
+    Every threshold in (thresholds[index + 1], thresholds[index]] gives the same
+    point on the validation scores; the edge (an actual validation score) would
+    put unseen test scores a hair below it on the wrong side, the middle leaves
+    the widest margin on both sides.
+    """
+    if not np.isfinite(thresholds[index]):
+        # roc_curve's first threshold is +inf (nothing called fake); no score can reach it.
+        return float(np.nextafter(scores.max(), np.inf))
+    lower = thresholds[index + 1] if index + 1 < len(thresholds) else 0.0
+    return float((thresholds[index] + lower) / 2)
 
 
 def youden_threshold(labels, scores) -> float:
-    """The threshold maximising TPR - FPR (Youden's J); the first such point on ties."""
+    """A threshold maximising TPR - FPR (Youden's J); the first such point on ties, mid-gap (see above)."""
     labels, scores = _check(labels, scores)
     if len(np.unique(labels)) < 2:
         raise ValueError("Youden's J needs both real and fake examples")
     fpr, tpr, thresholds = sk_metrics.roc_curve(labels, scores, drop_intermediate=False)
     finite = np.isfinite(thresholds)
     j = np.where(finite, tpr - fpr, -np.inf)
-    return float(thresholds[int(np.argmax(j))])
+    return _operating_threshold(thresholds, int(np.argmax(j)), scores)
 
 
 def choose_threshold(labels, scores, method: str = "0.5") -> float:
