@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 
 def define_flags() -> None:
@@ -14,6 +14,7 @@ def define_flags() -> None:
 
 def main(argv) -> int:
     del argv
+    logging.set_verbosity(logging.WARNING)  # SavedModel writing logs every signature detail at INFO
     from dfd.evaluation.export import export  # after flag parsing: TensorFlow import is slow
 
     try:

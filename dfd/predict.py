@@ -26,7 +26,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("format", "json", list(FORMATS), "Output format.")
     flags.DEFINE_string("output", None, "Write to this file instead of stdout.")
     flags.DEFINE_integer("batch_size", 32, "Files per inference batch.")
-    flags.DEFINE_integer("video_frames", 16, "Image model given a video: frames sampled from it and scored.")
+    flags.DEFINE_integer("video_frames", 16, "Image model trained on images, given a video: frames sampled from it "
+                         "and scored. Models trained on video records use their training num_frames.")
     flags.DEFINE_enum("aggregate", "mean", ["mean", "max", "median"],
                       "Image model given a video: how its frame scores become the video's score.")
 

@@ -209,8 +209,11 @@ def test_export_round_trip_and_predict_from_export(video_run, media_files, tmp_p
     np.testing.assert_allclose(served, source.score(batch), atol=1e-6)
     # dfd.predict takes the export directory as --model.
     from_export = loading.load(out)
-    result = predict.predict_files(from_export, [str(media_files / "videos" / "clip.mp4")], video_frames=4,
-                                   progress=None)[0]
-    assert result.error is None and len(result.frame_scores) == 4
+    video, image = predict.predict_files(
+        from_export, [str(media_files / "videos" / "clip.mp4"), str(media_files / "images" / "face.jpg")],
+        progress=None)
+    # An image model trained on 4-frame clips: a video gets the training sampling, an image is one frame.
+    assert video.error is None and len(video.frame_scores) == 4
+    assert image.error is None and image.frames_used == 1 and image.frame_scores is None
     with pytest.raises(ValueError, match="not empty"):
         export.export(layout.root, out, verbose=False)

@@ -75,14 +75,21 @@ def detect_kind(path: str) -> str:
     return kind
 
 
-def spec_for(model_spec: PreprocessSpec, kind: str, video_frames: int) -> PreprocessSpec:
-    """The preprocessing for a file of `kind` under a model trained with `model_spec`."""
+def spec_for(model_spec: PreprocessSpec, scores_frames: bool, kind: str, video_frames: int) -> PreprocessSpec:
+    """The preprocessing for a file of `kind` under a model trained with `model_spec`.
+
+    The model's own spec when the kinds match. An image model (`scores_frames`) also
+    scores the other kind through the same frame pipeline (size, encoding, face crop):
+    a video trained on images gets `video_frames` frames sampled as the converter
+    samples them; an image given to an image model trained on video frames is one frame.
+    """
     if kind == model_spec.kind:
         return model_spec
-    if model_spec.kind == "image":
-        # An image model scores the frames of a video: the video sampling of the converter, same frame pipeline.
+    if not scores_frames:
+        raise ValueError(f"the model scores videos ({model_spec.num_frames} frames per clip); it cannot score an image")
+    if kind == "video":
         return dataclasses.replace(model_spec, kind="video", num_frames=video_frames)
-    raise ValueError(f"the model scores videos ({model_spec.num_frames} frames per clip); it cannot score an image")
+    return dataclasses.replace(model_spec, kind="image", num_frames=1)
 
 
 def file_record(path: str, spec: PreprocessSpec) -> bytes:
@@ -102,7 +109,7 @@ def decode_records(serialized: list[bytes], spec: PreprocessSpec) -> dict:
 def _prepare(path: str, loaded: LoadedModel, video_frames: int):
     try:
         kind = detect_kind(path)
-        spec = spec_for(loaded.spec, kind, video_frames)
+        spec = spec_for(loaded.spec, loaded.scores_frames, kind, video_frames)
         return kind, spec, file_record(path, spec)
     except MemoryError:
         return None, None, "out of memory while decoding"
@@ -128,7 +135,7 @@ def _score_group(loaded: LoadedModel, spec: PreprocessSpec, items: list, aggrega
         else:
             probability = scores[index] if scores.ndim == 1 else scores[index][0]
         result.fake_probability = round(float(probability), 6)
-        result.threshold = loaded.threshold
+        result.threshold = round(loaded.threshold, 6)
         result.label = schema.LABEL_NAMES[int(probability >= loaded.threshold)]
 
 
