@@ -115,6 +115,7 @@ def media_files(tmp_path_factory):
     folder = tmp_path_factory.mktemp("media")
     clip = synthetic.moving_clip(1, 12, 24, 32)
     synthetic.write_mp4(folder / "videos" / "clip.mp4", clip)
+    (folder / "videos" / "._clip.mp4").write_bytes(b"\x00\x05\x16\x07")   # macOS resource fork: skipped
     (folder / "images").mkdir()
     assert cv2.imwrite(str(folder / "images" / "face.jpg"), cv2.cvtColor(clip[0], cv2.COLOR_RGB2BGR))
     # Starts like an mp4 (so it is taken for a video) but holds no stream: OpenCV cannot decode it.

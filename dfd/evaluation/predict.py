@@ -49,12 +49,14 @@ class FileResult:
 
 
 def find_files(paths: Iterable[str]) -> list[str]:
-    """Files named and the image/video files under folders named (recursive, sorted)."""
+    """Files named and the image/video files (by extension) under folders named (recursive, sorted)."""
     found = []
     for path in paths:
         if os.path.isdir(path):
+            # Hidden files (macOS "._clip.mp4" resource forks and the like) are never media.
             found += sorted(str(file) for file in Path(path).rglob("*")
-                            if file.is_file() and media.extension_kind(str(file)) is not None)
+                            if file.is_file() and not file.name.startswith(".")
+                            and media.extension_kind(str(file)) is not None)
         else:
             found.append(path)   # a missing or odd file gets its error entry later
     return found
