@@ -98,6 +98,9 @@ def test_evaluate_refuses_data_with_other_preprocessing(video_run, tmp_path):
                                counts={"test": (1, 1)})
     with pytest.raises(ValueError, match="encoding: 'raw' != 'jpeg'"):
         evaluate.evaluate(layout.root, split="test", data=other, print_report=False)
+    no_val = write_fake_dataset(tmp_path / "no_val", kind="video", num_frames=4, size=SIZE, counts={"test": (1, 1)})
+    with pytest.raises(ValueError, match="no val examples; use --threshold=0.5"):
+        evaluate.evaluate(layout.root, split="test", data=no_val, threshold_method="val_eer", print_report=False)
 
 
 def test_lambda_model_is_refused(tmp_path):

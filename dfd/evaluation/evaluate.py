@@ -120,6 +120,9 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
     if threshold_method == "0.5":
         threshold, chosen_on = 0.5, "fixed"
     else:
+        if split != "val" and not dataset.raw.get("splits", {}).get("val", {}).get("count"):
+            raise ValueError(f"--threshold={threshold_method} is chosen on the val split, and {data_dir} has no "
+                             "val examples; use --threshold=0.5 or data with a val split")
         validation = scored if split == "val" else score_split(loaded, dataset, "val", batch_size, aggregate)
         threshold = metrics.choose_threshold(validation["labels"], validation["scores"], threshold_method)
         chosen_on = f"val split of {data_dir}"
