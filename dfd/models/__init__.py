@@ -1,0 +1,161 @@
+"""The models, looked up by name (`--model`). The trainer, tuner, evaluate, predict and export share this API.
+
+    build_model(name, input_shape, **hparams) -> keras.Model   # not compiled: the trainer compiles
+    MODEL_NAMES                                                 # ("cnn_lstm", "image_cnn", "inception_v3")
+    model_kind(name) -> "image" | "video"                       # image: (H, W, 3); video: (T, H, W, 3)
+    default_hparams(name) -> dict                               # every hparam of a model with its default
+    input_shape_for(name, record_shape) -> tuple                # a dataset's RecordShape → the model's input
+    HPARAM_NAMES                                                # every hparam name of every model
+    select_hparams(name, values) -> dict                        # flag values → build_model kwargs for `name`
+    fake_probability(outputs) -> P(fake), shape (B,)            # numpy or tensor
+    loss_for(model) -> keras loss for integer labels (0 real, 1 fake)
+    metrics_for(model) -> [accuracy, auc, precision, recall] on P(fake)
+
+Inputs are uint8 batches; each model's first layer scales them to float on the accelerator. The last
+layer computes in float32, so outputs are float32 under mixed precision. Heads: image_cnn and cnn_lstm
+end in Dense(1, sigmoid); inception_v3 ends in Dense(2, softmax) as in the seed.
+
+Metrics for both heads: labels stay integers for every model. loss_for picks binary crossentropy
+(sigmoid-1) or sparse categorical crossentropy (softmax-2); metrics_for returns registered Keras
+metrics that first reduce either head's output to P(fake) (column 0 or column 1) and then score it,
+so the trainer compiles every model the same way and `val_auc` is the ROC AUC of P(fake) everywhere:
+
+    model = build_model(name, input_shape, **hparams)
+    model.compile(optimizer, loss=loss_for(model), metrics=metrics_for(model))
+
+Hparams (default_hparams(name) is the source of truth; conv_filters/kernel_sizes also accept "16,32,64"):
+    image_cnn     conv_filters=(16, 32, 64) kernel_sizes=(3, 3, 5) dense_units=256 dropout=0.25 l2=0.0
+    inception_v3  inception_weights="none" (or PATH to the ImageNet notop .h5, or a folder holding it)
+                  freeze_backbone=False head_units=1024 dropout=0.0
+    cnn_lstm      conv_filters=(16, 32, 64) kernel_sizes=(3, 3, 5) frame_dense_units=256 lstm_units=64
+                  head_units=64 dropout=0.25 l2=0.0 frame_cnn="none" (or an image_cnn run dir / .keras file)
+                  freeze_frame_cnn=False
+
+No Lambda layers: saved models load with keras.saving.load_model(path, safe_mode=True). Custom
+classes (the metrics) are registered under the package "dfd"; import dfd.models before loading.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from dfd.models import cnn_lstm, image_cnn, inception
+from dfd.models.heads import fake_probability, loss_for, metrics_for
+
+# name → (kind, module with DEFAULTS and build(input_shape, **hparams))
+_REGISTRY = {
+    "cnn_lstm": ("video", cnn_lstm),
+    "image_cnn": ("image", image_cnn),
+    "inception_v3": ("image", inception),
+}
+
+MODEL_NAMES = tuple(sorted(_REGISTRY))
+
+# Hparams holding one int per conv block; flags may hand them over as "16,32,64".
+_INT_TUPLE_HPARAMS = ("conv_filters", "kernel_sizes")
+
+__all__ = ["HPARAM_NAMES", "MODEL_NAMES", "build_model", "default_hparams", "fake_probability", "input_shape_for",
+           "loss_for", "metrics_for", "model_kind", "select_hparams"]
+
+# Shared names mean the same thing in every model (dropout, l2, conv_filters...), so one flag serves all.
+HPARAM_NAMES = tuple(sorted({key for _, module in _REGISTRY.values() for key in module.DEFAULTS}))
+
+
+def _entry(name: str):
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown model {name!r}; valid models: {', '.join(MODEL_NAMES)}.")
+    return _REGISTRY[name]
+
+
+def model_kind(name: str) -> str:
+    """"image" for models taking (H, W, 3) images, "video" for models taking (T, H, W, 3) clips."""
+    return _entry(name)[0]
+
+
+def default_hparams(name: str) -> dict:
+    """Every hparam of model `name` with its default (a fresh dict; the types tell flag types)."""
+    return dict(_entry(name)[1].DEFAULTS)
+
+
+def select_hparams(name: str, values) -> dict:
+    """build_model kwargs for model `name` from a mapping such as absl's FLAGS.flag_values_dict().
+
+    Hparam flags default to None ("the model's own default", since e.g. dropout's default differs
+    between models); keys that are not hparams are ignored. A hparam set for a model that does not
+    have it (--lstm_units with --model=image_cnn) is a ValueError rather than silently dropped.
+    """
+    valid = _entry(name)[1].DEFAULTS
+    selected = {}
+    for key in HPARAM_NAMES:
+        value = values.get(key)
+        if value is None:
+            continue
+        if key not in valid:
+            raise ValueError(f"--{key} does not apply to model {name!r}; its hparams: {', '.join(sorted(valid))}.")
+        selected[key] = value
+    return selected
+
+
+def input_shape_for(name: str, record_shape) -> tuple:
+    """The input shape model `name` takes for records of `record_shape` (dfd.data.schema.RecordShape).
+
+    Records always decode to (B, T, H, W, 3); image records have T == 1, and the input pipeline drops
+    that axis for image models (reshape to (B, H, W, 3)) so they see (H, W, 3).
+    """
+    if model_kind(name) == "video":
+        return tuple(record_shape.clip_shape)
+    if record_shape.num_frames != 1:
+        raise ValueError(f"Model {name!r} classifies single images but the records hold "
+                         f"{record_shape.num_frames} frames: convert the images with num_frames=1, or "
+                         f"use a video model ({', '.join(n for n in MODEL_NAMES if model_kind(n) == 'video')}).")
+    return tuple(record_shape.frame_shape)
+
+
+def _int_tuple(name: str, value) -> tuple:
+    if isinstance(value, str):
+        value = [part for part in value.replace(" ", "").split(",") if part]
+    elif isinstance(value, int):
+        value = [value]
+    try:
+        result = tuple(int(part) for part in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be integers, e.g. 16,32,64; got {value!r}.") from None
+    if not result or min(result) < 1:
+        raise ValueError(f"{name} must be positive integers, got {value!r}.")
+    return result
+
+
+def _normalize(hparams: dict) -> dict:
+    for key in _INT_TUPLE_HPARAMS:
+        if key in hparams:
+            hparams[key] = _int_tuple(key, hparams[key])
+    if "conv_filters" in hparams and "kernel_sizes" in hparams:
+        filters, kernels = hparams["conv_filters"], hparams["kernel_sizes"]
+        if len(kernels) == 1:   # one kernel size for every block
+            kernels = kernels * len(filters)
+        if len(kernels) != len(filters):
+            raise ValueError(f"kernel_sizes {kernels} needs one entry per conv_filters entry {filters} (or just one).")
+        hparams["kernel_sizes"] = kernels
+    if "dropout" in hparams and not 0 <= float(hparams["dropout"]) < 1:
+        raise ValueError(f"dropout must be in [0, 1), got {hparams['dropout']!r}.")
+    if "l2" in hparams and float(hparams["l2"]) < 0:
+        raise ValueError(f"l2 must be >= 0, got {hparams['l2']!r}.")
+    return hparams
+
+
+def build_model(name: str, input_shape: tuple, **hparams) -> keras.Model:
+    """Model `name` for uint8 inputs of `input_shape` (no batch dimension), not compiled.
+
+    Unspecified hparams take default_hparams(name); an unknown one is a ValueError naming the valid ones.
+    """
+    kind, module = _entry(name)
+    unknown = sorted(set(hparams) - set(module.DEFAULTS))
+    if unknown:
+        raise ValueError(f"Unknown hparam(s) {', '.join(unknown)} for model {name!r}; "
+                         f"valid: {', '.join(sorted(module.DEFAULTS))}.")
+    input_shape = tuple(int(size) for size in input_shape)
+    expected_rank = 3 if kind == "image" else 4
+    if len(input_shape) != expected_rank or input_shape[-1] != 3:
+        layout = "(height, width, 3)" if kind == "image" else "(num_frames, height, width, 3)"
+        raise ValueError(f"Model {name!r} is a {kind} model and takes inputs shaped {layout}, got {input_shape}.")
+    return module.build(input_shape, **_normalize({**module.DEFAULTS, **hparams}))

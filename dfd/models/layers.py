@@ -1,0 +1,39 @@
+"""Building blocks shared by the models: the input scaling and the frame feature extractor."""
+
+from __future__ import annotations
+
+import keras
+
+
+def uint8_input(shape: tuple, name: str = "pixels") -> keras.KerasTensor:
+    # Batches leave the input pipeline as uint8 (4x less host→device traffic than float32);
+    # the Rescaling layer right after it casts and scales on the accelerator.
+    return keras.Input(shape=tuple(shape), dtype="uint8", name=name)
+
+
+def conv_feature_extractor(
+    frame_shape: tuple,
+    conv_filters: tuple,
+    kernel_sizes: tuple,
+    dense_units: int,
+    l2: float,
+    name: str = "frame_features",
+) -> keras.Model:
+    """Conv-ReLU-MaxPool blocks, flatten, Dense(dense_units, relu): float [0, 1] frames → features.
+
+    A model of its own (not inlined layers) so that a trained image_cnn can hand exactly this part
+    to cnn_lstm's TimeDistributed: it takes already-scaled floats, so the video model scales once.
+    No dropout inside: dropout sits after it, so a frozen copy stays deterministic.
+    """
+    regularizer = keras.regularizers.L2(l2) if l2 else None
+    frames = keras.Input(shape=tuple(frame_shape), name="scaled_frame")
+    x = frames
+    for index, (filters, kernel_size) in enumerate(zip(conv_filters, kernel_sizes)):
+        # "valid" padding, as in the seed's PyTorch listing: 64×64 → 1,600 features after 3 blocks.
+        x = keras.layers.Conv2D(filters, kernel_size, activation="relu", kernel_regularizer=regularizer,
+                                name=f"conv{index}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"pool{index}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    features = keras.layers.Dense(dense_units, activation="relu", kernel_regularizer=regularizer,
+                                  name="dense")(x)
+    return keras.Model(frames, features, name=name)
