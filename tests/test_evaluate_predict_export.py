@@ -221,3 +221,34 @@ def test_export_round_trip_and_predict_from_export(video_run, media_files, tmp_p
     assert image.error is None and image.frames_used == 1 and image.frame_scores is None
     with pytest.raises(ValueError, match="not empty"):
         export.export(layout.root, out, verbose=False)
+
+
+def test_image_model_on_video_records_ignores_padding_frames(tmp_path):
+    """A clip padded with copies of its last frame scores as the mean of its real frames only."""
+    data_dir = write_fake_dataset(tmp_path / "data", kind="video", num_frames=4, size=8,
+                                  counts={"test": (1, 1)}, shards_per_split=1)
+    spec = DatasetMetadata.load(data_dir).preprocessing
+    # P(fake) = mean pixel value / 255, so a frame filled with v scores v / 255.
+    pixels = keras.Input((8, 8, 3), dtype="uint8")
+    mean = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(pixels))
+    dense = keras.layers.Dense(1, use_bias=False)
+    model = keras.Model(pixels, dense(mean))
+    dense.set_weights([np.full((3, 1), 1 / 3, np.float32)])
+
+    def clip(values):
+        return np.stack([np.full((8, 8, 3), value, np.uint8) for value in values])
+
+    common = dict(height=8, width=8, group="g", source_frame_count=3)
+    with tf.io.TFRecordWriter(str(data_dir / "test-00000-of-00001.tfrecord")) as writer:
+        writer.write(schema.encode_example(frames=clip([51, 102, 153, 153]), label=1, source="short.mp4",
+                                           frame_indices=[0, 1, 2, 2], padded_frames=1, **common))
+        writer.write(schema.encode_example(frames=clip([0, 0, 51, 51]), label=0, source="long.mp4",
+                                           frame_indices=[0, 1, 2, 3], **common))
+    loaded = loading.LoadedModel(model, spec, 0.5, "test", tmp_path / "model.keras")
+    scored = evaluate.score_split(loaded, DatasetMetadata.load(data_dir), "test", aggregate="mean")
+    assert list(scored["sources"]) == ["short.mp4", "long.mp4"]
+    assert list(scored["labels"]) == [1, 0]
+    np.testing.assert_allclose(scored["scores"], [0.4, 0.1], atol=1e-6)      # not 0.45 with the padded copy
+    np.testing.assert_allclose(scored["frame_scores"]["short.mp4"], [0.2, 0.4, 0.6], atol=1e-6)
+    maximum = evaluate.score_split(loaded, DatasetMetadata.load(data_dir), "test", aggregate="max")
+    np.testing.assert_allclose(maximum["scores"], [0.6, 0.2], atol=1e-6)

@@ -68,16 +68,18 @@ def score_split(loaded: loading.LoadedModel, data: DatasetMetadata, split: str, 
 
     def parse(serialized):
         parsed = schema.parse_batch(serialized, shape, full=True)
-        return schema.decode_frames(parsed[schema.FRAMES], shape), parsed[schema.LABEL], parsed[schema.SOURCE]
+        return (schema.decode_frames(parsed[schema.FRAMES], shape), parsed[schema.LABEL], parsed[schema.SOURCE],
+                parsed[schema.PADDED_FRAMES])
 
     dataset = (tf.data.TFRecordDataset([str(path) for path in data.shard_paths(split)])
                .batch(batch_size)
                .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
                .prefetch(2))
-    sources, labels, scores = [], [], []
-    for frames, batch_labels, batch_sources in dataset.as_numpy_iterator():
+    sources, labels, scores, padded = [], [], [], []
+    for frames, batch_labels, batch_sources, batch_padded in dataset.as_numpy_iterator():
         scores.append(loaded.score_clips(frames))
         labels.append(batch_labels)
+        padded.append(batch_padded)
         sources += [source.decode() for source in batch_sources]
     labels = np.concatenate(labels).astype(np.int64)
     scores = np.concatenate(scores)
@@ -85,13 +87,15 @@ def score_split(loaded: loading.LoadedModel, data: DatasetMetadata, split: str, 
         return {"sources": np.array(sources), "labels": labels, "scores": scores}
     if shape.num_frames == 1:   # image model on image records: one frame each
         return {"sources": np.array(sources), "labels": labels, "scores": scores[:, 0]}
-    num_frames = scores.shape[1]
-    clip_ids, clip_scores = metrics.aggregate_scores(scores.reshape(-1), np.repeat(sources, num_frames), aggregate)
-    first_index = {source: index for index, source in reversed(list(enumerate(sources)))}
-    frame_scores = {}
-    for source, row in zip(sources, scores):
-        frame_scores.setdefault(source, []).extend(row.tolist())
-    return {"sources": np.array(clip_ids), "labels": labels[[first_index[clip] for clip in clip_ids]],
+    # Padding repeats a short video's last frame: its copies are not scored twice (as in dfd.predict).
+    frame_scores, label_of = {}, {}
+    for source, label, row, num_padded in zip(sources, labels, scores, np.concatenate(padded)):
+        frame_scores.setdefault(source, []).extend(row[:len(row) - int(num_padded)].tolist())
+        label_of.setdefault(source, int(label))
+    clip_ids, clip_scores = metrics.aggregate_scores(
+        [score for scores_of in frame_scores.values() for score in scores_of],
+        [source for source, scores_of in frame_scores.items() for _ in scores_of], aggregate)
+    return {"sources": np.array(clip_ids), "labels": np.array([label_of[clip] for clip in clip_ids]),
             "scores": clip_scores, "frame_scores": frame_scores}
 
 
