@@ -10,6 +10,7 @@ from absl import app, flags, logging
 def define_flags() -> None:
     flags.DEFINE_string("run_dir", None, "Run directory written by the trainer.", required=True)
     flags.DEFINE_string("output", None, "New directory for the SavedModel and its companions.", required=True)
+    flags.DEFINE_bool("overwrite", False, "Replace an earlier export in --output.")
 
 
 def main(argv) -> int:
@@ -18,7 +19,7 @@ def main(argv) -> int:
     from dfd.evaluation.export import export  # after flag parsing: TensorFlow import is slow
 
     try:
-        export(flags.FLAGS.run_dir, flags.FLAGS.output)
+        export(flags.FLAGS.run_dir, flags.FLAGS.output, overwrite=flags.FLAGS.overwrite)
     except ValueError as error:
         print(f"dfd.export: {error}", file=sys.stderr)
         return 2

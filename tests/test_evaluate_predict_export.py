@@ -221,6 +221,12 @@ def test_export_round_trip_and_predict_from_export(video_run, media_files, tmp_p
     assert image.error is None and image.frames_used == 1 and image.frame_scores is None
     with pytest.raises(ValueError, match="not empty"):
         export.export(layout.root, out, verbose=False)
+    assert export.export(layout.root, out, verbose=False, overwrite=True) <= export.MAX_ABS_DIFFERENCE
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="earlier export only"):
+        export.export(layout.root, tmp_path / "notes", verbose=False, overwrite=True)
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
 def test_image_model_on_video_records_ignores_padding_frames(tmp_path):

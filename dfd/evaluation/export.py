@@ -50,13 +50,24 @@ def sample_batch(loaded: loading.LoadedModel, layout: RunLayout, size: int = 8) 
         return rng.integers(0, 256, (size,) + loaded.input_shape, dtype=np.uint8)
 
 
-def export(run_dir: str | Path, output: str | Path, verbose: bool = True) -> float:
+def _clear_output(output: Path, overwrite: bool) -> None:
+    if not output.exists() or not any(output.iterdir()):
+        return
+    if not overwrite:
+        raise ValueError(f"{output} exists and is not empty; choose a new --output directory or pass --overwrite")
+    # Only ever delete what looks like an earlier export, never an arbitrary folder given by mistake.
+    if not (output / "saved_model.pb").is_file():
+        raise ValueError(f"--overwrite replaces an earlier export only, and {output} holds no saved_model.pb; "
+                         "choose a new --output directory")
+    shutil.rmtree(output)
+
+
+def export(run_dir: str | Path, output: str | Path, verbose: bool = True, overwrite: bool = False) -> float:
     """Writes the export directory and returns the max abs difference between reloaded and source outputs."""
     layout = RunLayout(run_dir)
     loaded = loading.load(layout.root)
     output = Path(output)
-    if output.exists() and any(output.iterdir()):
-        raise ValueError(f"{output} exists and is not empty; choose a new --output directory")
+    _clear_output(output, overwrite)
     output.mkdir(parents=True, exist_ok=True)
 
     serving = serving_model(loaded.model)
