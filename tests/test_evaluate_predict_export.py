@@ -90,6 +90,10 @@ def test_evaluate_writes_metrics_plots_predictions_and_tensorboard(video_run, ca
     assert list((layout.tensorboard / "eval" / "test").glob("events.out.tfevents.*"))
     printed = capsys.readouterr().out
     assert "Classification Report:" in printed and "threshold val_eer" in printed and "ROC AUC" in printed
+    # A later fixed-0.5 evaluation of another split keeps the chosen threshold for predict.
+    evaluate.evaluate(layout.root, split="val", print_report=False)
+    assert json.loads(layout.threshold.read_text())["threshold"] == pytest.approx(threshold)
+    assert json.loads((layout.eval_dir("val") / "metrics.json").read_text())["threshold"]["value"] == 0.5
 
 
 def test_evaluate_refuses_data_with_other_preprocessing(video_run, tmp_path):

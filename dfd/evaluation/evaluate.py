@@ -7,7 +7,8 @@ Writes into the run directory (dfd.run_layout.RunLayout):
   eval/<split>/*.png              confusion matrix, ROC, precision-recall, score histogram
   eval/<split>/predictions.csv    source, label, score, predicted: open the misclassified files
   tb/eval/<split>/                the same plots as TensorBoard images
-  threshold.json                  the chosen threshold; dfd.predict applies it
+  threshold.json                  the chosen threshold; dfd.predict applies it. A fixed-0.5 evaluation
+                                  does not replace a threshold chosen on validation data earlier
 """
 
 from __future__ import annotations
@@ -148,8 +149,12 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
         (out / "frame_scores.json").write_text(json.dumps(scored["frame_scores"]) + "\n")
     plots.write_figures(plots.evaluation_figures(scored["labels"], scored["scores"], at_chosen), out,
                         tensorboard_dir=layout.tensorboard / "eval" / split)
-    layout.threshold.write_text(json.dumps(
-        {"threshold": threshold, "method": threshold_method, "chosen_on": chosen_on}, indent=2) + "\n")
+    # A plain evaluation (fixed 0.5) never replaces a threshold chosen on validation data earlier:
+    # predict would silently switch back. Delete threshold.json to return to 0.5.
+    kept = threshold_method == "0.5" and layout.threshold.is_file()
+    if not kept:
+        layout.threshold.write_text(json.dumps(
+            {"threshold": threshold, "method": threshold_method, "chosen_on": chosen_on}, indent=2) + "\n")
 
     if print_report:
         results = {"threshold 0.5": at_half}
@@ -160,5 +165,9 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
             extra.append(f"Image model on video records: clip score = {aggregate} of frame scores")
         print(report.format_report(results, split, scored["sources"], scored["labels"], scored["scores"], extra))
         print(f"Wrote {out}/metrics.json, predictions.csv, plots; TensorBoard images in "
-              f"{layout.tensorboard / 'eval' / split}; threshold {threshold:.4f} in {layout.threshold}")
+              f"{layout.tensorboard / 'eval' / split}")
+        if kept:
+            print(f"Kept the threshold in {layout.threshold} (dfd.predict uses it); delete the file to use 0.5")
+        else:
+            print(f"Threshold {threshold:.4f} ({threshold_method}) written to {layout.threshold}; dfd.predict uses it")
     return result
