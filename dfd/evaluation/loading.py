@@ -17,9 +17,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import dfd.models  # noqa: F401  registers dfd's custom Keras objects before any load
 from dfd.data.preprocessing import PreprocessSpec
-from dfd.models import fake_probability
+from dfd.models import fake_probability  # importing dfd.models also registers its Keras objects for loading
 from dfd.run_layout import RunLayout
 
 THRESHOLD_FILE = "threshold.json"
