@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(PY) tools/make_sample_data.py --output=$(SAMPLE)
 	$(PY) tools/make_tfrecords.py --source=$(SAMPLE)/videos --output=$(SHARDS)/videos
 	$(PY) tools/make_tfrecords.py --source=$(SAMPLE)/images --output=$(SHARDS)/images
+	$(PY) -m dfd.train --flagfile=configs/demo.flags
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -148,7 +148,10 @@ def encode_example(
         FACE_BOXES: _floats(face_boxes.reshape(-1)),
         FACE_CONFIDENCE: _floats(face_confidence),
     }
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    # deterministic=True sorts the feature map: the same example gives the same
+    # bytes in every process, so a resumed conversion rewrites identical shards.
+    example = tf.train.Example(features=tf.train.Features(feature=features))
+    return example.SerializeToString(deterministic=True)
 
 
 # --------------------------------------------------------------------------

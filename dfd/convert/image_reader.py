@@ -1,0 +1,116 @@
+"""Images: any still image file to RGB uint8, or its own JPEG bytes when usable as is.
+
+A source JPEG that already has the target size and 3 channels is stored
+byte-for-byte (with jpeg encoding): re-compression would erase the very
+artifacts a detector learns from. Everything else is decoded with
+IMREAD_UNCHANGED (so 16-bit and alpha are seen, not silently mangled by
+OpenCV's defaults), converted to RGB uint8 and resized.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from dfd.convert.video_reader import resize_frame
+
+# Larger images are refused before decoding: a 30000 x 30000 RGB image is
+# 2.7 GB, which would take down a worker (and the machine) rather than one file.
+MAX_PIXELS = 100_000_000
+MIN_SIDE = 8
+
+
+class ImageReadError(ValueError):
+    """An image that cannot be used; the message says why."""
+
+
+def read_bytes(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as error:
+        raise ImageReadError(f"cannot read file: {error.strerror or error}") from error
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Encoded image bytes to RGB uint8 (H, W, 3), whatever the source depth and channels."""
+    buffer = np.frombuffer(data, np.uint8)
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None or image.size == 0:
+        raise ImageReadError("OpenCV cannot decode the image (corrupt, truncated or unsupported format)")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.dtype == np.uint16:
+        # Keep the top 8 bits: the full 16-bit range maps onto 0..255.
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype in (np.float32, np.float64):
+        image = np.clip(image * 255.0, 0, 255).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ImageReadError(f"unsupported pixel type {image.dtype}")
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        # Transparent pixels become what their colour channels say (usually black);
+        # face datasets with alpha are rare and carry no signal in the alpha channel.
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    if image.shape[2] == 3:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    raise ImageReadError(f"unsupported channel count {image.shape[2]}")
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) of a PNG or JPEG from its header, without decoding pixels.
+
+    Lets a huge image be refused before it is decoded; None for other formats
+    (OpenCV's own OPENCV_IO_MAX_IMAGE_PIXELS limit still guards those).
+    """
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
+        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def is_plain_jpeg(data: bytes, image: np.ndarray | None = None) -> bool:
+    """True for a baseline-decodable 3-channel 8-bit JPEG (what TF's decode_jpeg reads as RGB)."""
+    if not data.startswith(b"\xff\xd8\xff"):
+        return False
+    if image is None:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    return image is not None and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+def read_image(path: str) -> np.ndarray:
+    """Full-resolution RGB uint8 image of `path` (the face-crop stage works on this)."""
+    image, _ = read_image_and_bytes(path)
+    return image
+
+
+def read_image_and_bytes(path: str) -> tuple[np.ndarray, bytes]:
+    data = read_bytes(path)
+    if not data:
+        raise ImageReadError("empty file (0 bytes)")
+    size = header_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ImageReadError(f"image is {size[1]}x{size[0]}, larger than the {MAX_PIXELS:,}-pixel limit")
+    image = decode_image(data)
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_SIDE:
+        raise ImageReadError(f"image is {width}x{height}: too small to hold a face (sides must be >= {MIN_SIDE})")
+    return image, data
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """RGB image to uint8 (size, size, 3), the same resize as video frames."""
+    return resize_frame(image, size)

@@ -1,0 +1,68 @@
+"""What a file is, judged from its first bytes rather than its extension.
+
+Datasets scraped from the web hold JPEGs named .png, text files named .mp4 and
+so on. Sniffing the header lets the converter give a precise skip reason
+("an image, not a video") instead of a decoder's generic failure.
+"""
+
+from __future__ import annotations
+
+import os
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def extension_kind(path: str) -> str | None:
+    """'image', 'video' or None from the file name alone."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension in VIDEO_EXTENSIONS:
+        return "video"
+    if extension in IMAGE_EXTENSIONS:
+        return "image"
+    return None
+
+
+def sniff(header: bytes) -> str | None:
+    """'image', 'video' or None from a file's first (at least 16) bytes."""
+    if header.startswith(b"\xff\xd8\xff") or header.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image"
+    if header.startswith(b"BM") or header[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image"
+    if header[:4] == b"RIFF" and header[8:12] == b"WEBP":
+        return "image"
+    if header[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+        return "video"  # ISO base media (mp4, mov, m4v, 3gp)
+    if header[:4] == b"RIFF" and header[8:12] == b"AVI ":
+        return "video"
+    if header.startswith(b"\x1a\x45\xdf\xa3"):  # Matroska / WebM
+        return "video"
+    if header.startswith(b"\x00\x00\x01\xba") or header.startswith(b"\x00\x00\x01\xb3"):
+        return "video"  # MPEG program or elementary stream
+    if header.startswith(b"FLV") or header.startswith(b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"):
+        return "video"  # FLV, ASF/WMV
+    return None
+
+
+def check_file(path: str, kind: str) -> str | None:
+    """Returns a reason the file cannot be a `kind`, or None when it may be.
+
+    Raises nothing: unreadable files (missing, dangling links, permissions)
+    come back as a reason string like every other problem.
+    """
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "empty file (0 bytes)"
+        with open(path, "rb") as handle:
+            header = handle.read(16)
+    except OSError as error:
+        return f"cannot read file: {error.strerror or error}"
+    content = sniff(header)
+    if content is None:
+        return "not an image or video file (unrecognised content)"
+    if content != kind:
+        named = extension_kind(path)
+        note = f" despite its {os.path.splitext(path)[1]} extension" if named == kind else ""
+        return f"is {'an image' if content == 'image' else 'a video'}, not {'an image' if kind == 'image' else 'a video'}{note}"
+    return None

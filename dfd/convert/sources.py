@@ -1,0 +1,279 @@
+"""Finding a dataset's files: one list of Items whatever the source layout.
+
+Layouts:
+  folder    <split>/<class>/<files> (split: train/val/valid/validation/test,
+            class: real/fake, any case), or <class>/<files> without splits
+  manifest  a CSV with columns path,label,split[,group]
+  dfdc      a folder (or folder of parts) with DFDC metadata.json files
+  ffpp      FaceForensics++: original_sequences/... vs manipulated_sequences/...
+Items without a split get one later (dfd.convert.splits) by group, so every
+source names a group: the source video or identity a file comes from.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+from dfd.convert import media
+
+SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                 "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+LABEL_ALIASES = {"real": 0, "0": 0, "original": 0, "fake": 1, "1": 1, "manipulated": 1}
+SOURCE_TYPES = ("auto", "folder", "manifest", "dfdc", "ffpp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+    path: str           # absolute path of the file
+    label: int          # 0 real, 1 fake
+    split: str | None   # train/val/test, or None until dfd.convert.splits assigns one
+    group: str          # files of one group never land in two splits
+    source: str         # path as recorded in the example (relative to the source root)
+
+
+def _visible_files(directory: Path) -> list[Path]:
+    """Every regular-looking file under `directory`, sorted, hidden ones left out."""
+    found = []
+    for root, dirs, files in os.walk(directory, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / name for name in sorted(files) if not name.startswith("."))
+    return found
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def parse_label(value: str, where: str) -> int:
+    label = LABEL_ALIASES.get(str(value).strip().lower())
+    if label is None:
+        raise ValueError(f"{where}: label {value!r} is neither real nor fake (use real/fake or 0/1)")
+    return label
+
+
+def parse_split(value: str, where: str) -> str | None:
+    value = str(value).strip().lower()
+    if not value:
+        return None
+    if value not in SPLIT_ALIASES:
+        raise ValueError(f"{where}: split {value!r} is not one of train/val/test (or empty to assign one)")
+    return SPLIT_ALIASES[value]
+
+
+def detect_source_type(source: Path, manifest: str | None) -> str:
+    if manifest:
+        return "manifest"
+    if (source / "metadata.json").is_file() or any(source.glob("*/metadata.json")):
+        return "dfdc"
+    if (source / "original_sequences").is_dir() or (source / "manipulated_sequences").is_dir():
+        return "ffpp"
+    return "folder"
+
+
+# --------------------------------------------------------------------------
+# folder
+# --------------------------------------------------------------------------
+
+def _class_dirs(directory: Path) -> dict[int, Path]:
+    classes = {}
+    for child in sorted(directory.iterdir()):
+        name = child.name.lower()
+        if child.is_dir() and name in ("real", "fake"):
+            classes[LABEL_ALIASES[name]] = child
+    return classes
+
+
+def discover_folder(source: Path) -> list[Item]:
+    if not source.is_dir():
+        raise ValueError(f"--source={source} is not a folder")
+    split_dirs = [(SPLIT_ALIASES[c.name.lower()], c) for c in sorted(source.iterdir())
+                  if c.is_dir() and c.name.lower() in SPLIT_ALIASES]
+    layouts = [(split, _class_dirs(d)) for split, d in split_dirs] or [(None, _class_dirs(source))]
+    items = []
+    for split, classes in layouts:
+        for label, class_dir in sorted(classes.items()):
+            for path in _visible_files(class_dir):
+                # Without identities in the layout, each file is its own group.
+                rel = _relative(path, source)
+                items.append(Item(str(path.absolute()), label, split, os.path.splitext(rel)[0], rel))
+    if not items:
+        raise ValueError(
+            f"no files found under {source}: expected <split>/<class>/<files> or <class>/<files> with "
+            "split in train/val/valid/validation/test and class in real/fake (any case); "
+            "for other layouts pass --manifest=FILE.csv")
+    return items
+
+
+# --------------------------------------------------------------------------
+# manifest
+# --------------------------------------------------------------------------
+
+def discover_manifest(manifest: Path, source: Path | None) -> list[Item]:
+    """CSV with path,label,split[,group]; relative paths are taken from --source or the CSV's folder."""
+    if not manifest.is_file():
+        raise ValueError(f"--manifest={manifest} does not exist")
+    root = source if source is not None else manifest.parent
+    items = []
+    with manifest.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = {c.strip().lower() for c in reader.fieldnames or []}
+        missing = {"path", "label", "split"} - columns
+        if missing:
+            raise ValueError(f"{manifest} lacks columns {sorted(missing)}: the header must be path,label,split[,group]")
+        for line, row in enumerate(reader, start=2):
+            row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
+            where = f"{manifest}:{line}"
+            if not row["path"]:
+                raise ValueError(f"{where}: empty path")
+            path = Path(row["path"])
+            full = path if path.is_absolute() else root / path
+            group = row.get("group") or os.path.splitext(row["path"])[0]
+            items.append(Item(str(full.absolute()), parse_label(row["label"], where),
+                              parse_split(row["split"], where), group, _relative(full, root)))
+    if not items:
+        raise ValueError(f"{manifest} lists no files")
+    return items
+
+
+# --------------------------------------------------------------------------
+# DFDC
+# --------------------------------------------------------------------------
+
+def discover_dfdc(source: Path) -> list[Item]:
+    """DFDC: metadata.json maps file name -> {label: REAL|FAKE, original: source video}.
+
+    The group of a fake is its `original`, of a real video itself, so a fake
+    never sits in another split than the video it was made from. DFDC's own
+    `split` field says "train" for the whole training set, so splits are made here.
+    """
+    metadata_files = [source / "metadata.json"] if (source / "metadata.json").is_file() else sorted(
+        source.glob("*/metadata.json"))
+    items = []
+    for metadata_file in metadata_files:
+        try:
+            entries = json.loads(metadata_file.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"{metadata_file} is not a readable DFDC metadata.json: {error}") from error
+        for name, entry in sorted(entries.items()):
+            where = f"{metadata_file} entry {name!r}"
+            label = parse_label(entry.get("label", ""), where)
+            original = entry.get("original") or name
+            part = metadata_file.parent
+            group = os.path.splitext(original if label == 1 else name)[0]
+            path = part / name
+            items.append(Item(str(path.absolute()), label, None, group, _relative(path, source)))
+    if not items:
+        raise ValueError(f"no entries in the DFDC metadata under {source}")
+    return items
+
+
+# --------------------------------------------------------------------------
+# FaceForensics++
+# --------------------------------------------------------------------------
+
+class _UnionFind:
+    def __init__(self):
+        self.parent: dict[str, str] = {}
+
+    def find(self, key: str) -> str:
+        self.parent.setdefault(key, key)
+        while self.parent[key] != key:
+            self.parent[key] = self.parent[self.parent[key]]
+            key = self.parent[key]
+        return key
+
+    def union(self, a: str, b: str) -> None:
+        a, b = self.find(a), self.find(b)
+        if a != b:
+            self.parent[max(a, b)] = min(a, b)
+
+
+def _ffpp_ids(stem: str) -> list[str]:
+    # "000" (original), "000_003" (target 000, source face 003), DFD: "01__walking",
+    # "01_02__walking__ABC" -> the identities are the part before "__".
+    return stem.split("__")[0].split("_")
+
+
+def load_ffpp_splits(directory: Path) -> dict[str, str]:
+    """Official FF++ split files (train.json, val.json, test.json: lists of id pairs) to {id: split}."""
+    by_id = {}
+    for split in ("train", "val", "test"):
+        path = directory / f"{split}.json"
+        if not path.is_file():
+            raise ValueError(f"--ffpp_splits={directory} lacks {split}.json (expected train/val/test.json)")
+        for pair in json.loads(path.read_text()):
+            for video_id in pair:
+                by_id[str(video_id)] = split
+    return by_id
+
+
+def discover_ffpp(source: Path, splits_dir: Path | None) -> list[Item]:
+    """original_sequences/<set>/<compression>/videos/* are real; manipulated_sequences/<method>/... fake.
+
+    Groups join every identity a video involves (a fake 000_003 joins 000 and 003),
+    so official pairs or, without split files, connected identities share a split.
+    """
+    official = load_ffpp_splits(splits_dir) if splits_dir else None
+    found = []
+    for label, top in ((0, "original_sequences"), (1, "manipulated_sequences")):
+        for path in _visible_files(source / top) if (source / top).is_dir() else []:
+            parts = path.relative_to(source / top).parts
+            # <set or method>/<compression>/videos/<file>; masks/ hold no frames to learn from.
+            if len(parts) != 4 or parts[2] != "videos" or parts[1] == "masks":
+                continue
+            namespace = "actors" if parts[0] in ("actors", "DeepFakeDetection") else "youtube"
+            ids = [f"{namespace}:{i}" for i in _ffpp_ids(path.stem)]
+            found.append((path, label, ids))
+    if not found:
+        raise ValueError(f"no videos under {source}/original_sequences/*/*/videos or manipulated_sequences/*/*/videos")
+    union = _UnionFind()
+    for _, _, ids in found:
+        for other in ids[1:]:
+            union.union(ids[0], other)
+    items = []
+    for path, label, ids in found:
+        split = None
+        if official is not None:
+            split = official.get(ids[0].split(":", 1)[1]) if ids[0].startswith("youtube:") else None
+        items.append(Item(str(path.absolute()), label, split, union.find(ids[0]), _relative(path, source)))
+    return items
+
+
+def discover(source: str | None, source_type: str = "auto", manifest: str | None = None,
+             ffpp_splits: str | None = None) -> tuple[str, list[Item]]:
+    """(source type, items) for the given source; raises ValueError with what to fix."""
+    if source_type not in SOURCE_TYPES:
+        raise ValueError(f"source type must be one of {SOURCE_TYPES}, got {source_type!r}")
+    root = Path(source) if source else None
+    if root is None and not manifest:
+        raise ValueError("give --source=DIR (a dataset folder) or --manifest=FILE.csv")
+    if root is not None and not root.is_dir():
+        raise ValueError(f"--source={root} is not a folder")
+    if source_type == "auto":
+        source_type = detect_source_type(root, manifest) if root is not None else "manifest"
+    if source_type == "manifest":
+        if not manifest:
+            raise ValueError("source type 'manifest' needs --manifest=FILE.csv")
+        return source_type, discover_manifest(Path(manifest), root)
+    if source_type == "dfdc":
+        return source_type, discover_dfdc(root)
+    if source_type == "ffpp":
+        return source_type, discover_ffpp(root, Path(ffpp_splits) if ffpp_splits else None)
+    return source_type, discover_folder(root)
+
+
+def detect_kind(items: list[Item]) -> str:
+    """'image' or 'video': what most file extensions say (content is checked per file later)."""
+    kinds = Counter(media.extension_kind(item.path) for item in items)
+    kinds.pop(None, None)
+    if not kinds:
+        raise ValueError("cannot tell whether the files are images or videos from their extensions; pass --kind")
+    return kinds.most_common(1)[0][0]

@@ -1,0 +1,27 @@
+"""What a converter worker process runs: read files, return RecordContent or SkippedFile.
+
+Imports no TensorFlow (see dfd.convert.__init__): workers receive the spec as a
+plain namespace and send back numpy frames; the parent serializes and writes.
+"""
+
+from __future__ import annotations
+
+import os
+import types
+
+import cv2
+
+from dfd.convert.records import try_read_content
+
+
+def init_worker() -> None:
+    # One OpenCV thread per worker: the workers already fill the cores, and
+    # OpenCV's own pool in every worker would oversubscribe them.
+    cv2.setNumThreads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def read_chunk(chunk: list[tuple[int, str]], spec: dict) -> list:
+    """[(position, path)] -> [(position, RecordContent | SkippedFile)], in order."""
+    namespace = types.SimpleNamespace(**spec)
+    return [(position, try_read_content(path, namespace)) for position, path in chunk]

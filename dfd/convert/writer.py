@@ -1,0 +1,146 @@
+"""Sharded, atomic, resumable TFRecord writing.
+
+The shard plan (which item goes to which shard) is a pure function of the item
+list, the seed and the records per shard, so re-running the same command plans
+the same shards and a resumed run writes the same bytes as a clean one.
+
+Atomic: a shard is written as `<name>.tmp`, flushed to disk and renamed; a file
+under a final shard name is always complete. Which shards are complete is kept
+in `.progress.json` (rewritten atomically after every shard) with their counts,
+so a resumed run skips them and still knows what they hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+from pathlib import Path
+
+from dfd.data.metadata import SPLITS, shard_name
+
+PROGRESS_FILE = ".progress.json"
+TMP_SUFFIX = ".tmp"
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+    split: str
+    index: int
+    total: int
+    positions: tuple[int, ...]  # indices into the item list, in writing order
+
+    @property
+    def name(self) -> str:
+        return shard_name(self.split, self.index, self.total)
+
+
+def plan_shards(splits: list[str], labels: list[int], seed: int, records_per_shard: int) -> list[ShardPlan]:
+    """Shards for items whose split and label are `splits[i]`, `labels[i]`.
+
+    Within a split, each class is shuffled with the seed and the classes are
+    interleaved evenly before the list is cut into equal consecutive runs, so
+    every shard holds both classes in their overall proportion; each shard's
+    order is shuffled again so a reader never sees a regular real/fake rhythm.
+    """
+    if records_per_shard < 1:
+        raise ValueError(f"records_per_shard must be >= 1, got {records_per_shard}")
+    plans = []
+    for split in SPLITS:
+        rng = random.Random(f"{seed}:{split}")
+        keyed = []
+        for label in sorted(set(labels)):
+            members = [i for i, (s, l) in enumerate(zip(splits, labels)) if s == split and l == label]
+            rng.shuffle(members)
+            # Rank within the class, as a fraction of the class: equal fractions interleave.
+            keyed += [((rank + rng.random()) / len(members), position) for rank, position in enumerate(members)]
+        positions = [position for _, position in sorted(keyed)]
+        if not positions:
+            continue
+        total = math.ceil(len(positions) / records_per_shard)
+        for index in range(total):
+            begin, end = index * len(positions) // total, (index + 1) * len(positions) // total
+            shard = positions[begin:end]
+            rng.shuffle(shard)
+            plans.append(ShardPlan(split, index, total, tuple(shard)))
+    return plans
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class Progress:
+    """`.progress.json`: the run's fingerprint and every complete shard with its counts."""
+
+    def __init__(self, directory: Path, fingerprint: str, shards: dict | None = None):
+        self.path = Path(directory) / PROGRESS_FILE
+        self.fingerprint = fingerprint
+        self.shards: dict[str, dict] = shards or {}
+
+    @classmethod
+    def load(cls, directory: Path) -> "Progress | None":
+        path = Path(directory) / PROGRESS_FILE
+        if not path.is_file():
+            return None
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None  # never half-written (atomic), but treat a damaged one as absent
+        return cls(directory, raw.get("fingerprint", ""), raw.get("shards", {}))
+
+    def is_complete(self, name: str) -> bool:
+        info = self.shards.get(name)
+        path = self.path.parent / name
+        return info is not None and path.is_file() and path.stat().st_size == info["bytes"]
+
+    def record(self, name: str, info: dict) -> None:
+        self.shards[name] = info
+        self.save()
+
+    def save(self) -> None:
+        atomic_write_text(self.path, json.dumps({"fingerprint": self.fingerprint, "shards": self.shards}) + "\n")
+
+
+class ShardWriter:
+    """Writes one shard under a temporary name; close() makes it appear complete."""
+
+    def __init__(self, directory: Path, name: str):
+        import tensorflow as tf  # the writing process only
+
+        self.final = Path(directory) / name
+        self.tmp = self.final.with_name(name + TMP_SUFFIX)
+        self._writer = tf.io.TFRecordWriter(str(self.tmp))
+        self.count = 0
+
+    def write(self, record: bytes) -> None:
+        self._writer.write(record)
+        self.count += 1
+
+    def close(self) -> int:
+        """Flushes, renames to the final name, returns the shard's size in bytes."""
+        self._writer.close()
+        with open(self.tmp, "rb+") as handle:
+            os.fsync(handle.fileno())  # data on disk before the rename makes it visible
+        os.replace(self.tmp, self.final)
+        return self.final.stat().st_size
+
+    def abort(self) -> None:
+        self._writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def remove_temporary_files(directory: Path) -> int:
+    """Deletes `*.tmp` left by a killed run; returns how many."""
+    removed = 0
+    for path in Path(directory).glob("*" + TMP_SUFFIX):
+        path.unlink()
+        removed += 1
+    return removed

@@ -1,0 +1,193 @@
+"""Training flags, defined in functions so dfd.train and dfd.tune share them (and one flagfile serves both).
+
+    define_data_flags(); define_model_flags(); define_train_flags()   # or define_all_flags()
+    FLAGS(argv)                                                       # --flagfile=... then overrides
+    config = config_from_flags(FLAGS)                                 # a plain TrainConfig
+    flagfile_text(config)                                             # resolved flags, re-runnable
+    hparams = model_hparams(FLAGS, config.model)                      # only the hparams given
+
+Defining at import time would clash with tests and with other entry points that define flags
+of the same names; each define_* function skips flags that already exist, so calling it twice
+(e.g. train and tune in one process) is harmless.
+
+Model hparam flags are generated from dfd.models.default_hparams: every hparam of every model
+becomes a flag whose default is None, meaning "the model's own default". Only hparams given
+on the command line or in a flagfile reach build_model, and a hparam the chosen model does not
+have is an error (a typo or a flagfile for another model should not be silently ignored).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from absl import flags
+
+from dfd import models
+
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+
+
+def _define(define, name, default, *args, flag_values=None, **kwargs):
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    if name not in flag_values:
+        define(name, default, *args, flag_values=flag_values, **kwargs)
+
+
+def define_data_flags(flag_values=None) -> None:
+    _define(flags.DEFINE_string, "data", None,
+            "TFRecord folder holding metadata.json and the shards (tools/make_tfrecords.py --output).", flag_values=flag_values)
+    _define(flags.DEFINE_string, "cache", "none",
+            "none | memory | DIR: cache decoded examples (before augmentation) in RAM or in files under DIR.", flag_values=flag_values)
+    _define(flags.DEFINE_boolean, "deterministic", False,
+            "Fixed data order and seeded augmentation while training (slower input pipeline).", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "shuffle_buffer", 1024, "Records held for shuffling while training.", flag_values=flag_values)
+    _define(flags.DEFINE_boolean, "augment_flip", True, "Random horizontal flip (same for every frame of a clip).", flag_values=flag_values)
+    _define(flags.DEFINE_float, "augment_brightness", 0.0,
+            "Max brightness change as a fraction of 255, per clip (e.g. 0.1); 0 turns it off. "
+            "Costs host CPU: float math over every pixel.", flag_values=flag_values)
+    _define(flags.DEFINE_float, "augment_contrast", 0.0,
+            "Max contrast change: factor in [1-x, 1+x] per clip (e.g. 0.1); 0 turns it off. "
+            "Costs host CPU like --augment_brightness.", flag_values=flag_values)
+
+
+def _hparam_help(name: str) -> str:
+    owners = [f"{model}={models.default_hparams(model)[name]!r}"
+              for model in models.MODEL_NAMES if name in models.default_hparams(model)]
+    return f"Model hparam; unset means the model's default ({', '.join(owners)})."
+
+
+def hparam_names() -> list[str]:
+    """Every hparam of every model (the generated model flags)."""
+    names = set()
+    for model in models.MODEL_NAMES:
+        names.update(models.default_hparams(model))
+    return sorted(names)
+
+
+def define_model_flags(flag_values=None) -> None:
+    _define(flags.DEFINE_enum, "model", "cnn_lstm", list(models.MODEL_NAMES), "Model to train, by name.", flag_values=flag_values)
+    for name in hparam_names():
+        defaults = {type(models.default_hparams(model)[name])
+                    for model in models.MODEL_NAMES if name in models.default_hparams(model)}
+        kind = defaults.pop() if len(defaults) == 1 else str
+        if kind is bool:
+            define = flags.DEFINE_boolean
+        elif kind is int:
+            define = flags.DEFINE_integer
+        elif kind is float:
+            define = flags.DEFINE_float
+        else:   # str, and tuples such as conv_filters given as "16,32,64"
+            define = flags.DEFINE_string
+        _define(define, name, None, _hparam_help(name), flag_values=flag_values)
+
+
+def define_train_flags(flag_values=None) -> None:
+    _define(flags.DEFINE_string, "run_dir", None, "Run directory (e.g. runs/video); re-running resumes it.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "epochs", 40, "Training epochs.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "batch_size", 32, "Global batch size (split across replicas).", flag_values=flag_values)
+    _define(flags.DEFINE_float, "learning_rate", 1e-3, "Adam learning rate.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "seed", 0, "Seed for weights, shuffling and augmentation.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "patience", 5, "EarlyStopping patience in epochs on val_auc; 0 turns it off.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "reduce_lr_patience", 0,
+            "ReduceLROnPlateau patience in epochs on val_loss; 0 turns it off.", flag_values=flag_values)
+    _define(flags.DEFINE_float, "class_weight_threshold", 1.2,
+            "Weight classes when the train split's larger class outnumbers the smaller by this factor.", flag_values=flag_values)
+    _define(flags.DEFINE_enum, "precision", "auto", list(PRECISIONS),
+            "auto: mixed_float16 when a GPU is visible, float32 on CPU.", flag_values=flag_values)
+    _define(flags.DEFINE_boolean, "jit_compile", False, "Compile train steps with XLA.", flag_values=flag_values)
+    _define(flags.DEFINE_enum, "strategy", "auto", list(STRATEGIES),
+            "auto: mirrored with several GPUs, else one device. multi_worker reads TF_CONFIG.", flag_values=flag_values)
+    _define(flags.DEFINE_string, "profile_batch", "0",
+            "TensorBoard profiler batches, e.g. 10,20; 0 turns profiling off.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.", flag_values=flag_values)
+
+
+def define_all_flags(flag_values=None) -> None:
+    """Every training flag, on absl's global FLAGS unless `flag_values` is given (tests)."""
+    define_data_flags(flag_values)
+    define_model_flags(flag_values)
+    define_train_flags(flag_values)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything dfd.train.train needs; built from flags or directly (tests, the tuner)."""
+
+    data: str
+    run_dir: str
+    model: str = "cnn_lstm"
+    hparams: dict = dataclasses.field(default_factory=dict)
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 0
+    cache: str = "none"
+    deterministic: bool = False
+    shuffle_buffer: int = 1024
+    augment_flip: bool = True
+    augment_brightness: float = 0.0
+    augment_contrast: float = 0.0
+    patience: int = 5
+    reduce_lr_patience: int = 0
+    class_weight_threshold: float = 1.2
+    precision: str = "auto"
+    jit_compile: bool = False
+    strategy: str = "auto"
+    profile_batch: str = "0"
+    verbose: int = 1
+
+    def __post_init__(self):
+        if not self.data:
+            raise ValueError("--data is required: a TFRecord folder with metadata.json")
+        if not self.run_dir:
+            raise ValueError("--run_dir is required, e.g. --run_dir=runs/video")
+        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
+            raise ValueError("epochs and batch_size must be >= 1 and learning_rate > 0, got "
+                             f"{self.epochs}, {self.batch_size}, {self.learning_rate}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+
+
+def model_hparams(flag_values, model: str) -> dict:
+    """The model hparams given as flags (not None), checked to belong to `model`."""
+    given = {name: flag_values[name].value for name in hparam_names() if flag_values[name].value is not None}
+    valid = models.default_hparams(model)
+    foreign = sorted(set(given) - set(valid))
+    if foreign:
+        raise ValueError(f"--{', --'.join(foreign)} do(es) not apply to --model={model}; "
+                         f"its hparams are: {', '.join(sorted(valid))}")
+    return given
+
+
+def config_from_flags(flag_values=None) -> TrainConfig:
+    flag_values = flag_values or flags.FLAGS
+    fields = {field.name for field in dataclasses.fields(TrainConfig)} - {"hparams"}
+    values = {name: flag_values[name].value for name in fields}
+    return TrainConfig(hparams=model_hparams(flag_values, values["model"]), **values)
+
+
+def _flag_line(name: str, value) -> str:
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    if isinstance(value, (tuple, list)):
+        value = ",".join(str(v) for v in value)
+    return f"--{name}={value}"
+
+
+def flagfile_text(config: TrainConfig) -> str:
+    """The config in flagfile form: `python -m dfd.train --flagfile=FILE` re-runs the same training.
+
+    Written from the resolved config rather than absl's FLAGS so train() called from Python (tests,
+    the tuner) leaves the same file; unset model hparams stay unset ("the model's default").
+    """
+    lines = ["# Resolved flags of this run. Re-run (or resume) it with:",
+             "#   python -m dfd.train --flagfile=THIS_FILE"]
+    for field in dataclasses.fields(TrainConfig):
+        if field.name != "hparams":
+            lines.append(_flag_line(field.name, getattr(config, field.name)))
+    for name in sorted(config.hparams):
+        lines.append(_flag_line(name, config.hparams[name]))
+    return "\n".join(lines) + "\n"

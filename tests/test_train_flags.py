@@ -1,0 +1,58 @@
+"""Flag parsing shared by dfd.train and dfd.tune: flagfiles, overrides, model hparam flags, configs/."""
+
+from pathlib import Path
+
+import pytest
+from absl import flags
+
+from dfd import models, train_flags
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _parse(*argv):
+    flag_values = flags.FlagValues()
+    train_flags.define_all_flags(flag_values)
+    flag_values(["dfd.train", *argv])
+    return train_flags.config_from_flags(flag_values)
+
+
+def test_flagfile_then_command_line_overrides(tmp_path):
+    flagfile = tmp_path / "x.flags"
+    flagfile.write_text("# a whole-line comment\n--data=tfrecords/a\n--run_dir=runs/a\n--epochs=7\n"
+                        "--batch_size=16\n--lstm_units=32\n--nofreeze_frame_cnn\n")
+    config = _parse(f"--flagfile={flagfile}", "--epochs=2", "--conv_filters=8,16")
+    assert (config.data, config.epochs, config.batch_size) == ("tfrecords/a", 2, 16)
+    assert config.hparams == {"lstm_units": 32, "freeze_frame_cnn": False, "conv_filters": "8,16"}
+
+
+def test_hparam_flags_come_from_the_models_and_default_to_the_model():
+    for model in models.MODEL_NAMES:
+        for name in models.default_hparams(model):
+            assert name in train_flags.hparam_names()
+    config = _parse("--data=d", "--run_dir=r", "--model=image_cnn")
+    assert config.hparams == {}   # unset: build_model uses the model's own defaults
+
+
+def test_hparam_of_another_model_is_an_error():
+    with pytest.raises(ValueError, match="--freeze_backbone do\\(es\\) not apply to --model=cnn_lstm"):
+        _parse("--data=d", "--run_dir=r", "--model=cnn_lstm", "--freeze_backbone")
+
+
+def test_missing_data_or_run_dir_is_an_error():
+    with pytest.raises(ValueError, match="--data is required"):
+        _parse("--run_dir=r")
+    with pytest.raises(ValueError, match="--run_dir is required"):
+        _parse("--data=d")
+
+
+@pytest.mark.parametrize("name", ["image", "inception", "video", "video_frozen_cnn", "demo"])
+def test_every_config_parses_and_opens_with_its_command(name):
+    path = CONFIGS / f"{name}.flags"
+    lines = path.read_text().splitlines()
+    assert lines[0].startswith("#")
+    assert f"python -m dfd.train --flagfile=configs/{name}.flags" in path.read_text()
+    # absl treats only whole lines starting with # as comments: no trailing comments on flag lines.
+    assert all("#" not in line for line in lines if line.startswith("--"))
+    config = _parse(f"--flagfile={path}")
+    assert config.model in models.MODEL_NAMES and config.run_dir == f"runs/{name}"
