@@ -35,7 +35,8 @@ def define_flags() -> None:
 def format_results(results: list, output_format: str) -> str:
     entries = [result.to_dict() for result in results]
     if output_format == "json":
-        return json.dumps(entries, indent=2) + "\n"
+        # One JSON array, one file per line: readable, greppable, and still valid JSON.
+        return "[\n" + ",\n".join("  " + json.dumps(entry) for entry in entries) + "\n]\n"
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
