@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -99,13 +100,20 @@ def file_record(path: str, spec: PreprocessSpec) -> bytes:
     return records.make_record(path, spec, label=0, group="", source=path)
 
 
+@functools.lru_cache(maxsize=8)
+def _decoder(shape: schema.RecordShape):
+    # A graph function, as in the training pipeline: decode_frames' JPEG map runs in parallel only in a graph.
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def decode(serialized):
+        parsed = schema.parse_batch(serialized, shape, full=True)
+        parsed[schema.FRAMES] = schema.decode_frames(parsed[schema.FRAMES], shape)
+        return parsed
+    return decode
+
+
 def decode_records(serialized: list[bytes], spec: PreprocessSpec) -> dict:
     """Records to numpy: "frames" uint8 (B, T, H, W, 3) and the per-record fields, via dfd.data.schema."""
-    shape = spec.record_shape
-    parsed = schema.parse_batch(tf.constant(serialized), shape, full=True)
-    out = {key: value.numpy() for key, value in parsed.items() if key != schema.FRAMES}
-    out[schema.FRAMES] = schema.decode_frames(parsed[schema.FRAMES], shape).numpy()
-    return out
+    return {key: value.numpy() for key, value in _decoder(spec.record_shape)(tf.constant(serialized)).items()}
 
 
 def _prepare(path: str, loaded: LoadedModel, video_frames: int):
