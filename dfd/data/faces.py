@@ -69,7 +69,14 @@ def configure_for_worker(num_threads: int = 1) -> None:
 
 
 def detector():
-    """The process's MTCNN, built on first use (thread-safe)."""
+    """The process's MTCNN, built on first use (thread-safe).
+
+    Detection on it needs no lock: dfd.predict builds records in several threads
+    that share this instance, and concurrent detect_faces calls give the same
+    boxes, bit for bit, as sequential ones (MTCNN's stages hold no per-call
+    state, and Keras keeps its call context per thread); checked by
+    tests/test_faces_predict.py.
+    """
     global _detector
     with _detector_lock:
         if _detector is None:

@@ -3,8 +3,10 @@
 Each file becomes a record through dfd.convert.records.make_record — the function
 the converter writes shards with — and that record is parsed and decoded with
 dfd.data.schema like every training batch. So predict sees exactly what training
-saw (sampling, resizing, the JPEG round trip, and face cropping once the
-converter does it), with no second copy of the preprocessing to drift.
+saw (sampling, resizing, the JPEG round trip, and the face crop of
+face_crop=mtcnn), with no second copy of the preprocessing to drift. A file
+where the converter would find no face gets an `error` entry starting
+'no face' (the reason skipped.csv gives), and the other files are still scored.
 
 An image model given a video scores `video_frames` frames sampled as the
 converter would, and the video's score is the `aggregate` of its frame scores.
