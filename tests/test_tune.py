@@ -16,6 +16,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from dfd import models, train_flags
 from dfd.testing.fake_shards import write_fake_dataset
 from dfd.train import train
+from dfd.tune import tune
 from dfd.tuning import flags as tune_flags
 from dfd.tuning import results
 from dfd.tuning.search import run_search
@@ -168,11 +169,16 @@ def test_rerun_resumes_without_repeating_finished_trials(search, tmp_path):
     shutil.copytree(config.run_dir, copy)
     more = run_search(*_parse([f"--flagfile={search['tune']}", f"--run_dir={copy}", "--max_trials=3"]))
     assert more.builds == 1 and len(_trial_dirs(copy)) == 3   # only the new third trial ran
+    config_copy, options_copy = _parse([f"--flagfile={search['tune']}", f"--run_dir={copy}", "--max_trials=3",
+                                        "--retrain_best"])
+    tune(config_copy, options_copy)   # nothing left to search: straight to the full-length retraining
+    assert json.loads((copy / "best" / "summary.json").read_text())["epochs_run"] == 1
+    assert len(_trial_dirs(copy)) == 3
     with pytest.raises(ValueError, match="other settings .*objective"):
         run_search(*_parse([f"--flagfile={search['tune']}", f"--run_dir={copy}", "--objective=val_loss"]))
     fresh = run_search(*_parse([f"--flagfile={search['tune']}", f"--run_dir={copy}", "--max_trials=1",
                                 "--objective=val_loss", "--overwrite"]))
-    assert fresh.builds == 1 and len(_trial_dirs(copy)) == 1
+    assert fresh.builds == 1 and len(_trial_dirs(copy)) == 1 and not (copy / "best").exists()
     assert json.loads((copy / "tuner" / "search.json").read_text())["objective"] == "val_loss"
 
 
