@@ -23,7 +23,11 @@ def main(argv) -> None:
         options = tune_flags.options_from_flags(flags.FLAGS)
     except ValueError as error:   # bad flag values: say what to fix, without a traceback
         raise app.UsageError(str(error)) from None
-    tune(config, options)
+    from dfd.tuning.search import SearchMismatchError
+    try:
+        tune(config, options)
+    except SearchMismatchError as error:
+        raise app.UsageError(str(error)) from None
 
 
 def tune(config, options) -> None:

@@ -10,7 +10,6 @@ import keras_tuner
 import pytest
 import tensorflow as tf
 from absl import flags
-from keras_tuner.src.engine.trial import Trial
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from dfd import models, train_flags
@@ -185,7 +184,7 @@ def test_rerun_resumes_without_repeating_finished_trials(search, tmp_path):
 # ---------------------------------------------------------------- --max_gap
 
 def _trial(trial_id, **metrics):
-    trial = Trial(hyperparameters=keras_tuner.HyperParameters(), trial_id=trial_id, status="COMPLETED")
+    trial = keras_tuner.engine.trial.Trial(hyperparameters=keras_tuner.HyperParameters(), trial_id=trial_id, status="COMPLETED")
     for name, value in metrics.items():
         trial.metrics.register(name)
         trial.metrics.update(name, value)

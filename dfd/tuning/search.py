@@ -35,6 +35,10 @@ BEST_FLAGS = "best.flags"
 BEST_RUN = "best"
 
 
+class SearchMismatchError(ValueError):
+    """The run dir holds a search with other settings (dfd.tune reports it without a traceback)."""
+
+
 @dataclasses.dataclass
 class SearchResult:
     rows: list                           # results.ranked_rows, best first
@@ -58,7 +62,7 @@ def _check_same_search(path: Path, identity: dict, run_dir) -> None:
     changed = [f"{key}: {previous.get(key)!r} -> {value!r}" for key, value in identity.items()
                if previous.get(key) != value]
     if changed:
-        raise ValueError(f"{run_dir} holds a search with other settings ({'; '.join(changed)}). Re-run with the "
+        raise SearchMismatchError(f"{run_dir} holds a search with other settings ({'; '.join(changed)}). Re-run with the "
                          "same flags to resume it, add --overwrite to start over, or use another --run_dir.")
 
 

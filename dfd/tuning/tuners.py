@@ -18,7 +18,6 @@ import time
 
 import keras_tuner
 import psutil
-from keras_tuner.src.engine import tuner_utils
 
 from dfd.tuning.board import HParamsBoard, searched_values
 from dfd.tuning.search_space import WORST_LOSS
@@ -50,6 +49,7 @@ def trial_metrics(trial) -> dict:
 def scheduled_trials(oracle) -> int | None:
     """Trials the search will run: --max_trials, or Hyperband's schedule (one iteration) capped by it."""
     if isinstance(oracle, keras_tuner.oracles.HyperbandOracle):
+        # The oracle's own schedule (private methods of keras-tuner 1.4, hence the pinned version).
         total = sum(oracle._get_size(bracket, round_number)
                     for bracket in range(oracle._get_num_brackets())
                     for round_number in range(oracle._get_num_rounds(bracket)))
@@ -83,7 +83,7 @@ class TrialRecording:
 
     def run_trial(self, trial, *args, **kwargs):
         results = super().run_trial(trial, *args, **kwargs)   # one metrics dict per execution
-        averaged = {name: float(value) for name, value in tuner_utils.average_metrics_dicts(results).items()}
+        averaged = {name: sum(result[name] for result in results) / len(results) for name in results[0]}
         return apply_max_gap(averaged, self.oracle.objective.name, self.max_gap)
 
     def on_search_begin(self):
