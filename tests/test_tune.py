@@ -181,6 +181,27 @@ def test_rerun_resumes_without_repeating_finished_trials(search, tmp_path):
     assert json.loads((copy / "tuner" / "search.json").read_text())["objective"] == "val_loss"
 
 
+def test_a_killed_search_reruns_only_the_interrupted_trial(search, tmp_path, monkeypatch):
+    from dfd.tuning.hypermodel import DfdHyperModel
+    fit = DfdHyperModel.fit
+    calls = []
+
+    def fit_killed_in_trial_2(self, hp, model, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated kill during trial 2")
+        return fit(self, hp, model, *args, **kwargs)
+
+    argv = [f"--flagfile={search['tune']}", f"--run_dir={tmp_path / 'run'}"]
+    monkeypatch.setattr(DfdHyperModel, "fit", fit_killed_in_trial_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(*_parse(argv))
+    monkeypatch.setattr(DfdHyperModel, "fit", fit)
+    resumed = run_search(*_parse(argv))   # the same command again
+    assert resumed.builds == 1 and len(_trial_dirs(tmp_path / "run")) == 2
+    assert [row["status"] for row in resumed.rows] == ["ok", "ok"]
+
+
 # ---------------------------------------------------------------- --max_gap
 
 def _trial(trial_id, **metrics):
