@@ -205,7 +205,8 @@ def test_a_killed_search_reruns_only_the_interrupted_trial(search, tmp_path, mon
 # ---------------------------------------------------------------- --max_gap
 
 def _trial(trial_id, **metrics):
-    trial = keras_tuner.engine.trial.Trial(hyperparameters=keras_tuner.HyperParameters(), trial_id=trial_id, status="COMPLETED")
+    trial = keras_tuner.engine.trial.Trial(hyperparameters=keras_tuner.HyperParameters(), trial_id=trial_id,
+                                           status="COMPLETED")
     for name, value in metrics.items():
         trial.metrics.register(name)
         trial.metrics.update(name, value)

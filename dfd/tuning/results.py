@@ -1,8 +1,8 @@
 """The end of a search: ranked rows, the printed table, <run_dir>/tuner/trials.csv and best.flags.
 
-Order: accepted trials by the objective, ties to the fewer parameters (rank 1 is best.flags), then rejected ones (train-validation
-AUC gap above --max_gap) by their measured objective, then failed and unfinished ones; only accepted
-trials get a rank.
+Order: accepted trials by the objective, ties to the fewer parameters (rank 1 is best.flags), then
+rejected ones (train-validation AUC gap above --max_gap) by their measured objective, then failed and
+unfinished ones; only accepted trials get a rank.
 """
 
 from __future__ import annotations
