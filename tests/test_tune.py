@@ -234,9 +234,11 @@ def test_max_gap_rejects_overfitting_trials_from_best():
 
 # ---------------------------------------------------------------- flags and configs
 
-@pytest.mark.parametrize("name, data, model", [("tune_video", "tfrecords/video", "cnn_lstm"),
-                                               ("tune_image", "tfrecords/images", "image_cnn")])
-def test_tune_configs_include_the_training_flagfile(monkeypatch, name, data, model):
+@pytest.mark.parametrize("name, data, model, tuner", [
+    ("tune_video", "tfrecords/video", "cnn_lstm", "hyperband"),
+    ("tune_image", "tfrecords/images", "image_cnn", "hyperband"),
+    ("tune_demo", "tfrecords/demo/videos", "cnn_lstm", "random")])
+def test_tune_configs_include_the_training_flagfile(monkeypatch, name, data, model, tuner):
     monkeypatch.chdir(REPO)   # nested --flagfile paths are relative to the working directory
     path = REPO / "configs" / f"{name}.flags"
     lines = path.read_text().splitlines()
@@ -244,7 +246,7 @@ def test_tune_configs_include_the_training_flagfile(monkeypatch, name, data, mod
     assert all(line.startswith(("#", "--")) for line in lines if line)   # whole-line comments only
     config, options = _parse([f"--flagfile={path}"])
     assert (config.data, config.model, config.run_dir) == (data, model, f"runs/{name}")
-    assert options.tuner == "hyperband" and options.max_gap == 0.05
+    assert options.tuner == tuner and options.max_gap == 0.05
 
 
 def test_bad_tune_flags_say_what_to_do():
