@@ -23,10 +23,10 @@ def main(argv) -> None:
         options = tune_flags.options_from_flags(flags.FLAGS)
     except ValueError as error:   # bad flag values: say what to fix, without a traceback
         raise app.UsageError(str(error)) from None
-    from dfd.tuning.search import SearchMismatchError
+    from dfd.tuning.search import SearchSettingsError
     try:
         tune(config, options)
-    except SearchMismatchError as error:
+    except SearchSettingsError as error:
         raise app.UsageError(str(error)) from None
 
 

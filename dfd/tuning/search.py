@@ -35,8 +35,8 @@ BEST_FLAGS = "best.flags"
 BEST_RUN = "best"
 
 
-class SearchMismatchError(ValueError):
-    """The run dir holds a search with other settings (dfd.tune reports it without a traceback)."""
+class SearchSettingsError(ValueError):
+    """Settings a search cannot use (dfd.tune reports these without a traceback)."""
 
 
 @dataclasses.dataclass
@@ -62,7 +62,7 @@ def _check_same_search(path: Path, identity: dict, run_dir) -> None:
     changed = [f"{key}: {previous.get(key)!r} -> {value!r}" for key, value in identity.items()
                if previous.get(key) != value]
     if changed:
-        raise SearchMismatchError(f"{run_dir} holds a search with other settings ({'; '.join(changed)}). Re-run with the "
+        raise SearchSettingsError(f"{run_dir} holds a search with other settings ({'; '.join(changed)}). Re-run with the "
                          "same flags to resume it, add --overwrite to start over, or use another --run_dir.")
 
 
@@ -83,14 +83,15 @@ def _flags_text(config, options) -> str:
 def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions) -> SearchResult:
     """Searches model variants of config.model on config.data; see the module docstring for the files."""
     if config.strategy == "multi_worker":
-        raise ValueError("dfd.tune runs on one machine (keras-tuner supports single-worker strategies only); "
+        raise SearchSettingsError("dfd.tune runs on one machine (keras-tuner supports single-worker strategies only); "
                          "use --strategy=auto, one_device or mirrored")
     layout = RunLayout(config.run_dir)
     meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
     kind = models.model_kind(config.model)
     if kind != meta.preprocessing.kind:
-        raise ValueError(f"--model={config.model} is a {kind} model but {config.data} holds "
-                         f"{meta.preprocessing.kind} records; use a {kind} dataset or a {meta.preprocessing.kind} model")
+        data_kind = meta.preprocessing.kind
+        raise SearchSettingsError(f"--model={config.model} takes {kind}s but {config.data} holds {data_kind} "
+                                  f"records; tune on {kind} data or pick a {data_kind} model")
     input_shape = pipeline.output_shape(config.data)
     weights = train.class_weights(meta, config.class_weight_threshold)
 
