@@ -18,7 +18,7 @@ class RunLayout:
         return self.root / "flags.txt"
 
     @property
-    def data_metadata(self) -> Path:    # copy of the training data's metadata.json
+    def data_metadata(self) -> Path:    # copy of the training data's metadata.json + "directory" (absolute)
         return self.root / "data_metadata.json"
 
     @property

@@ -292,7 +292,11 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
         if chief:
             layout.root.mkdir(parents=True, exist_ok=True)
             layout.flags.write_text(train_flags.flagfile_text(config))
-            shutil.copyfile(meta.directory / "metadata.json", layout.data_metadata)
+            # The data folder, absolute: flags.txt has --data as typed, relative to where training
+            # ran, and dfd.evaluate --run_dir must find the data from any working directory.
+            copied = {**json.loads((meta.directory / "metadata.json").read_text()),
+                      "directory": str(meta.directory.resolve())}
+            layout.data_metadata.write_text(json.dumps(copied, indent=2) + "\n")
             spec.save(layout.preprocessing)
         own.best_model.parent.mkdir(parents=True, exist_ok=True)
 

@@ -70,9 +70,24 @@ def test_one_step_writes_every_file_of_the_run_dir(clips, one_step_run):
     history = json.loads(run.history.read_text())["epochs"]
     assert [entry["epoch"] for entry in history] == [1] and "val_auc" in history[0]
     assert summary["best_epoch"] == 1 and json.loads(run.summary.read_text())["num_train"] == 16
-    assert json.loads(run.data_metadata.read_text()) == json.loads((clips / "metadata.json").read_text())
+    copied = json.loads(run.data_metadata.read_text())
+    assert copied.pop("directory") == str(clips.resolve())
+    assert copied == json.loads((clips / "metadata.json").read_text())
     reloaded = keras.saving.load_model(run.final_model, safe_mode=True)
     assert reloaded.input_shape == (None, 3, 16, 16, 3)
+
+
+def test_evaluate_finds_relative_training_data_from_another_directory(clips, tmp_path, monkeypatch):
+    """--data as typed is relative to where training ran; dfd.evaluate --run_dir works from anywhere."""
+    from dfd.evaluation import evaluate
+
+    monkeypatch.chdir(clips.parent)
+    config = _config(clips.name, tmp_path / "run", batch_size=16)
+    train(config)
+    assert f"--data={clips.name}" in RunLayout(config.run_dir).flags.read_text()
+    monkeypatch.chdir(tmp_path)
+    result = evaluate.evaluate(config.run_dir, split="val", print_report=False)
+    assert result["at_0.5"]["count"] == 8
 
 
 def test_flags_txt_reruns_the_same_training(one_step_run):

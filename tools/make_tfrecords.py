@@ -44,6 +44,15 @@ def define_flags() -> None:
                       "clips read 5.6x faster through tf.data than as JPEGs, for 5.2x the bytes) and jpeg for "
                       "images (a source JPEG of the target size is kept byte-for-byte, with the artifacts a "
                       "detector learns from).")
+    flags.DEFINE_enum("face_crop", "none", ["none", "mtcnn"],
+                      "none: keep the whole frame (many public sets are already face crops); mtcnn: detect faces "
+                      "(MTCNN, CPU), follow the main face through the clip and store square crops of it, with the "
+                      "boxes and detection confidences in each record.")
+    flags.DEFINE_float("face_margin", 1.3, "Face crop: square side = face_margin x the larger side of the face box.")
+    flags.DEFINE_integer("face_detect_size", 320, "Face crop: detect on a copy with this longest side (320 finds faces "
+                         "down to about 6 percent of it; 640 costs about 4x, BENCHMARKS.md 'Face cropping').")
+    flags.DEFINE_float("max_no_face_fraction", 0.5, "Face crop: skip a file (reason 'no face' in skipped.csv) when "
+                       "more than this fraction of its frames has no face; the others take interpolated boxes.")
     flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality (1-100) when frames are re-encoded.")
     flags.DEFINE_integer("workers", 0, "Decoding processes; 0 = all cores, 1 = decode in this process.")
     flags.DEFINE_float("shard_mb", 128.0, "Target shard size in MiB (from an estimated record size).")
@@ -65,7 +74,9 @@ def main(argv) -> int:
         output=values.output, source=values.source, manifest=values.manifest, source_type=values.source_type,
         ffpp_splits=values.ffpp_splits, kind=values.kind, num_frames=values.frames, frame_size=values.frame_size,
         image_size=values.image_size, encoding=values.encoding, jpeg_quality=values.jpeg_quality,
-        sampling=values.sampling, short_clips=values.short_clips, workers=values.workers, shard_mb=values.shard_mb,
+        sampling=values.sampling, short_clips=values.short_clips, face_crop=values.face_crop,
+        face_margin=values.face_margin, face_detect_size=values.face_detect_size,
+        max_no_face_fraction=values.max_no_face_fraction, workers=values.workers, shard_mb=values.shard_mb,
         seed=values.seed, val_fraction=values.val_fraction, test_fraction=values.test_fraction,
         max_skip_fraction=values.max_skip_fraction, overwrite=values.overwrite, progress=values.progress)
     try:

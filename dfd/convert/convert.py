@@ -51,6 +51,10 @@ class ConvertConfig:
     jpeg_quality: int = 95
     sampling: str = "uniform"
     short_clips: str = "pad"
+    face_crop: str = "none"             # "none" or "mtcnn" (dfd.data.faces)
+    face_margin: float = 1.3
+    face_detect_size: int = 320
+    max_no_face_fraction: float = 0.5
     workers: int = 0                    # 0: all cores; 1: in this process
     shard_mb: float = 128.0
     seed: int = 0
@@ -98,6 +102,10 @@ def build_spec(config: ConvertConfig, kind: str) -> PreprocessSpec:
         jpeg_quality=config.jpeg_quality,
         sampling=config.sampling,
         short_clips=config.short_clips,
+        face_crop=config.face_crop,
+        face_margin=config.face_margin,
+        face_detect_size=config.face_detect_size,
+        max_no_face_fraction=config.max_no_face_fraction,
     )
 
 
@@ -154,7 +162,7 @@ def _stream(items: list[sources.Item], positions: list[int], spec: PreprocessSpe
     # can deadlock. Workers preload only the TF-free reading modules.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["dfd.convert.worker"])
-    with context.Pool(workers, initializer=worker.init_worker) as pool:
+    with context.Pool(workers, initializer=worker.init_worker_process) as pool:
         pending: deque = deque()
         next_chunk = 0
         while next_chunk < len(chunks) or pending:

@@ -7,11 +7,13 @@ encode_content() (uses dfd.data.schema, runs in the writing process).
 
 The stages of read_content for a video are
     sample_video_frames()   full-resolution RGB frames, upright
-    [face crop]             <- issue 5: dfd.data.faces slots in here, on the
-                               full-resolution frames, returning square crops
-                               plus boxes and confidences for the record
-    resize_frames()         to spec.size x spec.size
-and for an image read_image_and_bytes() -> [face crop] -> resize_image().
+    then either
+      crop_faces()          spec.face_crop == "mtcnn": square crops of the main
+                            face at spec.size, plus boxes and confidences for
+                            the record (dfd.data.faces)
+    or
+      resize_frames()       the whole frame to spec.size x spec.size
+and for an image read_image_and_bytes() -> the same two choices on one frame.
 `spec` is a PreprocessSpec or anything with its attributes (workers receive a
 plain namespace so that unpickling it does not import TensorFlow).
 """
@@ -46,28 +48,41 @@ class SkippedFile:
     reason: str
 
 
-def _check_face_crop(spec) -> None:
+def _record_frames(frames: list[np.ndarray], spec) -> tuple[np.ndarray, np.ndarray | None, list[float] | None]:
+    """Full-resolution frames to the record's (frames, face_boxes, face_confidence).
+
+    Raises dfd.data.faces.NoFaceError (a ValueError: the file is skipped with a
+    reason starting 'no face') when too many frames have no face.
+    """
+    if spec.face_crop == "mtcnn":
+        # Importing dfd.data.faces does not import TensorFlow; the detector
+        # loads it on first use, so face_crop='none' workers stay TF-free.
+        from dfd.data import faces
+
+        crops = faces.crop_faces(frames, spec)
+        return crops.crops, crops.boxes, [float(value) for value in crops.confidence]
     if spec.face_crop != "none":
-        raise ValueError(f"face_crop={spec.face_crop!r} is not available in this converter yet; use face_crop='none'")
+        raise ValueError(f"face_crop must be 'none' or 'mtcnn', got {spec.face_crop!r}")
+    return video_reader.resize_frames(frames, spec.size), None, None
 
 
 def read_video_content(path: str, spec) -> RecordContent:
     sampled = video_reader.sample_video_frames(path, spec.num_frames, spec.sampling, spec.short_clips)
-    _check_face_crop(spec)
-    return RecordContent(frames=video_reader.resize_frames(sampled.frames, spec.size), jpeg_frames=None,
+    frames, boxes, confidence = _record_frames(sampled.frames, spec)
+    return RecordContent(frames=frames, jpeg_frames=None,
                          frame_indices=sampled.frame_indices, source_frame_count=sampled.source_frame_count,
-                         padded_frames=sampled.padded_frames)
+                         padded_frames=sampled.padded_frames, face_boxes=boxes, face_confidence=confidence)
 
 
 def read_image_content(path: str, spec) -> RecordContent:
     image, data = image_reader.read_image_and_bytes(path)
-    _check_face_crop(spec)
-    if (spec.encoding == "jpeg" and image.shape[:2] == (spec.size, spec.size)
+    if (spec.face_crop == "none" and spec.encoding == "jpeg" and image.shape[:2] == (spec.size, spec.size)
             and image_reader.is_plain_jpeg(data)):
         # Already what we would store: keep the source's bytes (and its artifacts).
         return RecordContent(frames=None, jpeg_frames=[data], frame_indices=[0], source_frame_count=1)
-    frames = image_reader.resize_image(image, spec.size)[np.newaxis]
-    return RecordContent(frames=frames, jpeg_frames=None, frame_indices=[0], source_frame_count=1)
+    frames, boxes, confidence = _record_frames([image], spec)
+    return RecordContent(frames=frames, jpeg_frames=None, frame_indices=[0], source_frame_count=1,
+                         face_boxes=boxes, face_confidence=confidence)
 
 
 def read_content(path: str, spec) -> RecordContent:

@@ -12,6 +12,7 @@ import types
 import cv2
 
 from dfd.convert.records import try_read_content
+from dfd.data import faces  # TensorFlow-free until a face is detected
 
 
 def init_worker() -> None:
@@ -19,6 +20,14 @@ def init_worker() -> None:
     # OpenCV's own pool in every worker would oversubscribe them.
     cv2.setNumThreads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def init_worker_process() -> None:
+    """Pool initializer: init_worker, and face detection (if asked for) on one
+    CPU thread, for the same reason. Not for the in-process path, where it would
+    pin the caller's own TensorFlow to one thread."""
+    init_worker()
+    faces.configure_for_worker(1)
 
 
 def read_chunk(chunk: list[tuple[int, str]], spec: dict) -> list:

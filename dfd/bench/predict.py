@@ -1,0 +1,81 @@
+"""Prediction benchmark: `python -m dfd.bench predict [--files=32]`.
+
+On generated mp4 clips (moving shapes, mp4v through OpenCV) and an untrained
+model of the demo's shape saved into a run directory, it measures files/s of
+  (a) dfd.predict's path: records built by threads, batches of --batch_size
+  (b) one file at a time (batch size 1, what a loop calling model.predict per file does)
+  (c) record building alone (converter's make_record, sequential, no model): the decode cost
+Prints a table and a/b on the last line.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from absl import flags
+
+
+def define_flags() -> None:
+    flags.DEFINE_integer("files", 32, "Generated clips to score.")
+    flags.DEFINE_integer("source_frames", 48, "Frames per generated clip.")
+    flags.DEFINE_integer("source_height", 120, "Height of generated clips.")
+    flags.DEFINE_integer("source_width", 160, "Width of generated clips.")
+    flags.DEFINE_integer("frames", 16, "Frames per record (the model's clip length).")
+    flags.DEFINE_integer("frame_size", 64, "Frame size of the records.")
+    flags.DEFINE_enum("model", "cnn_lstm", ["cnn_lstm", "image_cnn"], "Model (untrained) to score with.")
+    flags.DEFINE_integer("batch_size", 32, "Batch size of (a).")
+    flags.DEFINE_integer("repeats", 2, "Timed runs of each path; the best counts.")
+
+
+def main(argv) -> None:
+    flags_values = flags.FLAGS
+    define_flags()
+    flags_values(argv)
+
+    import keras
+
+    from dfd import models
+    from dfd.convert import records, synthetic
+    from dfd.data.preprocessing import PreprocessSpec
+    from dfd.evaluation import loading, predict
+    from dfd.run_layout import RunLayout
+
+    values = flags_values
+    with tempfile.TemporaryDirectory() as temp:
+        root = Path(temp)
+        paths = [str(synthetic.write_mp4(root / "clips" / f"clip{index:04d}.mp4", synthetic.moving_clip(
+            index, values.source_frames, values.source_height, values.source_width))) for index in range(values.files)]
+        spec = PreprocessSpec(kind="video", num_frames=values.frames, size=values.frame_size)
+        size = values.frame_size
+        shape = (size, size, 3) if models.model_kind(values.model) == "image" else (values.frames, size, size, 3)
+        layout = RunLayout(root / "run")
+        layout.best_model.parent.mkdir(parents=True)
+        keras.utils.set_random_seed(0)
+        models.build_model(values.model, shape).save(layout.best_model)
+        spec.save(layout.preprocessing)
+        loaded = loading.load(layout.root)
+        # Warm-up: trace the inference function for both batch shapes before timing.
+        predict.predict_files(loaded, paths[:values.batch_size], values.batch_size, progress=None)
+        predict.predict_files(loaded, paths[:1], 1, progress=None)
+
+        def files_per_second(run) -> float:
+            best = float("inf")
+            for _ in range(values.repeats):   # best of: the machine may be shared
+                start = time.perf_counter()
+                run()
+                best = min(best, time.perf_counter() - start)
+            return len(paths) / best
+
+        batched = files_per_second(lambda: predict.predict_files(loaded, paths, values.batch_size, progress=None))
+        single = files_per_second(lambda: predict.predict_files(loaded, paths, 1, progress=None))
+        decode = files_per_second(lambda: [records.make_record(path, spec, 0, "") for path in paths])
+
+    print(f"{values.files} mp4 clips of {values.source_frames} frames {values.source_width}x{values.source_height}; "
+          f"model {values.model} on {values.frames}x{size}x{size}")
+    print(f"{'path':<48}{'files/s':>10}")
+    print(f"{'(a) dfd.predict, batch ' + str(values.batch_size) + ', threaded records':<48}{batched:>10.1f}")
+    print(f"{'(b) one file at a time (batch 1)':<48}{single:>10.1f}")
+    print(f"{'(c) make_record only, sequential, no model':<48}{decode:>10.1f}")
+    print(f"a/b = {batched / single:.2f}")

@@ -1,0 +1,173 @@
+"""Evaluating a run on a split: scores, metrics at 0.5 and at the chosen threshold, plots, files.
+
+    evaluate(run_dir, split="test", data=None, threshold_method="0.5", aggregate="mean") -> dict
+
+Writes into the run directory (dfd.run_layout.RunLayout):
+  eval/<split>/metrics.json       both metric sets, the threshold and where it came from
+  eval/<split>/*.png              confusion matrix, ROC, precision-recall, score histogram
+  eval/<split>/predictions.csv    source, label, score, predicted: open the misclassified files
+  tb/eval/<split>/                the same plots as TensorBoard images
+  threshold.json                  the chosen threshold; dfd.predict applies it. A fixed-0.5 evaluation
+                                  does not replace a threshold chosen on validation data earlier
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from dfd.data import schema
+from dfd.data.metadata import DatasetMetadata
+from dfd.evaluation import loading, metrics, plots, report
+from dfd.run_layout import RunLayout
+
+# Flag names under which a run's flags.txt may record its training data folder.
+_DATA_FLAG = re.compile(r"^--(?:data|data_dir|tfrecords)=(.+)$")
+
+
+def training_data_dir(layout: RunLayout) -> Path:
+    """The TFRecord folder a run was trained on, from its data_metadata.json or flags.txt."""
+    if layout.data_metadata.is_file():
+        recorded = json.loads(layout.data_metadata.read_text()).get("directory")
+        if recorded:
+            return Path(recorded)
+    if layout.flags.is_file():
+        for line in layout.flags.read_text().splitlines():
+            match = _DATA_FLAG.match(line.strip())
+            if match:
+                return Path(match.group(1))
+    raise ValueError(f"cannot tell which data {layout.root} was trained on; pass --data=DIR (a TFRecord folder)")
+
+
+def open_data(loaded: loading.LoadedModel, data_dir: str | Path) -> DatasetMetadata:
+    """The dataset's metadata, refused when its preprocessing is not the model's."""
+    data = DatasetMetadata.load(data_dir)
+    differences = loaded.spec.differences(data.preprocessing)
+    if differences:
+        raise ValueError(f"{data_dir} was converted with different preprocessing than the model was trained with "
+                         f"(model != data): {'; '.join(differences)}. Convert the data again with the model's "
+                         "preprocessing.json")
+    shape = data.preprocessing.record_shape
+    loaded.check_record_shape(shape.num_frames, shape.height, shape.width)
+    return data
+
+
+def score_split(loaded: loading.LoadedModel, data: DatasetMetadata, split: str, batch_size: int = 64,
+                aggregate: str = "mean") -> dict:
+    """Scores every record of a split: {"sources", "labels", "scores"} (numpy arrays, one per example).
+
+    An image model on video records scores every frame; a video's score is then the
+    `aggregate` of its frame scores (all records of one source video together), and
+    "frame_scores" maps each source to its frame scores.
+    """
+    shape = data.preprocessing.record_shape
+
+    def parse(serialized):
+        parsed = schema.parse_batch(serialized, shape, full=True)
+        return (schema.decode_frames(parsed[schema.FRAMES], shape), parsed[schema.LABEL], parsed[schema.SOURCE],
+                parsed[schema.PADDED_FRAMES])
+
+    dataset = (tf.data.TFRecordDataset([str(path) for path in data.shard_paths(split)])
+               .batch(batch_size)
+               .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+               .prefetch(2))
+    sources, labels, scores, padded = [], [], [], []
+    for frames, batch_labels, batch_sources, batch_padded in dataset.as_numpy_iterator():
+        scores.append(loaded.score_clips(frames))
+        labels.append(batch_labels)
+        padded.append(batch_padded)
+        sources += [source.decode() for source in batch_sources]
+    labels = np.concatenate(labels).astype(np.int64)
+    scores = np.concatenate(scores)
+    if scores.ndim == 1:
+        return {"sources": np.array(sources), "labels": labels, "scores": scores}
+    if shape.num_frames == 1:   # image model on image records: one frame each
+        return {"sources": np.array(sources), "labels": labels, "scores": scores[:, 0]}
+    # Padding repeats a short video's last frame: its copies are not scored twice (as in dfd.predict).
+    frame_scores, label_of = {}, {}
+    for source, label, row, num_padded in zip(sources, labels, scores, np.concatenate(padded)):
+        frame_scores.setdefault(source, []).extend(row[:len(row) - int(num_padded)].tolist())
+        label_of.setdefault(source, int(label))
+    clip_ids, clip_scores = metrics.aggregate_scores(
+        [score for scores_of in frame_scores.values() for score in scores_of],
+        [source for source, scores_of in frame_scores.items() for _ in scores_of], aggregate)
+    return {"sources": np.array(clip_ids), "labels": np.array([label_of[clip] for clip in clip_ids]),
+            "scores": clip_scores, "frame_scores": frame_scores}
+
+
+def write_predictions(path: Path, scored: dict, threshold: float) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["source", "label", "score", "predicted"])
+        for source, label, score in zip(scored["sources"], scored["labels"], scored["scores"]):
+            writer.writerow([source, int(label), f"{score:.6f}", int(score >= threshold)])
+
+
+def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
+             threshold_method: str = "0.5", aggregate: str = "mean", batch_size: int = 64,
+             print_report: bool = True) -> dict:
+    """Evaluates a run's best model on `split`; returns what metrics.json holds."""
+    if threshold_method not in metrics.THRESHOLD_METHODS:
+        raise ValueError(f"--threshold must be one of {metrics.THRESHOLD_METHODS}, got {threshold_method!r}")
+    if aggregate not in metrics.AGGREGATE_METHODS:
+        raise ValueError(f"--aggregate must be one of {metrics.AGGREGATE_METHODS}, got {aggregate!r}")
+    layout = RunLayout(run_dir)
+    loaded = loading.load(layout.root)
+    data_dir = Path(data) if data is not None else training_data_dir(layout)
+    dataset = open_data(loaded, data_dir)
+
+    scored = score_split(loaded, dataset, split, batch_size, aggregate)
+    if threshold_method == "0.5":
+        threshold, chosen_on = 0.5, "fixed"
+    else:
+        if split != "val" and not dataset.raw.get("splits", {}).get("val", {}).get("count"):
+            raise ValueError(f"--threshold={threshold_method} is chosen on the val split, and {data_dir} has no "
+                             "val examples; use --threshold=0.5 or data with a val split")
+        validation = scored if split == "val" else score_split(loaded, dataset, "val", batch_size, aggregate)
+        threshold = metrics.choose_threshold(validation["labels"], validation["scores"], threshold_method)
+        chosen_on = f"val split of {data_dir}"
+
+    at_half = metrics.compute_metrics(scored["labels"], scored["scores"], 0.5)
+    at_chosen = metrics.compute_metrics(scored["labels"], scored["scores"], threshold)
+    result = {
+        "split": split, "data": str(data_dir), "model": str(loaded.model_path),
+        "aggregate": aggregate if "frame_scores" in scored else None,
+        "threshold": {"method": threshold_method, "value": threshold, "chosen_on": chosen_on},
+        "at_0.5": at_half, "at_threshold": at_chosen,
+    }
+
+    out = layout.eval_dir(split)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_predictions(out / "predictions.csv", scored, threshold)
+    if "frame_scores" in scored:
+        (out / "frame_scores.json").write_text(json.dumps(scored["frame_scores"]) + "\n")
+    plots.write_figures(plots.evaluation_figures(scored["labels"], scored["scores"], at_chosen), out,
+                        tensorboard_dir=layout.tensorboard / "eval" / split)
+    # A plain evaluation (fixed 0.5) never replaces a threshold chosen on validation data earlier:
+    # predict would silently switch back. Delete threshold.json to return to 0.5.
+    kept = threshold_method == "0.5" and layout.threshold.is_file()
+    if not kept:
+        layout.threshold.write_text(json.dumps(
+            {"threshold": threshold, "method": threshold_method, "chosen_on": chosen_on}, indent=2) + "\n")
+
+    if print_report:
+        results = {"threshold 0.5": at_half}
+        if threshold_method != "0.5":
+            results[f"threshold {threshold_method}"] = at_chosen
+        extra = [f"Model: {loaded.model_path}", f"Data: {data_dir}"]
+        if "frame_scores" in scored:
+            extra.append(f"Image model on video records: clip score = {aggregate} of frame scores")
+        print(report.format_report(results, split, scored["sources"], scored["labels"], scored["scores"], extra))
+        print(f"Wrote {out}/metrics.json, predictions.csv, plots; TensorBoard images in "
+              f"{layout.tensorboard / 'eval' / split}")
+        if kept:
+            print(f"Kept the threshold in {layout.threshold} (dfd.predict uses it); delete the file to use 0.5")
+        else:
+            print(f"Threshold {threshold:.4f} ({threshold_method}) written to {layout.threshold}; dfd.predict uses it")
+    return result

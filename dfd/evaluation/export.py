@@ -1,0 +1,95 @@
+"""A run's best model as a SavedModel for TensorFlow Serving, verified by reloading it.
+
+The export directory holds:
+  saved_model.pb, variables/   serving signature `serve` (also `serving_default`):
+                               uint8 (B, <training shape>) -> P(fake), float32 (B,)
+  model.keras                  the same model for Keras (and for dfd.predict --model=DIR)
+  preprocessing.json           how files must be preprocessed to feed it
+  threshold.json               the decision threshold (copied from the run; 0.5 if evaluate never ran)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dfd.data import schema
+from dfd.data.metadata import DatasetMetadata
+from dfd.evaluation import loading
+from dfd.models import fake_probability
+from dfd.run_layout import RunLayout
+
+# Float32 outputs of the same graph: anything above this is a broken export, not rounding.
+MAX_ABS_DIFFERENCE = 1e-5
+
+
+def serving_model(model: keras.Model) -> keras.Model:
+    """The model with its output reduced to P(fake) (B,), so serving clients need not know the head."""
+    pixels = keras.Input(shape=tuple(model.inputs[0].shape[1:]), dtype="uint8", name="pixels")
+    return keras.Model(pixels, fake_probability(model(pixels)), name=f"{model.name}_serving")
+
+
+def sample_batch(loaded: loading.LoadedModel, layout: RunLayout, size: int = 8) -> np.ndarray:
+    """Real frames from the run's data when reachable (random pixels otherwise), in the model's input shape."""
+    from dfd.evaluation.evaluate import training_data_dir
+
+    try:
+        data = DatasetMetadata.load(training_data_dir(layout))
+        shape = data.preprocessing.record_shape
+        split = next(name for name in ("test", "val", "train") if name in data.splits and data.count(name))
+        serialized = next(iter(tf.data.TFRecordDataset([str(p) for p in data.shard_paths(split)]).batch(size)))
+        clips = schema.decode_frames(schema.parse_batch(serialized, shape)[schema.FRAMES], shape).numpy()
+        return clips[:, 0] if loaded.scores_frames else clips
+    except (ValueError, StopIteration, OSError):
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 256, (size,) + loaded.input_shape, dtype=np.uint8)
+
+
+def _clear_output(output: Path, overwrite: bool) -> None:
+    if not output.exists() or not any(output.iterdir()):
+        return
+    if not overwrite:
+        raise ValueError(f"{output} exists and is not empty; choose a new --output directory or pass --overwrite")
+    # Only ever delete what looks like an earlier export, never an arbitrary folder given by mistake.
+    if not (output / "saved_model.pb").is_file():
+        raise ValueError(f"--overwrite replaces an earlier export only, and {output} holds no saved_model.pb; "
+                         "choose a new --output directory")
+    shutil.rmtree(output)
+
+
+def export(run_dir: str | Path, output: str | Path, verbose: bool = True, overwrite: bool = False) -> float:
+    """Writes the export directory and returns the max abs difference between reloaded and source outputs."""
+    layout = RunLayout(run_dir)
+    loaded = loading.load(layout.root)
+    output = Path(output)
+    _clear_output(output, overwrite)
+    output.mkdir(parents=True, exist_ok=True)
+
+    serving = serving_model(loaded.model)
+    serving.export(str(output), format="tf_saved_model", verbose=False,
+                   input_signature=[tf.TensorSpec((None,) + loaded.input_shape, tf.uint8, name="pixels")])
+    shutil.copyfile(loaded.model_path, output / loading.EXPORT_MODEL_FILE)
+    loaded.spec.save(output / loading.PREPROCESSING_FILE)
+    threshold, source = loaded.threshold, loaded.threshold_source
+    (output / loading.THRESHOLD_FILE).write_text(json.dumps(
+        {"threshold": threshold, "method": f"copied from {source}"}, indent=2) + "\n")
+
+    batch = sample_batch(loaded, layout)
+    expected = loaded.score(batch)
+    reloaded = tf.saved_model.load(str(output))
+    served = reloaded.signatures["serving_default"](pixels=tf.constant(batch))
+    actual = np.asarray(next(iter(served.values())), dtype=np.float64)
+    difference = float(np.max(np.abs(actual - expected)))
+    if verbose:
+        print(f"Exported {loaded.model_path} to {output} (input uint8 {(None,) + loaded.input_shape}, "
+              f"output P(fake)); threshold {threshold:.4f} from {source}")
+        print(f"Reloaded SavedModel vs source model on a batch of {len(batch)}: max abs difference {difference:.3g}")
+    if difference > MAX_ABS_DIFFERENCE:
+        raise ValueError(f"the reloaded export disagrees with the source model (max abs difference {difference:.3g}); "
+                         "do not serve it")
+    return difference

@@ -1,0 +1,119 @@
+"""Loading a trained model with what it needs to be fed: run directories and export directories alike.
+
+Both hold a Keras file, preprocessing.json and (after dfd.evaluate) threshold.json:
+  run dir     checkpoints/best.keras (else model.keras), preprocessing.json, threshold.json
+  export dir  model.keras, preprocessing.json, threshold.json, saved_model.pb (for TF Serving)
+
+Models are always loaded in Keras safe mode: a `.keras` file can carry a Lambda
+layer, i.e. pickled Python code that runs on load; dfd models never need one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from dfd.data.preprocessing import PreprocessSpec
+from dfd.models import fake_probability  # importing dfd.models also registers its Keras objects for loading
+from dfd.run_layout import RunLayout
+
+THRESHOLD_FILE = "threshold.json"
+PREPROCESSING_FILE = "preprocessing.json"
+EXPORT_MODEL_FILE = "model.keras"
+DEFAULT_THRESHOLD = 0.5
+
+
+def load_keras_model(path: str | Path) -> keras.Model:
+    """keras.saving.load_model in safe mode, without the training state; Lambda layers are refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no model file at {path}")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except ValueError as error:
+        if "lambda" in str(error).lower() or "safe_mode" in str(error):
+            raise ValueError(
+                f"{path} contains a Lambda layer (arbitrary Python code run at load time); dfd loads models "
+                "in Keras safe mode only and refuses it. Rebuild the model from standard layers "
+                "(dfd.models has no Lambda layers) and retrain or re-save it.") from error
+        raise
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    model: keras.Model
+    spec: PreprocessSpec          # the preprocessing the model was trained with
+    threshold: float              # P(fake) >= threshold is called fake
+    threshold_source: str         # where the threshold came from, for the report
+    model_path: Path
+
+    @property
+    def input_shape(self) -> tuple:
+        """The model's input shape without the batch dimension: (H, W, 3) or (T, H, W, 3)."""
+        return tuple(self.model.inputs[0].shape[1:])
+
+    @property
+    def scores_frames(self) -> bool:
+        """True for an image model: it scores single frames, and a clip by aggregating its frames."""
+        return len(self.input_shape) == 3
+
+    def check_record_shape(self, num_frames: int, height: int, width: int) -> None:
+        """Refuses records the model cannot take, saying what would fit."""
+        expected = self.input_shape
+        frame = expected[-3:-1]
+        if tuple(frame) != (height, width):
+            raise ValueError(f"the model takes {frame[0]}x{frame[1]} frames but the records are {height}x{width}; "
+                             "convert the data with the model's preprocessing (its preprocessing.json)")
+        if not self.scores_frames and expected[0] != num_frames:
+            raise ValueError(f"the model is a video model taking {expected[0]} frames per clip, "
+                             f"the records have {num_frames}; convert with num_frames={expected[0]}")
+
+    def score(self, frames: np.ndarray) -> np.ndarray:
+        """P(fake) per example of a uint8 batch in the model's input shape, float64 (B,)."""
+        # predict_on_batch runs a traced function: far faster than an eager call per batch.
+        return np.asarray(fake_probability(np.asarray(self.model.predict_on_batch(frames))), dtype=np.float64)
+
+    def score_clips(self, clips: np.ndarray) -> np.ndarray:
+        """uint8 (B, T, H, W, 3) clips: (B,) scores for a video model, (B, T) frame scores for an image model."""
+        if self.scores_frames:
+            batch, num_frames = clips.shape[:2]
+            return self.score(clips.reshape((batch * num_frames,) + clips.shape[2:])).reshape(batch, num_frames)
+        return self.score(clips)
+
+
+def read_threshold(directory: Path) -> tuple[float, str]:
+    path = directory / THRESHOLD_FILE
+    if not path.is_file():
+        return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD} (no {THRESHOLD_FILE}: run dfd.evaluate to choose one)"
+    values = json.loads(path.read_text())
+    return float(values["threshold"]), f"{path} ({values.get('method', '?')})"
+
+
+def model_file(directory: str | Path) -> Path:
+    """The Keras file of a run directory (best checkpoint first) or an export directory."""
+    directory = Path(directory)
+    layout = RunLayout(directory)
+    for candidate in (layout.best_model, layout.final_model):
+        if candidate.is_file():
+            return candidate
+    raise ValueError(f"{directory} holds no model: expected {layout.best_model} or {layout.final_model}. "
+                     "Give a run directory written by the trainer or a directory written by dfd.export")
+
+
+def load(directory: str | Path) -> LoadedModel:
+    """The model of a run or export directory, its preprocessing and its decision threshold."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"--model/--run_dir {directory} is not a directory")
+    path = model_file(directory)
+    spec_path = directory / PREPROCESSING_FILE
+    if not spec_path.is_file():
+        raise ValueError(f"{spec_path} is missing: without it dfd cannot preprocess files the way the model "
+                         "was trained. Copy the run's preprocessing.json there")
+    spec = PreprocessSpec.load(spec_path)
+    threshold, source = read_threshold(directory)
+    return LoadedModel(load_keras_model(path), spec, threshold, source, path)

@@ -1,0 +1,31 @@
+"""`python -m dfd.export --run_dir=runs/X --output=DIR`: a verified SavedModel for TF Serving (see dfd.evaluation.export)."""
+
+from __future__ import annotations
+
+import sys
+
+from absl import app, flags, logging
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("run_dir", None, "Run directory written by the trainer.", required=True)
+    flags.DEFINE_string("output", None, "New directory for the SavedModel and its companions.", required=True)
+    flags.DEFINE_bool("overwrite", False, "Replace an earlier export in --output.")
+
+
+def main(argv) -> int:
+    del argv
+    logging.set_verbosity(logging.WARNING)  # SavedModel writing logs every signature detail at INFO
+    from dfd.evaluation.export import export  # after flag parsing: TensorFlow import is slow
+
+    try:
+        export(flags.FLAGS.run_dir, flags.FLAGS.output, overwrite=flags.FLAGS.overwrite)
+    except ValueError as error:
+        print(f"dfd.export: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

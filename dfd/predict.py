@@ -1,0 +1,88 @@
+"""`python -m dfd.predict --model=RUN_OR_EXPORT_DIR PATH [PATH ...]`: P(fake) for image and video files.
+
+PATHs are files or folders (searched recursively for images and videos). Output is
+a JSON array (or CSV) with, per file: path, kind, fake_probability, label at the
+model's threshold (threshold.json, written by dfd.evaluate; 0.5 without one),
+frames_used, and for a video scored by an image model its frame_scores. A file
+that cannot be used gets an "error" entry; the exit code is 1 only when no file
+could be scored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+from absl import app, flags
+
+FORMATS = ("json", "csv")
+CSV_COLUMNS = ("path", "kind", "fake_probability", "label", "threshold", "frames_used", "frame_scores", "error")
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("model", None, "Run directory (trainer) or export directory (dfd.export).", required=True)
+    flags.DEFINE_enum("format", "json", list(FORMATS), "Output format.")
+    flags.DEFINE_string("output", None, "Write to this file instead of stdout.")
+    flags.DEFINE_integer("batch_size", 32, "Files per inference batch.")
+    flags.DEFINE_integer("video_frames", 16, "Image model trained on images, given a video: frames sampled from it "
+                         "and scored. Models trained on video records use their training num_frames.")
+    flags.DEFINE_enum("aggregate", "mean", ["mean", "max", "median"],
+                      "Image model given a video: how its frame scores become the video's score.")
+
+
+def format_results(results: list, output_format: str) -> str:
+    entries = [result.to_dict() for result in results]
+    if output_format == "json":
+        # One JSON array, one file per line: readable, greppable, and still valid JSON.
+        return "[\n" + ",\n".join("  " + json.dumps(entry) for entry in entries) + "\n]\n"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for entry in entries:
+        if "frame_scores" in entry:
+            entry["frame_scores"] = ";".join(str(score) for score in entry["frame_scores"])
+        writer.writerow(entry)
+    return buffer.getvalue()
+
+
+def predict_command(model: str, paths: list[str], output_format: str = "json", output: str | None = None,
+                    batch_size: int = 32, video_frames: int = 16, aggregate: str = "mean", stdout=None) -> int:
+    """The whole command behind main(); returns the exit code (1 when no file could be scored)."""
+    from dfd.evaluation import loading, predict  # TensorFlow import is slow: only once there is work
+
+    stdout = stdout or sys.stdout
+    if output_format not in FORMATS:
+        raise ValueError(f"--format must be one of {FORMATS}, got {output_format!r}")
+    loaded = loading.load(model)
+    files = predict.find_files(paths)
+    if not files:
+        raise ValueError(f"no image or video files in {' '.join(paths)}")
+    results = predict.predict_files(loaded, files, batch_size, video_frames, aggregate)
+    text = format_results(results, output_format)
+    if output:
+        with open(output, "w") as handle:
+            handle.write(text)
+    else:
+        stdout.write(text)
+    return 0 if any(result.error is None for result in results) else 1
+
+
+def main(argv) -> int:
+    paths = argv[1:]
+    if not paths:
+        print("dfd.predict: give one or more image/video files or folders after the flags", file=sys.stderr)
+        return 2
+    values = flags.FLAGS
+    try:
+        return predict_command(values.model, paths, values.format, values.output, values.batch_size,
+                               values.video_frames, values.aggregate)
+    except ValueError as error:
+        print(f"dfd.predict: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
