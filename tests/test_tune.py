@@ -254,3 +254,11 @@ def test_bad_tune_flags_say_what_to_do():
         tune_flags.TuneOptions(max_gap=-0.1)
     with pytest.raises(ValueError, match="--max_trials must be >= 1 for the random tuner"):
         tune_flags.TuneOptions(tuner="random", max_trials=0)
+
+
+def test_progress_counts_hyperbands_schedule_capped_by_max_trials():
+    from dfd.tuning.tuners import scheduled_trials
+    oracle = keras_tuner.oracles.HyperbandOracle(keras_tuner.Objective("val_auc", "max"), max_epochs=20, factor=3)
+    assert scheduled_trials(oracle) == 30   # brackets of 12+4+2, 6+2 and 4 trials (configs/tune_video.flags)
+    oracle.max_trials = 10
+    assert scheduled_trials(oracle) == 10

@@ -49,10 +49,12 @@ def trial_metrics(trial) -> dict:
 def scheduled_trials(oracle) -> int | None:
     """Trials the search will run: --max_trials, or Hyperband's schedule (one iteration) capped by it."""
     if isinstance(oracle, keras_tuner.oracles.HyperbandOracle):
-        # The oracle's own schedule (private methods of keras-tuner 1.4, hence the pinned version).
-        total = sum(oracle._get_size(bracket, round_number)
-                    for bracket in range(oracle._get_num_brackets())
-                    for round_number in range(oracle._get_num_rounds(bracket)))
+        try:   # the oracle's own schedule: private methods of keras-tuner 1.4
+            total = sum(oracle._get_size(bracket, round_number)
+                        for bracket in range(oracle._get_num_brackets())
+                        for round_number in range(oracle._get_num_rounds(bracket)))
+        except AttributeError:   # another keras-tuner version: progress shows "of ?" or the cap
+            return oracle.max_trials
         return min(total, oracle.max_trials) if oracle.max_trials else total
     return oracle.max_trials
 
