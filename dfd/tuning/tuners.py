@@ -128,12 +128,12 @@ class TrialRecording:
               f"{self._best_so_far()}; host memory {memory:.2f} GiB", flush=True)
 
     def _best_so_far(self) -> str:
-        best = [t for t in self.oracle.get_best_trials(1) if t.status == "COMPLETED"]
-        if not best or trial_metrics(best[0]).get("rejected"):
-            return "no accepted trial yet"
-        metrics = trial_metrics(best[0])
+        from dfd.tuning.results import ranked_rows   # results builds on this module
         objective = self.oracle.objective.name
-        return f"best so far: trial {best[0].trial_id}, {objective} {metrics[objective]:.4f}"
+        rows = ranked_rows(self.oracle.trials.values(), objective)   # the final table's order, ties included
+        if not rows or rows[0]["status"] != "ok":
+            return "no accepted trial yet"
+        return f"best so far: trial {rows[0]['trial_id']}, {objective} {rows[0]['objective']:.4f}"
 
 
 class HyperbandTuner(TrialRecording, keras_tuner.Hyperband):
