@@ -1,0 +1,101 @@
+"""Tuning flags, defined on top of the trainer's (dfd.train_flags) so a training flagfile can be included.
+
+    define_tune_flags()                  # every training flag plus the search flags below
+    options = options_from_flags(FLAGS)  # a plain TuneOptions
+
+The training flags keep their meaning: --data, --model, --batch_size, --precision... shape every
+trial; hparam flags given there are pinned (not searched); --epochs and --patience apply only to
+--retrain_best (the full-length retraining of the winner), trials use --max_epochs and --trial_patience.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from absl import flags
+
+from dfd import train_flags
+from dfd.train_flags import _define
+
+TUNERS = ("hyperband", "bayesian", "random")
+OBJECTIVES = ("val_auc", "val_loss")
+
+
+def define_tune_flags(flag_values=None) -> None:
+    train_flags.define_all_flags(flag_values)
+    _define(flags.DEFINE_enum, "tuner", "hyperband", list(TUNERS),
+            "Search algorithm: hyperband (successive halving: many short trials, the best trained longer), "
+            "bayesian (Gaussian-process guided) or random.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "max_trials", 20,
+            "Most trials (model configurations) in the search; raise it and re-run to extend a search. "
+            "For hyperband a cap on its own schedule; 0 = no cap (hyperband only).", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "max_epochs", 10,
+            "Most epochs one trial trains (hyperband: the epochs of its longest trials).", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "hyperband_factor", 3,
+            "Hyperband's reduction factor: each round keeps 1/factor of the trials and trains them factor "
+            "times longer.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "executions_per_trial", 1,
+            "Trainings from fresh weights per trial, averaged: >1 tells luck from architecture.",
+            flag_values=flag_values)
+    _define(flags.DEFINE_enum, "objective", "val_auc", list(OBJECTIVES),
+            "Trial score at its best epoch: val_auc (maximized) or val_loss (minimized).", flag_values=flag_values)
+    _define(flags.DEFINE_float, "max_gap", None,
+            "Reject trials whose train-validation AUC gap (train AUC - val AUC at the best epoch) exceeds this, "
+            "e.g. 0.05: they score the objective's worst value and never become best.flags. Unset: no limit.",
+            flag_values=flag_values)
+    _define(flags.DEFINE_integer, "trial_patience", 3,
+            "EarlyStopping patience (epochs without a better objective) inside each trial; 0 turns it off.",
+            flag_values=flag_values)
+    _define(flags.DEFINE_boolean, "overwrite", False,
+            "Start over: delete the run dir's tuner/, tb/, best.flags and best/ first. Without it, re-running "
+            "the same command resumes the search.", flag_values=flag_values)
+    _define(flags.DEFINE_boolean, "retrain_best", False,
+            "After the search, train the best trial at full length (--epochs, --patience) into <run_dir>/best.",
+            flag_values=flag_values)
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneOptions:
+    """The search settings; the training settings stay in a TrainConfig."""
+
+    tuner: str = "hyperband"
+    max_trials: int = 20
+    max_epochs: int = 10
+    hyperband_factor: int = 3
+    executions_per_trial: int = 1
+    objective: str = "val_auc"
+    max_gap: float | None = None
+    trial_patience: int = 3
+    overwrite: bool = False
+    retrain_best: bool = False
+
+    def __post_init__(self):
+        if self.tuner not in TUNERS:
+            raise ValueError(f"tuner must be one of {TUNERS}, got {self.tuner!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.max_trials < 0 or (self.max_trials == 0 and self.tuner != "hyperband"):
+            raise ValueError(f"--max_trials must be >= 1 for the {self.tuner} tuner (0, no cap, only suits "
+                             f"hyperband, whose schedule ends by itself), got {self.max_trials}")
+        if self.max_epochs < 1 or self.executions_per_trial < 1 or self.trial_patience < 0:
+            raise ValueError("--max_epochs and --executions_per_trial must be >= 1 and --trial_patience >= 0, "
+                             f"got {self.max_epochs}, {self.executions_per_trial}, {self.trial_patience}")
+        if self.hyperband_factor < 2:
+            raise ValueError(f"--hyperband_factor must be >= 2, got {self.hyperband_factor}")
+        if self.max_gap is not None and self.max_gap < 0:
+            raise ValueError(f"--max_gap must be >= 0 (an AUC difference, e.g. 0.05), got {self.max_gap}")
+
+
+def options_from_flags(flag_values=None) -> TuneOptions:
+    flag_values = flag_values or flags.FLAGS
+    return TuneOptions(**{field.name: flag_values[field.name].value for field in dataclasses.fields(TuneOptions)})
+
+
+def flag_lines(options: TuneOptions) -> list[str]:
+    """The options as flagfile lines (unset --max_gap left out)."""
+    lines = []
+    for field in dataclasses.fields(TuneOptions):
+        value = getattr(options, field.name)
+        if value is not None:
+            lines.append(train_flags._flag_line(field.name, value))
+    return lines

@@ -1,0 +1,84 @@
+"""The keras-tuner HyperModel: the search space (search_space.py) built by the trainer's own builder.
+
+build(hp) calls dfd.train.build_and_compile, so a trial's model is compiled exactly as dfd.train
+compiles it (same loss, metrics, optimizer, jit setting); fit passes **kwargs through so the tuner's
+callbacks (checkpointing, EarlyStopping, TensorBoard) arrive, and returns the best epoch's metrics
+with the train-validation gaps and parameter counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import keras_tuner
+
+from dfd import train
+from dfd.train_flags import TrainConfig
+from dfd.tuning.search_space import define_search_space
+
+
+def best_epoch_metrics(history: keras.callbacks.History, model: keras.Model, objective: str) -> dict:
+    """The metrics of the best epoch by `objective` (val_auc: highest, val_loss: lowest), plus
+
+    auc_gap = train AUC - val AUC and loss_gap = val loss - train loss at that epoch (positive when the
+    model does better on what it trained on: overfitting), params / trainable_params, best_epoch and
+    epochs (both counted from 1, over the whole model's training, resumed Hyperband rounds included).
+    Train metrics are Keras's running means over the epoch, with dropout and augmentation on.
+    """
+    logs = history.history
+    losses = logs.get("loss", [])
+    if not losses or not all(math.isfinite(value) for value in losses):
+        raise keras_tuner.errors.FailedTrialError(
+            f"the training loss became {losses[-1] if losses else 'unavailable'}: this learning rate or "
+            "architecture diverges (the trial is marked failed and the search goes on)")
+    values = logs[objective]
+    pick = max if objective == "val_auc" else min
+    index = values.index(pick(values))
+    at = {name: float(series[index]) for name, series in logs.items()}
+    return {
+        "val_auc": at["val_auc"],
+        "val_loss": at["val_loss"],
+        "auc": at["auc"],
+        "loss": at["loss"],
+        "auc_gap": at["auc"] - at["val_auc"],
+        "loss_gap": at["val_loss"] - at["loss"],
+        "params": float(model.count_params()),
+        "trainable_params": float(sum(math.prod(weight.shape) for weight in model.trainable_weights)),
+        "best_epoch": float(history.epoch[index] + 1),
+        "epochs": float(history.epoch[-1] + 1),
+    }
+
+
+class DfdHyperModel(keras_tuner.HyperModel):
+    """config: the trainer's settings (model, pinned hparams, jit...); its hparams are pinned, not searched."""
+
+    def __init__(self, config: TrainConfig, input_shape: tuple, precision: str, objective: str):
+        super().__init__(name=config.model, tunable=True)
+        self.config = config
+        self.input_shape = tuple(input_shape)
+        self.precision = precision
+        self.objective = objective
+        self.builds = 0   # models built (tests check that a resumed search builds none for finished trials)
+
+    def declare_hyperparameters(self, hp) -> None:
+        define_search_space(hp, self.config.model, self.config.hparams, self.input_shape)
+
+    def trial_config(self, hp) -> TrainConfig:
+        """The TrainConfig of the trial `hp` holds: the trainer's settings with its hparams and learning rate."""
+        hparams, learning_rate = define_search_space(hp, self.config.model, self.config.hparams, self.input_shape)
+        return dataclasses.replace(self.config, hparams=hparams, learning_rate=learning_rate)
+
+    def build(self, hp) -> keras.Model:
+        # keras-tuner's Tuner._try_build calls keras.backend.clear_session() and gc.collect() before
+        # every build, which keeps memory flat across trials; the dtype policy lives in that session,
+        # so it is set again here.
+        keras.config.set_dtype_policy(self.precision)
+        config = self.trial_config(hp)
+        self.builds += 1
+        return train.build_and_compile(config, self.input_shape, config.hparams)
+
+    def fit(self, hp, model, *args, **kwargs) -> dict:
+        history = model.fit(*args, **kwargs)
+        return best_epoch_metrics(history, model, self.objective)

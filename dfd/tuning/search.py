@@ -1,0 +1,175 @@
+"""run_search(config, options): the whole search, importable (dfd.tune's main only parses flags).
+
+Run dir (dfd.run_layout.RunLayout):
+    flags.txt       the resolved tune flags: `python -m dfd.tune --flagfile=flags.txt` resumes the search
+    tuner/          keras-tuner's project (oracle.json, trial_<id>/trial.json + checkpoint) and
+                    search.json (what the search is; a re-run with other settings is refused),
+                    trials.csv (the ranked table)
+    tb/             TensorBoard: HParams dashboard, one session per trial (tuning/board.py)
+    best.flags      the winner's --model, hparams and --learning_rate (tuning/results.py)
+    best/           --retrain_best: a full dfd.train run of the winner
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+from dfd import models, train, train_flags
+from dfd.data import pipeline
+from dfd.data.metadata import DatasetMetadata
+from dfd.run_layout import RunLayout
+from dfd.tuning import flags as tune_flags
+from dfd.tuning import results
+from dfd.tuning.board import HParamsBoard
+from dfd.tuning.hypermodel import DfdHyperModel
+from dfd.tuning.tuners import DIRECTIONS, make_tuner
+
+PROJECT = "tuner"              # keras-tuner's project folder under the run dir (RunLayout.tuner)
+BEST_FLAGS = "best.flags"
+BEST_RUN = "best"
+
+
+class SearchSettingsError(ValueError):
+    """Settings a search cannot use (dfd.tune reports these without a traceback)."""
+
+
+@dataclasses.dataclass
+class SearchResult:
+    rows: list                           # results.ranked_rows, best first
+    best_config: train_flags.TrainConfig | None   # the winner at full length, run_dir <run_dir>/best
+    best_flags: Path | None
+    builds: int                          # models built in this call (0 when nothing was left to run)
+
+
+def _search_identity(config, options, input_shape) -> dict:
+    """What makes two runs the same search; anything else (--max_trials, --verbose...) may change on resume."""
+    return {"model": config.model, "data": str(Path(config.data).resolve()), "input_shape": list(input_shape),
+            "pinned_hparams": {name: str(value) for name, value in sorted(config.hparams.items())},
+            "tuner": options.tuner, "objective": options.objective, "max_epochs": options.max_epochs,
+            "hyperband_factor": options.hyperband_factor, "max_gap": options.max_gap}
+
+
+def _check_same_search(path: Path, identity: dict, run_dir) -> None:
+    if not path.is_file():
+        return
+    previous = json.loads(path.read_text())
+    changed = [f"{key}: {previous.get(key)!r} -> {value!r}" for key, value in identity.items()
+               if previous.get(key) != value]
+    if changed:
+        raise SearchSettingsError(f"{run_dir} holds a search with other settings ({'; '.join(changed)}). Re-run with the "
+                         "same flags to resume it, add --overwrite to start over, or use another --run_dir.")
+
+
+def _start_over(layout: RunLayout) -> None:
+    for folder in (layout.tuner, layout.tensorboard, layout.root / BEST_RUN):
+        shutil.rmtree(folder, ignore_errors=True)
+    (layout.root / BEST_FLAGS).unlink(missing_ok=True)
+
+
+def _flags_text(config, options) -> str:
+    training = [line for line in train_flags.flagfile_text(config).splitlines() if not line.startswith("#")]
+    return "\n".join(["# Resolved flags of this search. Resume (or re-run) it with:",
+                      "#   python -m dfd.tune --flagfile=THIS_FILE",
+                      *training, *tune_flags.flag_lines(dataclasses.replace(options, overwrite=False,
+                                                                            retrain_best=False))]) + "\n"
+
+
+def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions) -> SearchResult:
+    """Searches model variants of config.model on config.data; see the module docstring for the files."""
+    if config.strategy == "multi_worker":
+        raise SearchSettingsError("dfd.tune runs on one machine (keras-tuner supports single-worker strategies only); "
+                         "use --strategy=auto, one_device or mirrored")
+    layout = RunLayout(config.run_dir)
+    meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
+    kind = models.model_kind(config.model)
+    if kind != meta.preprocessing.kind:
+        data_kind = meta.preprocessing.kind
+        raise SearchSettingsError(f"--model={config.model} takes {kind}s but {config.data} holds {data_kind} "
+                                  f"records; tune on {kind} data or pick a {data_kind} model")
+    input_shape = pipeline.output_shape(config.data)
+    weights = train.class_weights(meta, config.class_weight_threshold)
+
+    if options.overwrite:
+        _start_over(layout)
+    identity_file = layout.tuner / "search.json"
+    identity = _search_identity(config, options, input_shape)
+    _check_same_search(identity_file, identity, config.run_dir)
+
+    strategy = train.make_strategy(config.strategy)
+    precision = train.resolve_precision(config.precision)
+    previous_policy = keras.config.dtype_policy()
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    try:
+        augment = pipeline.Augment(flip=config.augment_flip, brightness=config.augment_brightness,
+                                   contrast=config.augment_contrast)
+        # Built once for all trials; the training set repeats and fit counts steps, as in dfd.train.
+        train_data, num_train = pipeline.make_dataset(
+            config.data, "train", batch_size=config.batch_size, training=True, cache=config.cache,
+            augment=augment, deterministic=config.deterministic, seed=config.seed, expected_shape=input_shape,
+            shuffle_buffer=config.shuffle_buffer, repeat=True)
+        val_data, num_val = pipeline.make_dataset(config.data, "val", batch_size=config.batch_size,
+                                                  training=False, cache=config.cache, expected_shape=input_shape)
+        steps = pipeline.steps_per_epoch(num_train, config.batch_size, training=True)
+
+        hypermodel = DfdHyperModel(config, input_shape, precision, options.objective)
+        board = HParamsBoard(layout.tensorboard)
+        tuner = make_tuner(
+            options.tuner, hypermodel, objective=options.objective, max_trials=options.max_trials,
+            max_epochs=options.max_epochs, hyperband_factor=options.hyperband_factor,
+            executions_per_trial=options.executions_per_trial, seed=config.seed, directory=layout.root,
+            project_name=PROJECT, overwrite=False, board=board, max_gap=options.max_gap,
+            distribution_strategy=strategy if strategy.num_replicas_in_sync > 1 else None)
+        identity_file.write_text(json.dumps(identity, indent=2) + "\n")
+        layout.flags.write_text(_flags_text(config, options))
+        board.write_config(tuner.oracle.hyperparameters)
+
+        callbacks = [keras.callbacks.TerminateOnNaN(),
+                     keras.callbacks.TensorBoard(str(layout.tensorboard))]   # log_dir set per trial
+        if options.trial_patience > 0:
+            callbacks.append(keras.callbacks.EarlyStopping(
+                monitor=options.objective, mode=DIRECTIONS[options.objective], patience=options.trial_patience))
+        finished = sum(trial.status in ("COMPLETED", "FAILED") for trial in tuner.oracle.trials.values())
+        print(f"dfd.tune: {options.tuner} search over {config.model} on {config.data} ({num_train} train / "
+              f"{num_val} val clips of {input_shape}), objective {options.objective}, up to {options.max_epochs} "
+              f"epochs per trial, precision {precision}, run dir {config.run_dir}"
+              + (f"; resuming after {finished} finished trials" if finished else ""), flush=True)
+        tuner.search(train_data, epochs=options.max_epochs, steps_per_epoch=steps, validation_data=val_data,
+                     callbacks=callbacks, class_weight=weights, verbose=config.verbose, shuffle=False)
+        return _finish(tuner, hypermodel, config, options, layout)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
+
+
+def _finish(tuner, hypermodel, config, options, layout) -> SearchResult:
+    rows = results.ranked_rows(tuner.oracle.trials.values(), options.objective)
+    print(f"dfd.tune: trials, best {options.objective} first (epochs: best/trained):")
+    print(results.format_table(rows))
+    results.write_csv(rows, layout.tuner / "trials.csv")
+    print(f"dfd.tune: table saved to {layout.tuner / 'trials.csv'}; TensorBoard: tensorboard --logdir {layout.tensorboard}")
+
+    best_flags = layout.root / BEST_FLAGS
+    if not rows or rows[0]["status"] != "ok":
+        best_flags.unlink(missing_ok=True)
+        reason = (" (every completed trial's train-validation AUC gap exceeds --max_gap: raise it, or pin "
+                  "--dropout/--l2 higher)" if any(row["status"] == "rejected" for row in rows) else "")
+        print(f"dfd.tune: no accepted trial, so no {BEST_FLAGS}{reason}")
+        return SearchResult(rows, None, None, hypermodel.builds)
+    best = tuner.oracle.get_trial(rows[0]["trial_id"])
+    best_run_dir = str(layout.root / BEST_RUN)
+    best_config = dataclasses.replace(hypermodel.trial_config(best.hyperparameters.copy()), run_dir=best_run_dir)
+    best_flags.write_text(results.best_flags_text(best_config, rows[0], options.objective,
+                                                  str(config.run_dir), best_run_dir))
+    print(f"dfd.tune: best trial {rows[0]['trial_id']} written to {best_flags}; retrain it at full length with\n"
+          f"  python -m dfd.train --flagfile=TRAINING_FLAGFILE --flagfile={best_flags}\n"
+          "or re-run this command with --retrain_best")
+    return SearchResult(rows, best_config, best_flags, hypermodel.builds)
+
+

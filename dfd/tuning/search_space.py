@@ -1,0 +1,141 @@
+"""The tuner's search space, in one place: simplified variants of each dfd model.
+
+    hparams, learning_rate = define_search_space(hp, model_name, base_hparams, input_shape)
+    models.build_model(model_name, input_shape, **hparams)
+
+Smoke test: define_search_space(keras_tuner.HyperParameters(), ...) gives every hparam its default,
+and the defaults are the seed's architecture (cnn_lstm: 552,609 parameters), so the search always
+contains the hand-made starting point and explores simpler ones around it (the seed found that its
+first video model overfit and a simpler CNN did better).
+
+What is searched:
+  image_cnn, cnn_lstm  conv_blocks (1..3, fewer when the frames are too small), first_filters
+                       (doubling per block, as 16, 32, 64 in the seed), kernel_size_<block> (3 or 5),
+                       dense width (dense_units / frame_dense_units), dropout, l2, learning_rate;
+                       cnn_lstm also lstm_units and head_units.
+  cnn_lstm with --frame_cnn=PATH (two-stage): the loaded CNN fixes the frame features, so only the LSTM
+                       head, dropout, l2, learning_rate and freeze_frame_cnn (frozen vs fine-tuned).
+  inception_v3         head_units, dropout, learning_rate; freeze_backbone (frozen vs fine-tuned) only
+                       with ImageNet weights (--inception_weights=PATH): a frozen random backbone
+                       is a random feature extractor, not a variant worth a trial.
+
+Hparams given as flags (base_hparams, e.g. --lstm_units=32 in the flagfile) are pinned: they are not
+searched and reach every trial as given. --conv_filters or --kernel_sizes pins the whole conv stack.
+"""
+
+from __future__ import annotations
+
+from dfd import models
+
+MAX_CONV_BLOCKS = 3            # the seed's stack; the search looks at it and at simpler ones
+KERNEL_SIZES = (3, 5)
+FIRST_FILTERS = (8, 16, 32)
+DENSE_UNITS = (32, 64, 128, 256)
+RECURRENT_UNITS = (16, 32, 64)
+L2_WEIGHTS = (0.0, 1e-5, 1e-4, 1e-3)
+INCEPTION_HEAD_UNITS = (128, 256, 512, 1024)
+# Keras clips probabilities to [1e-7, 1 - 1e-7] in its cross-entropies, so no model's mean
+# validation loss exceeds -ln(1e-7) = 16.12: the objective's worst value (see tuning.tuners).
+WORST_LOSS = 16.118095650958317
+
+
+def _conv_output_size(size: int, kernel_sizes) -> int:
+    for kernel_size in kernel_sizes:
+        size = (size - kernel_size + 1) // 2   # valid convolution, then 2x2 max-pool
+    return size
+
+
+def max_conv_blocks(frame_shape: tuple) -> int:
+    """Most conv blocks (up to MAX_CONV_BLOCKS) that still fit the frame with the largest kernel."""
+    smallest_side = min(frame_shape[0], frame_shape[1])
+    blocks = MAX_CONV_BLOCKS
+    while blocks > 1 and _conv_output_size(smallest_side, (max(KERNEL_SIZES),) * blocks) < 1:
+        blocks -= 1
+    if _conv_output_size(smallest_side, (min(KERNEL_SIZES),)) < 1:
+        raise ValueError(f"Frames of {frame_shape[0]}x{frame_shape[1]} are too small for even one conv block: "
+                         "convert the data with a larger --size.")
+    return blocks
+
+
+def _conv_stack(hp, frame_shape: tuple, default_filters, default_kernels) -> dict:
+    """conv_filters and kernel_sizes for build_model, from conv_blocks / first_filters / kernel_size_<i>."""
+    smallest_side = min(frame_shape[0], frame_shape[1])
+    most = max_conv_blocks(frame_shape)
+    kernel_choices = [k for k in KERNEL_SIZES if _conv_output_size(smallest_side, (k,) * most) >= 1]
+    blocks = hp.Int("conv_blocks", 1, most, default=min(len(default_filters), most))
+    first_filters = hp.Choice("first_filters", list(FIRST_FILTERS), default=default_filters[0])
+    kernel_sizes = []
+    for block in range(1, most + 1):
+        # Block i's kernel exists only when there are at least i blocks: a conditional hparam, so
+        # trials with fewer blocks neither record nor vary it.
+        with hp.conditional_scope("conv_blocks", list(range(block, most + 1))):
+            default = default_kernels[block - 1] if block <= len(default_kernels) else kernel_choices[0]
+            kernel = hp.Choice(f"kernel_size_{block}", kernel_choices,
+                               default=default if default in kernel_choices else kernel_choices[0])
+        if block <= blocks:
+            kernel_sizes.append(kernel)
+    return {"conv_filters": tuple(first_filters * 2 ** index for index in range(blocks)),
+            "kernel_sizes": tuple(kernel_sizes)}
+
+
+def _learning_rate(hp, model_name: str) -> float:
+    if model_name == "inception_v3":   # a large pretrained network: the seed trained it at 1e-4
+        return hp.Float("learning_rate", 1e-5, 1e-3, sampling="log", default=1e-4)
+    return hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
+
+
+def _is_set(value) -> bool:
+    return value not in (None, "", "none")
+
+
+def define_search_space(hp, model_name: str, base_hparams: dict | None = None,
+                        input_shape: tuple | None = None) -> tuple[dict, float]:
+    """Registers the search space of `model_name` on `hp`; returns (build_model kwargs, learning rate).
+
+    base_hparams: the model hparams given as flags; they are pinned (see the module docstring).
+    input_shape: the model's input (the dataset's example shape); it caps the conv blocks so every
+        trial fits the frames. Needed for image_cnn and cnn_lstm unless the conv stack is pinned.
+    Called by the HyperModel for every trial and again to replay the best trial into best.flags:
+    with hp holding a trial's values it returns exactly that trial's model.
+    """
+    base = dict(base_hparams or {})
+    defaults = {**models.default_hparams(model_name), **base}   # raises for an unknown model
+    unknown = sorted(set(base) - set(models.default_hparams(model_name)))
+    if unknown:
+        raise ValueError(f"--{', --'.join(unknown)} do(es) not apply to --model={model_name}")
+
+    def pick(name, define):   # a flag given on the command line pins the hparam
+        return base[name] if name in base else define()
+
+    hparams = dict(base)
+    if model_name == "inception_v3":
+        hparams["head_units"] = pick("head_units", lambda: hp.Choice(
+            "head_units", list(INCEPTION_HEAD_UNITS), default=defaults["head_units"]))
+        if _is_set(defaults["inception_weights"]):
+            hparams["freeze_backbone"] = pick("freeze_backbone", lambda: hp.Boolean(
+                "freeze_backbone", default=bool(defaults["freeze_backbone"])))
+    else:
+        two_stage = model_name == "cnn_lstm" and _is_set(defaults.get("frame_cnn"))
+        if two_stage:
+            hparams["freeze_frame_cnn"] = pick("freeze_frame_cnn", lambda: hp.Boolean(
+                "freeze_frame_cnn", default=bool(defaults["freeze_frame_cnn"])))
+        elif "conv_filters" not in base and "kernel_sizes" not in base:
+            if input_shape is None:
+                raise ValueError(f"define_search_space needs input_shape for {model_name} (the conv "
+                                 "blocks must fit the frames)")
+            frame_shape = tuple(input_shape)[-3:]
+            hparams.update(_conv_stack(hp, frame_shape, defaults["conv_filters"], defaults["kernel_sizes"]))
+        dense_name = "dense_units" if model_name == "image_cnn" else "frame_dense_units"
+        if not two_stage:   # a loaded frame CNN keeps its own dense layer
+            hparams[dense_name] = pick(dense_name, lambda: hp.Choice(
+                dense_name, list(DENSE_UNITS), default=defaults[dense_name]))
+        if model_name == "cnn_lstm":
+            for name in ("lstm_units", "head_units"):
+                hparams[name] = pick(name, lambda name=name: hp.Choice(
+                    name, list(RECURRENT_UNITS), default=defaults[name]))
+    hparams["dropout"] = pick("dropout", lambda: hp.Float(
+        "dropout", 0.0, 0.5, step=0.05, default=float(defaults["dropout"])))
+    hparams["dropout"] = round(float(hparams["dropout"]), 4)   # 0.30000000000000004 from the step grid
+    if "l2" in defaults:
+        hparams["l2"] = pick("l2", lambda: hp.Choice("l2", list(L2_WEIGHTS), default=float(defaults["l2"])))
+    return hparams, _learning_rate(hp, model_name)
