@@ -11,19 +11,14 @@ from dfd.convert import image_reader, records, video_reader
 from dfd.convert.synthetic import moving_clip, write_mp4
 from dfd.data import schema
 from dfd.data.preprocessing import PreprocessSpec
+from dfd.testing.video_files import read_all_frames
 
 VIDEO = PreprocessSpec(kind="video", num_frames=6, size=16, encoding="raw")
 
 
 def direct_frames(path, indices, size):
     """Reference: every frame with read(), then the chosen ones, RGB, resized."""
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    frames = read_all_frames(path)
     return np.stack([cv2.resize(frames[i], (size, size), interpolation=cv2.INTER_AREA) for i in indices]), len(frames)
 
 

@@ -9,6 +9,7 @@ from dfd.data import face_tracks, faces
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.testing.face_frames import (face_frame, moving_face_clip, noise_background, write_mp4v,
                                      write_rotated_portrait_video)
+from dfd.testing.video_files import read_all_frames
 
 SPEC = PreprocessSpec(kind="video", num_frames=8, size=64, face_crop="mtcnn")
 
@@ -170,14 +171,7 @@ def test_frames_from_an_mp4_written_and_read_by_opencv(tmp_path):
                                      side_start=90, side_end=90)
     path = str(tmp_path / "clip.mp4")
     write_mp4v(path, frames)
-    capture = cv2.VideoCapture(path)
-    decoded = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        decoded.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-    capture.release()
+    decoded = read_all_frames(path)
     assert len(decoded) == 8
     result = faces.crop_faces(decoded, SPEC)
     assert (containment(truth, to_pixels(result.boxes, 640, 360)) > 0.9).all()

@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
+from dfd.testing.video_files import read_all_frames
+
 from dfd.sample_data import clips, plan_dataset, split_counts, write_sample_dataset
 from dfd.sample_data.faces import FaceGrid, Pose, draw_head, random_identity
 from dfd.sample_data import swap
@@ -25,15 +27,7 @@ def _files(root: Path) -> dict[str, bytes]:
 
 
 def _read_video(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
+    return read_all_frames(path, rgb=False)
 
 
 @pytest.fixture(scope="module")

@@ -112,21 +112,15 @@ def seed_npy(paths: list[str], output: Path, num_frames: int, size: int) -> floa
     import numpy as np
 
     from dfd.convert.video_reader import plan_indices
+    from dfd.testing.video_files import read_all_frames
 
     output.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     for index, path in enumerate(paths):
-        capture = cv2.VideoCapture(path)
-        frames = []
-        while True:
-            ok, frame = capture.read()
-            if not ok:
-                break
-            frames.append(frame)
-        capture.release()
+        frames = read_all_frames(path, rgb=False)   # BGR: only the chosen frames are converted, as before
         clip = np.stack([cv2.resize(cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB), (size, size),
-                                    interpolation=cv2.INTER_AREA) for i in plan_indices(len(frames), num_frames,
-                                                                                        "uniform")])
+                                    interpolation=cv2.INTER_AREA)
+                         for i in plan_indices(len(frames), num_frames, "uniform")])
         np.save(output / f"clip{index:05d}.npy", clip)
     return len(paths) / (time.perf_counter() - start)
 
