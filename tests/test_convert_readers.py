@@ -187,3 +187,68 @@ def test_header_size_reads_png_and_jpeg_without_decoding(tmp_path):
     for extension in (".png", ".jpg"):
         ok, data = cv2.imencode(extension, np.zeros((30, 70, 3), np.uint8))
         assert image_reader.header_size(data.tobytes()) == (30, 70)
+
+
+def write_jpeg_with_orientation(path, rgb, orientation):
+    """A JPEG whose EXIF says how to turn `rgb` (the stored pixels) upright, written by Pillow."""
+    from PIL import Image
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb).save(path, quality=95, exif=exif.tobytes())
+    return path
+
+
+def blocks_image(height=24, width=40):
+    """Asymmetric solid blocks (JPEG keeps them), so every rotation and mirror looks different."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[: height // 2, : width // 4] = (250, 20, 20)
+    image[: height // 2, width // 4:] = (20, 250, 20)
+    image[height // 2:, : width // 2] = (20, 20, 250)
+    image[height // 2:, width // 2:] = (240, 240, 40)
+    return image
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_turns_phone_photos_upright(tmp_path, orientation):
+    from PIL import Image, ImageOps
+    stored = blocks_image()
+    path = write_jpeg_with_orientation(tmp_path / "phone.jpg", stored, orientation)
+    data = path.read_bytes()
+    assert image_reader.exif_orientation(data) == orientation
+    # Pillow's exif_transpose is the independent reference for what "upright" means.
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB"))
+    decoded = image_reader.decode_image(data)
+    assert decoded.shape == expected.shape
+    assert np.abs(decoded.astype(int) - expected).mean() < 3
+    if orientation != 1:   # the check above can fail: ignoring the tag would give other pixels
+        sideways = cv2.cvtColor(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_IGNORE_ORIENTATION),
+                                cv2.COLOR_BGR2RGB)
+        assert sideways.shape != expected.shape or np.abs(sideways.astype(int) - expected).mean() > 30
+
+
+def test_rotated_jpeg_of_target_size_is_decoded_upright_not_stored_as_is(tmp_path):
+    stored = blocks_image(32, 32)
+    path = write_jpeg_with_orientation(tmp_path / "phone.jpg", stored, 6)   # "rotate 90 degrees clockwise"
+    record = records.make_record(str(path), IMAGE, 1, "g")
+    example = __import__("tensorflow").train.Example.FromString(record)
+    assert example.features.feature[schema.FRAMES].bytes_list.value[0] != path.read_bytes()
+    frames = schema.parse_example_numpy(record, IMAGE.record_shape)["frames"][0]
+    expected = cv2.rotate(stored, cv2.ROTATE_90_CLOCKWISE)
+    assert np.abs(frames.astype(int) - expected).mean() < 8
+    # Without the tag the same pixels are stored byte-for-byte (the pass-through still applies).
+    plain = write_jpeg_with_orientation(tmp_path / "plain.jpg", stored, 1)
+    example = __import__("tensorflow").train.Example.FromString(records.make_record(str(plain), IMAGE, 1, "g"))
+    assert example.features.feature[schema.FRAMES].bytes_list.value[0] == plain.read_bytes()
+
+
+def test_exif_orientation_of_malformed_or_missing_metadata_is_upright():
+    ok, plain = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+    assert image_reader.exif_orientation(plain.tobytes()) == 1
+    assert image_reader.exif_orientation(b"\x89PNG\r\n\x1a\n") == 1
+    # An APP1 Exif block cut short, and one whose tag value is out of range.
+    truncated = b"\xff\xd8\xff\xe1\x00\x20Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x01"
+    assert image_reader.exif_orientation(truncated) == 1
+    bogus = (b"\xff\xd8\xff\xe1\x00\x22Exif\x00\x00MM\x00\x2a\x00\x00\x00\x08\x00\x01"
+             b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x09\x00\x00\x00\x00\x00\x00")
+    assert image_reader.exif_orientation(bogus) == 1
+    assert image_reader.exif_orientation(bogus.replace(b"\x00\x09\x00\x00", b"\x00\x03\x00\x00")) == 3

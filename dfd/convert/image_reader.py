@@ -4,7 +4,14 @@ A source JPEG that already has the target size and 3 channels is stored
 byte-for-byte (with jpeg encoding): re-compression would erase the very
 artifacts a detector learns from. Everything else is decoded with
 IMREAD_UNCHANGED (so 16-bit and alpha are seen, not silently mangled by
-OpenCV's defaults), converted to RGB uint8 and resized.
+OpenCV's defaults), turned upright by its EXIF orientation, converted to RGB
+uint8 and resized.
+
+EXIF orientation matters for phone photos: the camera writes the sensor's
+landscape pixels and a tag saying "rotate 90 degrees to view". OpenCV applies
+the tag only without IMREAD_UNCHANGED, and TensorFlow's decode_jpeg never
+does, so this module applies it itself, and a rotated JPEG is never stored
+byte-for-byte (the reader would see it sideways).
 """
 
 from __future__ import annotations
@@ -32,12 +39,70 @@ def read_bytes(path: str) -> bytes:
         raise ImageReadError(f"cannot read file: {error.strerror or error}") from error
 
 
+# EXIF orientation tag value -> the OpenCV operations (in order) that make the image upright.
+# 1 is upright; 2-8 follow the EXIF 2.3 definition (TIFF tag 0x0112).
+_UPRIGHT = {
+    2: (lambda image: cv2.flip(image, 1),),                           # mirrored left-right
+    3: (lambda image: cv2.rotate(image, cv2.ROTATE_180),),
+    4: (lambda image: cv2.flip(image, 0),),                           # mirrored top-bottom
+    5: (cv2.transpose,),                                              # mirrored along the main diagonal
+    6: (lambda image: cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE),),
+    7: (cv2.transpose, lambda image: cv2.flip(image, -1)),            # mirrored along the other diagonal
+    8: (lambda image: cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE),),
+}
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of JPEG bytes; 1 (upright) when absent, unreadable or out of range."""
+    if not data.startswith(b"\xff\xd8"):
+        return 1
+    i = 2
+    while i + 4 <= len(data) and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:   # fill byte
+            i += 1
+            continue
+        if marker in (0xD9, 0xDA):   # end of image / start of scan: no metadata after this
+            return 1
+        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\x00\x00":
+            return _tiff_orientation(data[i + 10:i + 2 + length])
+        i += 2 + length
+    return 1
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """Orientation tag of IFD0 in an EXIF block's TIFF structure; 1 when missing or malformed."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    ifd = int.from_bytes(tiff[4:8], order)
+    if ifd + 2 > len(tiff):
+        return 1
+    for entry in range(int.from_bytes(tiff[ifd:ifd + 2], order)):
+        start = ifd + 2 + 12 * entry
+        if start + 12 > len(tiff):
+            return 1
+        if int.from_bytes(tiff[start:start + 2], order) == 0x0112:
+            value = int.from_bytes(tiff[start + 8:start + 10], order)   # a SHORT, left-justified
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """The image as it is meant to be viewed, given its EXIF orientation."""
+    for operation in _UPRIGHT.get(orientation, ()):
+        image = operation(image)
+    return image
+
+
 def decode_image(data: bytes) -> np.ndarray:
-    """Encoded image bytes to RGB uint8 (H, W, 3), whatever the source depth and channels."""
+    """Encoded image bytes to upright RGB uint8 (H, W, 3), whatever the source depth and channels."""
     buffer = np.frombuffer(data, np.uint8)
     image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if image is None or image.size == 0:
         raise ImageReadError("OpenCV cannot decode the image (corrupt, truncated or unsupported format)")
+    image = upright(image, exif_orientation(data))
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[:, :, 0]
     if image.dtype == np.uint16:
@@ -83,8 +148,12 @@ def header_size(data: bytes) -> tuple[int, int] | None:
 
 
 def is_plain_jpeg(data: bytes, image: np.ndarray | None = None) -> bool:
-    """True for a baseline-decodable 3-channel 8-bit JPEG (what TF's decode_jpeg reads as RGB)."""
-    if not data.startswith(b"\xff\xd8\xff"):
+    """True for an upright 3-channel 8-bit JPEG: what TF's decode_jpeg reads as the image itself.
+
+    EXIF-rotated JPEGs are excluded: decode_jpeg ignores the tag, so their stored bytes would
+    train and predict on a sideways face.
+    """
+    if not data.startswith(b"\xff\xd8\xff") or exif_orientation(data) != 1:
         return False
     if image is None:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
