@@ -1,5 +1,6 @@
 """End-to-end conversions: metadata vs shards, resume, interruption, verification, skips."""
 
+import io
 import json
 import os
 import signal
@@ -189,3 +190,26 @@ def test_worker_side_reading_does_not_import_tensorflow(videos):
     done = subprocess.run([sys.executable, "-c", code],
                           capture_output=True, text=True, cwd=ROOT, check=True)
     assert done.stdout.strip() == "(4, 16, 16, 3) False"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_is_redrawn_on_a_terminal_and_whole_lines_in_a_log():
+    log, terminal = io.StringIO(), _Terminal()
+    for stream in (log, terminal):
+        line = convert_lib._ProgressLine(total=3, enabled=True, stream=stream)
+        for skipped in (False, True, False):
+            line.update(skipped)
+        line.finish()
+    # A log gets no carriage returns: just the final count (updates in between are 30 s apart).
+    assert log.getvalue() == log.getvalue().replace("\r", "")
+    assert log.getvalue().splitlines()[-1].startswith("converting 3/3 files") and "skipped 1" in log.getvalue()
+    assert terminal.getvalue().startswith("\r") and terminal.getvalue().endswith("\n")
+    quiet = io.StringIO()
+    line = convert_lib._ProgressLine(total=1, enabled=False, stream=quiet)
+    line.update(False)
+    line.finish()
+    assert quiet.getvalue() == ""

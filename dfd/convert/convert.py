@@ -173,10 +173,20 @@ def _stream(items: list[sources.Item], positions: list[int], spec: PreprocessSpe
 
 
 class _ProgressLine:
-    """A one-line \\r counter on stderr with clips/s, redrawn at most twice a second."""
+    """Conversion progress on stderr: files done, clips/s, skipped.
 
-    def __init__(self, total: int, enabled: bool):
+    On a terminal, one line redrawn in place (\\r) at most twice a second. In a log file (a cluster
+    job's stderr), \\r would pile every update into one endless line, so there a full line is
+    written every LOG_INTERVAL_S seconds instead, plus one at the end.
+    """
+
+    LOG_INTERVAL_S = 30.0
+
+    def __init__(self, total: int, enabled: bool, stream=None):
+        self.stream = stream or sys.stderr
         self.total, self.enabled = total, enabled
+        self.terminal = enabled and self.stream.isatty()
+        self.interval = 0.5 if self.terminal else self.LOG_INTERVAL_S
         self.done = self.skipped = 0
         self.start = self.last = time.monotonic()
 
@@ -184,16 +194,16 @@ class _ProgressLine:
         self.done += 1
         self.skipped += skipped
         now = time.monotonic()
-        if self.enabled and (now - self.last > 0.5 or self.done == self.total):
+        if self.enabled and (now - self.last > self.interval or self.done == self.total):
             self.last = now
             rate = self.done / max(now - self.start, 1e-9)
-            sys.stderr.write(f"\rconverting {self.done}/{self.total} files  {rate:.1f} clips/s  "
-                             f"skipped {self.skipped}   ")
-            sys.stderr.flush()
+            line = f"converting {self.done}/{self.total} files  {rate:.1f} clips/s  skipped {self.skipped}"
+            self.stream.write(f"\r{line}   " if self.terminal else f"{line}\n")
+            self.stream.flush()
 
     def finish(self) -> None:
-        if self.enabled and self.done:
-            sys.stderr.write("\n")
+        if self.terminal and self.done:
+            self.stream.write("\n")
 
 
 def _features(spec: PreprocessSpec) -> dict:
