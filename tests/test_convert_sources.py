@@ -87,12 +87,14 @@ def test_dfdc_groups_fakes_with_their_original(tmp_path):
         assert split_of_group.setdefault(item.group, item.split) == item.split
 
 
-def make_ffpp(root: Path) -> None:
-    for video_id in ("000", "003", "010", "012", "020", "021"):
-        touch(root / "original_sequences/youtube/c23/videos" / f"{video_id}.mp4")
+def make_ffpp(root: Path, levels=("c23",)) -> None:
+    for level in levels:
+        for video_id in ("000", "003", "010", "012", "020", "021"):
+            touch(root / "original_sequences/youtube" / level / "videos" / f"{video_id}.mp4")
+        for method in ("Deepfakes", "FaceSwap"):
+            for pair in ("000_003", "003_000", "010_012", "012_010", "020_021", "021_020"):
+                touch(root / "manipulated_sequences" / method / level / "videos" / f"{pair}.mp4")
     for method in ("Deepfakes", "FaceSwap"):
-        for pair in ("000_003", "003_000", "010_012", "012_010", "020_021", "021_020"):
-            touch(root / "manipulated_sequences" / method / "c23/videos" / f"{pair}.mp4")
         touch(root / "manipulated_sequences" / method / "masks/videos/000_003.mp4")
 
 
@@ -124,6 +126,21 @@ def test_ffpp_with_official_split_files(tmp_path):
     assert found[("Deepfakes", "003_000")] == "train"
     assert found[("FaceSwap", "021_020")] == "test"
     assert None not in found.values()
+
+
+def test_ffpp_compression_level_must_be_chosen_when_several_are_present(tmp_path):
+    make_ffpp(tmp_path, levels=("c23", "c40"))
+    with pytest.raises(ValueError, match=r"several compression levels \(c23, c40\).*--ffpp_compression"):
+        sources.discover(str(tmp_path))
+    _, c40 = sources.discover(str(tmp_path), ffpp_compression="c40")
+    assert len(c40) == 18 and all("/c40/videos/" in item.path for item in c40)
+    _, every = sources.discover(str(tmp_path), ffpp_compression="all")
+    assert len(every) == 36
+    # The same video at two levels is one group: it can never sit in two splits.
+    groups = {(Path(i.path).parts[-3], Path(i.path).stem): i.group for i in every if i.label == 0}
+    assert groups[("c23", "010")] == groups[("c40", "010")]
+    with pytest.raises(ValueError, match="no videos at that level.*found c23, c40"):
+        sources.discover(str(tmp_path), ffpp_compression="c0")
 
 
 def test_group_split_is_disjoint_deterministic_and_keeps_given_splits():

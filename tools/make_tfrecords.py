@@ -29,6 +29,9 @@ def define_flags() -> None:
                       "Source layout; auto detects it from --manifest and the folder's contents.")
     flags.DEFINE_string("ffpp_splits", None, "Folder with the official FaceForensics++ train.json, val.json and "
                         "test.json; without it FF++ is split by identity with --val_fraction/--test_fraction.")
+    flags.DEFINE_string("ffpp_compression", "auto", "FaceForensics++ compression level to convert (c0, c23, c40: the "
+                        "folder under each method), or 'all'. auto: the only level present; with several present "
+                        "you must choose, since each level repeats every video.")
     flags.DEFINE_enum("kind", None, ["image", "video"], "Force the dataset kind; default: from file extensions.")
     flags.DEFINE_integer("frames", 16, "Video: frames sampled per clip.")
     flags.DEFINE_enum("sampling", "uniform", ["uniform", "contiguous"],
@@ -72,7 +75,8 @@ def main(argv) -> int:
     values = flags.FLAGS
     config = ConvertConfig(
         output=values.output, source=values.source, manifest=values.manifest, source_type=values.source_type,
-        ffpp_splits=values.ffpp_splits, kind=values.kind, num_frames=values.frames, frame_size=values.frame_size,
+        ffpp_splits=values.ffpp_splits,
+        ffpp_compression=values.ffpp_compression, kind=values.kind, num_frames=values.frames, frame_size=values.frame_size,
         image_size=values.image_size, encoding=values.encoding, jpeg_quality=values.jpeg_quality,
         sampling=values.sampling, short_clips=values.short_clips, face_crop=values.face_crop,
         face_margin=values.face_margin, face_detect_size=values.face_detect_size,

@@ -43,6 +43,7 @@ class ConvertConfig:
     manifest: str | None = None
     source_type: str = "auto"
     ffpp_splits: str | None = None
+    ffpp_compression: str = "auto"      # c0/c23/c40/all; auto: the only level present
     kind: str | None = None             # None: from the files
     num_frames: int = 16
     frame_size: int = 64
@@ -216,7 +217,8 @@ def _features(spec: PreprocessSpec) -> dict:
 def convert(config: ConvertConfig) -> ConvertSummary:
     """Converts a dataset; raises ValueError for bad options or too many skipped files."""
     start = time.monotonic()
-    source_type, items = sources.discover(config.source, config.source_type, config.manifest, config.ffpp_splits)
+    source_type, items = sources.discover(config.source, config.source_type, config.manifest, config.ffpp_splits,
+                                           config.ffpp_compression)
     kind = config.kind or sources.detect_kind(items)
     spec = build_spec(config, kind)
     items = splits.assign_splits(items, config.val_fraction, config.test_fraction, config.seed)
@@ -306,6 +308,7 @@ def _write_metadata(output: Path, spec: PreprocessSpec, plans, progress: writer.
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "source": {"type": source_type, "path": str(Path(config.source).absolute()) if config.source else "",
                    "manifest": config.manifest or "", "ffpp_splits": config.ffpp_splits or "",
+                   "ffpp_compression": config.ffpp_compression if source_type == "ffpp" else "",
                    "seed": config.seed, "val_fraction": config.val_fraction, "test_fraction": config.test_fraction},
         "preprocessing": spec.to_dict(),
         "features": _features(spec),

@@ -215,13 +215,51 @@ def load_ffpp_splits(directory: Path) -> dict[str, str]:
     return by_id
 
 
-def discover_ffpp(source: Path, splits_dir: Path | None) -> list[Item]:
+def discover_ffpp(source: Path, splits_dir: Path | None, compression: str = "auto") -> list[Item]:
     """original_sequences/<set>/<compression>/videos/* are real; manipulated_sequences/<method>/... fake.
 
     Groups join every identity a video involves (a fake 000_003 joins 000 and 003),
     so official pairs or, without split files, connected identities share a split.
+    compression: the level to use (c0, c23, c40, ...), "all", or "auto" (the only level present;
+    several present is an error, since using all of them silently repeats every video).
     """
     official = load_ffpp_splits(splits_dir) if splits_dir else None
+    found = _ffpp_videos(source)
+    if not found:
+        raise ValueError(f"no videos under {source}/original_sequences/*/*/videos or manipulated_sequences/*/*/videos")
+    found = _select_compression(found, compression, source)
+    union = _UnionFind()
+    for _, _, _, ids in found:
+        for other in ids[1:]:
+            union.union(ids[0], other)
+    items = []
+    for path, label, _, ids in found:
+        split = None
+        if official is not None:
+            split = official.get(ids[0].split(":", 1)[1]) if ids[0].startswith("youtube:") else None
+        items.append(Item(str(path.absolute()), label, split, union.find(ids[0]), _relative(path, source)))
+    return items
+
+
+def _select_compression(found: list, compression: str, source: Path) -> list:
+    levels = sorted({level for _, _, level, _ in found})
+    if compression == "all":
+        return found
+    if compression == "auto":
+        if len(levels) == 1:
+            return found
+        raise ValueError(
+            f"{source} holds FaceForensics++ videos at several compression levels ({', '.join(levels)}): the same "
+            "video at each level. Pick one with --ffpp_compression (c23 is the usual benchmark setting), or "
+            "--ffpp_compression=all to use every level (each video then appears once per level).")
+    if compression not in levels:
+        raise ValueError(f"--ffpp_compression={compression}: no videos at that level under {source}; "
+                         f"found {', '.join(levels)}")
+    return [entry for entry in found if entry[2] == compression]
+
+
+def _ffpp_videos(source: Path) -> list[tuple[Path, int, str, list[str]]]:
+    """(path, label, compression level, identity ids) of every FF++ video under `source`."""
     found = []
     for label, top in ((0, "original_sequences"), (1, "manipulated_sequences")):
         for path in _visible_files(source / top) if (source / top).is_dir() else []:
@@ -231,24 +269,12 @@ def discover_ffpp(source: Path, splits_dir: Path | None) -> list[Item]:
                 continue
             namespace = "actors" if parts[0] in ("actors", "DeepFakeDetection") else "youtube"
             ids = [f"{namespace}:{i}" for i in _ffpp_ids(path.stem)]
-            found.append((path, label, ids))
-    if not found:
-        raise ValueError(f"no videos under {source}/original_sequences/*/*/videos or manipulated_sequences/*/*/videos")
-    union = _UnionFind()
-    for _, _, ids in found:
-        for other in ids[1:]:
-            union.union(ids[0], other)
-    items = []
-    for path, label, ids in found:
-        split = None
-        if official is not None:
-            split = official.get(ids[0].split(":", 1)[1]) if ids[0].startswith("youtube:") else None
-        items.append(Item(str(path.absolute()), label, split, union.find(ids[0]), _relative(path, source)))
-    return items
+            found.append((path, label, parts[1], ids))
+    return found
 
 
 def discover(source: str | None, source_type: str = "auto", manifest: str | None = None,
-             ffpp_splits: str | None = None) -> tuple[str, list[Item]]:
+             ffpp_splits: str | None = None, ffpp_compression: str = "auto") -> tuple[str, list[Item]]:
     """(source type, items) for the given source; raises ValueError with what to fix."""
     if source_type not in SOURCE_TYPES:
         raise ValueError(f"source type must be one of {SOURCE_TYPES}, got {source_type!r}")
@@ -266,7 +292,7 @@ def discover(source: str | None, source_type: str = "auto", manifest: str | None
     if source_type == "dfdc":
         return source_type, discover_dfdc(root)
     if source_type == "ffpp":
-        return source_type, discover_ffpp(root, Path(ffpp_splits) if ffpp_splits else None)
+        return source_type, discover_ffpp(root, Path(ffpp_splits) if ffpp_splits else None, ffpp_compression)
     return source_type, discover_folder(root)
 
 
