@@ -157,6 +157,42 @@ def test_missing_inception_weights_file_says_what_to_place_where(tmp_path):
         build_model("inception_v3", (256, 256, 3), inception_weights=str(tmp_path))
 
 
+def write_notop_weights_file(path, seed=7):
+    """A file in the format of Keras's ImageNet notop release (Keras 2 HDF5 weights by layer name).
+
+    The release itself cannot be downloaded here, so a seeded random backbone is written with Keras's
+    own legacy HDF5 writer, the code that produced the release's format.
+    """
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    keras.utils.set_random_seed(seed)
+    backbone = keras.applications.InceptionV3(include_top=False, weights=None, input_shape=(75, 75, 3))
+    with h5py.File(path, "w") as handle:
+        legacy_h5_format.save_weights_to_hdf5_group(handle, backbone)
+    return backbone
+
+
+def test_inception_loads_a_local_notop_weights_file_and_freezes_the_backbone(tmp_path):
+    source = write_notop_weights_file(tmp_path / "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    # A folder holding the standard file name is accepted too, and weights fit any input size >= 75.
+    model = build_model("inception_v3", (96, 96, 3), inception_weights=str(tmp_path), freeze_backbone=True,
+                        head_units=16)
+    backbone = model.get_layer("inception_v3")
+    for loaded, saved in zip(backbone.weights, source.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded), keras.ops.convert_to_numpy(saved))
+    # Feature extraction: only the head trains (2048*16 + 16 + 16*2 + 2 parameters).
+    assert count(model.trainable_weights) == 2048 * 16 + 16 + 16 * 2 + 2
+    before = [keras.ops.convert_to_numpy(w).copy() for w in backbone.weights]
+    head_before = keras.ops.convert_to_numpy(model.get_layer("dense").kernel).copy()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss_for(model))
+    model.fit(uint8_batch((4, 96, 96, 3)), np.array([0, 1, 0, 1]), epochs=1, verbose=0)
+    # Frozen means frozen: kernels and batch-norm statistics alike (BN runs in inference mode).
+    for old, weight in zip(before, backbone.weights):
+        np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(weight), err_msg=weight.path)
+    assert not np.array_equal(head_before, keras.ops.convert_to_numpy(model.get_layer("dense").kernel))
+
+
 @pytest.mark.parametrize("name, shape, hparams", [
     ("image_cnn", (32, 32, 3), SMALL_CNN),
     ("cnn_lstm", (3, 32, 32, 3), SMALL_LSTM),
