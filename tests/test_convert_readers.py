@@ -252,3 +252,22 @@ def test_exif_orientation_of_malformed_or_missing_metadata_is_upright():
              b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x09\x00\x00\x00\x00\x00\x00")
     assert image_reader.exif_orientation(bogus) == 1
     assert image_reader.exif_orientation(bogus.replace(b"\x00\x09\x00\x00", b"\x00\x03\x00\x00")) == 3
+
+
+def test_plain_jpeg_is_told_from_its_headers(tmp_path):
+    from PIL import Image
+    color = blocks_image(32, 32)
+    encode = lambda image, *params: cv2.imencode(".jpg", image, list(params))[1].tobytes()   # noqa: E731
+    assert image_reader.is_plain_jpeg(encode(color))
+    assert image_reader.is_plain_jpeg(encode(color, cv2.IMWRITE_JPEG_PROGRESSIVE, 1))
+    assert not image_reader.is_plain_jpeg(encode(color[:, :, 0]))                  # gray: 1 component
+    Image.new("CMYK", (32, 32), (0, 50, 100, 0)).save(tmp_path / "cmyk.jpg")
+    assert not image_reader.is_plain_jpeg((tmp_path / "cmyk.jpg").read_bytes())    # 4 components
+    assert not image_reader.is_plain_jpeg(cv2.imencode(".png", color)[1].tobytes())
+    rotated = write_jpeg_with_orientation(tmp_path / "rotated.jpg", color, 8).read_bytes()
+    assert not image_reader.is_plain_jpeg(rotated)
+    # The gray JPEG of the target size is therefore re-encoded as 3-channel RGB, not stored as is.
+    gray = tmp_path / "gray.jpg"
+    gray.write_bytes(encode(color[:, :, 0]))
+    example = __import__("tensorflow").train.Example.FromString(records.make_record(str(gray), IMAGE, 1, "g"))
+    assert example.features.feature[schema.FRAMES].bytes_list.value[0] != gray.read_bytes()

@@ -52,22 +52,28 @@ _UPRIGHT = {
 }
 
 
-def exif_orientation(data: bytes) -> int:
-    """The EXIF orientation (1-8) of JPEG bytes; 1 (upright) when absent, unreadable or out of range."""
+def _jpeg_segments(data: bytes):
+    """(marker, offset) of each JPEG header segment, up to the image data; stops at anything malformed."""
     if not data.startswith(b"\xff\xd8"):
-        return 1
+        return
     i = 2
     while i + 4 <= len(data) and data[i] == 0xFF:
         marker = data[i + 1]
         if marker == 0xFF:   # fill byte
             i += 1
             continue
-        if marker in (0xD9, 0xDA):   # end of image / start of scan: no metadata after this
-            return 1
-        length = int.from_bytes(data[i + 2:i + 4], "big")
+        if marker in (0xD9, 0xDA):   # end of image / start of scan: no header segments after this
+            return
+        yield marker, i
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) of JPEG bytes; 1 (upright) when absent, unreadable or out of range."""
+    for marker, i in _jpeg_segments(data):
         if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\x00\x00":
+            length = int.from_bytes(data[i + 2:i + 4], "big")
             return _tiff_orientation(data[i + 10:i + 2 + length])
-        i += 2 + length
     return 1
 
 
@@ -123,6 +129,21 @@ def decode_image(data: bytes) -> np.ndarray:
     raise ImageReadError(f"unsupported channel count {image.shape[2]}")
 
 
+# Start-of-frame markers of Huffman-coded baseline, extended and progressive JPEG: what every
+# decoder (OpenCV's and TensorFlow's decode_jpeg alike) reads. The other SOF kinds (lossless,
+# arithmetic, hierarchical) are rare and not trusted to round-trip as stored bytes.
+_PLAIN_SOF = (0xC0, 0xC1, 0xC2)
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """(SOF marker, sample precision, height, width, components) from a JPEG's frame header."""
+    for marker, i in _jpeg_segments(data):
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 9 < len(data):
+            return (marker, data[i + 4], int.from_bytes(data[i + 5:i + 7], "big"),
+                    int.from_bytes(data[i + 7:i + 9], "big"), data[i + 9])
+    return None
+
+
 def header_size(data: bytes) -> tuple[int, int] | None:
     """(height, width) of a PNG or JPEG from its header, without decoding pixels.
 
@@ -131,33 +152,20 @@ def header_size(data: bytes) -> tuple[int, int] | None:
     """
     if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
         return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
-    if not data.startswith(b"\xff\xd8"):
-        return None
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return int.from_bytes(data[i + 5:i + 7], "big"), int.from_bytes(data[i + 7:i + 9], "big")
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return None
+    frame = _jpeg_frame(data)
+    return None if frame is None else frame[2:4]
 
 
-def is_plain_jpeg(data: bytes, image: np.ndarray | None = None) -> bool:
-    """True for an upright 3-channel 8-bit JPEG: what TF's decode_jpeg reads as the image itself.
+def is_plain_jpeg(data: bytes) -> bool:
+    """True for an upright 8-bit 3-channel baseline or progressive JPEG: what TF's decode_jpeg reads
+    as the image itself. Read from the headers; the pixels were already decoded once by the caller.
 
     EXIF-rotated JPEGs are excluded: decode_jpeg ignores the tag, so their stored bytes would
     train and predict on a sideways face.
     """
-    if not data.startswith(b"\xff\xd8\xff") or exif_orientation(data) != 1:
-        return False
-    if image is None:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
-    return image is not None and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+    frame = _jpeg_frame(data)
+    return (frame is not None and frame[0] in _PLAIN_SOF and frame[1] == 8 and frame[4] == 3
+            and exif_orientation(data) == 1)
 
 
 def read_image(path: str) -> np.ndarray:
