@@ -51,10 +51,17 @@ def define_data_flags(flag_values=None) -> None:
             "Costs host CPU like --augment_brightness.", flag_values=flag_values)
 
 
+# What a hparam's values mean, where its name does not say it.
+_HPARAM_NOTES = {
+    "feature_pooling": "flatten (the seed) | global_average: how the last conv map becomes the frame "
+                       "features; global_average keeps the dense layer small whatever the frame size. ",
+}
+
+
 def _hparam_help(name: str) -> str:
     owners = [f"{model}={models.default_hparams(model)[name]!r}"
               for model in models.MODEL_NAMES if name in models.default_hparams(model)]
-    return f"Model hparam; unset means the model's default ({', '.join(owners)})."
+    return f"{_HPARAM_NOTES.get(name, '')}Model hparam; unset means the model's default ({', '.join(owners)})."
 
 
 def hparam_names() -> list[str]:

@@ -66,6 +66,19 @@ def test_cnn_lstm_has_the_seed_parameter_count():
     assert lstm.recurrent_dropout == 0 and not lstm.unroll and lstm.use_bias
 
 
+def test_global_average_pooling_makes_the_frame_features_independent_of_frame_size():
+    # 3 blocks of 4 filters then Dense(8): 4 pooled features -> 4*8 + 8 dense parameters, whatever the size.
+    conv = (3 * 3 * 3 * 4 + 4) + 2 * (3 * 3 * 4 * 4 + 4)
+    for size in (32, 96):
+        model = build_model("image_cnn", (size, size, 3), **SMALL_CNN, kernel_sizes=(3, 3, 3),
+                            feature_pooling="global_average")
+        assert model.count_params() == conv + (4 * 8 + 8) + (8 + 1)
+    flat = build_model("image_cnn", (96, 96, 3), **SMALL_CNN, kernel_sizes=(3, 3, 3))
+    assert flat.count_params() > conv + (4 * 8 + 8) + (8 + 1)
+    with pytest.raises(ValueError, match="feature_pooling must be 'flatten' or 'global_average'"):
+        build_model("image_cnn", (32, 32, 3), **SMALL_CNN, feature_pooling="max")
+
+
 def test_inception_has_the_seed_parameter_count(inception):
     assert inception.count_params() == 23_903_010
     assert count(inception.non_trainable_weights) == 34_432
@@ -133,7 +146,7 @@ def test_hparams_from_flag_strings():
     (lambda: model_kind("resnet"), "valid models"),
     (lambda: default_hparams("resnet"), "valid models"),
     (lambda: build_model("image_cnn", (64, 64, 3), lstm_units=8),
-     "lstm_units for model 'image_cnn'; valid: conv_filters, dense_units, dropout, kernel_sizes, l2"),
+     "lstm_units for model 'image_cnn'; valid: conv_filters, dense_units, dropout, feature_pooling, kernel_sizes, l2"),
     (lambda: build_model("cnn_lstm", (64, 64, 3)), "takes inputs shaped (num_frames, height, width, 3)"),
     (lambda: build_model("image_cnn", (8, 8, 3)), "too small"),
     (lambda: build_model("image_cnn", (64, 64, 3), conv_filters=(4, 4), kernel_sizes=(3, 3, 3)),

@@ -34,8 +34,21 @@ def test_default_trial_is_the_seed_cnn_lstm():
     assert learning_rate == pytest.approx(1e-3)
     assert models.build_model("cnn_lstm", (2, 64, 64, 3), **hparams).count_params() == 552_609
     searched = {"conv_blocks", "first_filters", "kernel_size_1", "kernel_size_2", "kernel_size_3",
-                "frame_dense_units", "lstm_units", "head_units", "dropout", "l2", "learning_rate"}
+                "feature_pooling", "frame_dense_units", "lstm_units", "head_units", "dropout", "l2", "learning_rate"}
     assert searched == {parameter.name for parameter in hp.space}
+
+
+def test_fewer_blocks_are_simpler_only_with_global_pooling():
+    def params(conv_blocks, feature_pooling):
+        hp = keras_tuner.HyperParameters()
+        define_search_space(hp, "image_cnn", {}, (64, 64, 3))
+        hp.values.update(conv_blocks=conv_blocks, feature_pooling=feature_pooling)
+        hparams, _ = define_search_space(hp, "image_cnn", {}, (64, 64, 3))
+        return models.build_model("image_cnn", (64, 64, 3), **hparams).count_params()
+    # The seed's flatten head: one block leaves a 31x31x16 map, a Dense(256) over 15,376 inputs.
+    assert params(1, "flatten") > 5 * params(3, "flatten")
+    # Global average pooling: the Dense layer sees 16 channels, so one block is the smallest model.
+    assert params(1, "global_average") < params(3, "global_average") < params(3, "flatten")
 
 
 def test_the_largest_variant_fits_small_frames():

@@ -30,6 +30,7 @@ DEFAULTS = {
     "head_units": 64,
     "dropout": 0.25,
     "l2": 0.0,
+    "feature_pooling": "flatten",   # the seed; "global_average": see layers.conv_feature_extractor
     "frame_cnn": "none",
     "freeze_frame_cnn": False,
 }
@@ -90,7 +91,7 @@ def _follow_global_policy(model: keras.Model) -> keras.Model:
 
 
 def build(input_shape: tuple, *, conv_filters, kernel_sizes, frame_dense_units, lstm_units, head_units,
-          dropout, l2, frame_cnn, freeze_frame_cnn) -> keras.Model:
+          dropout, l2, feature_pooling, frame_cnn, freeze_frame_cnn) -> keras.Model:
     if len(input_shape) != 4:
         raise ValueError(f"cnn_lstm takes clips shaped (num_frames, height, width, 3), got {tuple(input_shape)}.")
     frame_shape = tuple(input_shape[1:])
@@ -99,9 +100,10 @@ def build(input_shape: tuple, *, conv_filters, kernel_sizes, frame_dense_units, 
             raise ValueError("freeze_frame_cnn needs frame_cnn=PATH (a trained image_cnn run directory "
                              "or .keras file); without it there is nothing trained to freeze.")
         check_conv_stack_fits(frame_shape, kernel_sizes)
-        # conv_filters, kernel_sizes and frame_dense_units only shape a fresh frame CNN; a loaded one
-        # keeps the shapes it was trained with.
-        features = conv_feature_extractor(frame_shape, conv_filters, kernel_sizes, frame_dense_units, l2)
+        # conv_filters, kernel_sizes, frame_dense_units and feature_pooling only shape a fresh frame
+        # CNN; a loaded one keeps the shapes it was trained with.
+        features = conv_feature_extractor(frame_shape, conv_filters, kernel_sizes, frame_dense_units, l2,
+                                          feature_pooling)
     else:
         features = load_frame_features(frame_cnn, frame_shape)
 

@@ -18,6 +18,7 @@ DEFAULTS = {
     "dense_units": 256,
     "dropout": 0.25,
     "l2": 0.0,
+    "feature_pooling": "flatten",   # the seed; "global_average": see layers.conv_feature_extractor
 }
 
 
@@ -32,11 +33,13 @@ def check_conv_stack_fits(frame_shape: tuple, kernel_sizes: tuple) -> None:
                              f"use larger frames, fewer conv_filters or smaller kernel_sizes.")
 
 
-def build(input_shape: tuple, *, conv_filters, kernel_sizes, dense_units, dropout, l2) -> keras.Model:
+def build(input_shape: tuple, *, conv_filters, kernel_sizes, dense_units, dropout, l2,
+          feature_pooling) -> keras.Model:
     check_conv_stack_fits(input_shape, kernel_sizes)
     pixels = uint8_input(input_shape)
     x = keras.layers.Rescaling(1 / 255, name="rescaling")(pixels)
-    x = conv_feature_extractor(input_shape, conv_filters, kernel_sizes, dense_units, l2)(x)
+    x = conv_feature_extractor(input_shape, conv_filters, kernel_sizes, dense_units, l2,
+                               feature_pooling)(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     # float32 so the sigmoid and the loss stay accurate under mixed precision.
     output = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="fake_probability")(x)

@@ -17,9 +17,15 @@ def conv_feature_extractor(
     kernel_sizes: tuple,
     dense_units: int,
     l2: float,
+    pooling: str = "flatten",
     name: str = "frame_features",
 ) -> keras.Model:
     """Conv-ReLU-MaxPool blocks, flatten, Dense(dense_units, relu): float [0, 1] frames → features.
+
+    pooling: "flatten" (the seed) keeps every position, so the Dense layer's size grows with the
+    last feature map: fewer conv blocks make the model *larger*. "global_average" averages each
+    channel over the map instead, so the Dense layer sees only the last block's filter count and
+    fewer blocks really are a simpler model (the tuner searches both).
 
     A model of its own (not inlined layers) so that a trained image_cnn can hand exactly this part
     to cnn_lstm's TimeDistributed: it takes already-scaled floats, so the video model scales once.
@@ -33,7 +39,12 @@ def conv_feature_extractor(
         x = keras.layers.Conv2D(filters, kernel_size, activation="relu", kernel_regularizer=regularizer,
                                 name=f"conv{index}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"pool{index}")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
+    if pooling == "flatten":
+        x = keras.layers.Flatten(name="flatten")(x)
+    elif pooling == "global_average":
+        x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    else:
+        raise ValueError(f"feature_pooling must be 'flatten' or 'global_average', got {pooling!r}")
     features = keras.layers.Dense(dense_units, activation="relu", kernel_regularizer=regularizer,
                                   name="dense")(x)
     return keras.Model(frames, features, name=name)

@@ -11,8 +11,10 @@ first video model overfit and a simpler CNN did better).
 What is searched:
   image_cnn, cnn_lstm  conv_blocks (1..3, fewer when the frames are too small), first_filters
                        (doubling per block, as 16, 32, 64 in the seed), kernel_size_<block> (3 or 5),
-                       dense width (dense_units / frame_dense_units), dropout, l2, learning_rate;
-                       cnn_lstm also lstm_units and head_units.
+                       feature_pooling (the seed's flatten, or global_average: with flatten, fewer
+                       blocks mean a *larger* dense layer; with global_average they mean a smaller
+                       model), dense width (dense_units / frame_dense_units), dropout, l2,
+                       learning_rate; cnn_lstm also lstm_units and head_units.
   cnn_lstm with --frame_cnn=PATH (two-stage): the loaded CNN fixes the frame features, so only the LSTM
                        head, dropout, l2, learning_rate and freeze_frame_cnn (frozen vs fine-tuned).
   inception_v3         head_units, dropout, learning_rate; freeze_backbone (frozen vs fine-tuned) only
@@ -32,6 +34,7 @@ KERNEL_SIZES = (3, 5)
 FIRST_FILTERS = (8, 16, 32)
 DENSE_UNITS = (32, 64, 128, 256)
 RECURRENT_UNITS = (16, 32, 64)
+FEATURE_POOLINGS = ("flatten", "global_average")
 L2_WEIGHTS = (0.0, 1e-5, 1e-4, 1e-3)
 INCEPTION_HEAD_UNITS = (128, 256, 512, 1024)
 # Keras clips probabilities to [1e-7, 1 - 1e-7] in its cross-entropies, so no model's mean
@@ -126,7 +129,9 @@ def define_search_space(hp, model_name: str, base_hparams: dict | None = None,
             frame_shape = tuple(input_shape)[-3:]
             hparams.update(_conv_stack(hp, frame_shape, defaults["conv_filters"], defaults["kernel_sizes"]))
         dense_name = "dense_units" if model_name == "image_cnn" else "frame_dense_units"
-        if not two_stage:   # a loaded frame CNN keeps its own dense layer
+        if not two_stage:   # a loaded frame CNN keeps its own pooling and dense layer
+            hparams["feature_pooling"] = pick("feature_pooling", lambda: hp.Choice(
+                "feature_pooling", list(FEATURE_POOLINGS), default=defaults["feature_pooling"]))
             hparams[dense_name] = pick(dense_name, lambda: hp.Choice(
                 dense_name, list(DENSE_UNITS), default=defaults[dense_name]))
         if model_name == "cnn_lstm":
