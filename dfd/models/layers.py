@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import keras
 
+# How the last conv map becomes the frame features (see conv_feature_extractor).
+FEATURE_POOLINGS = ("flatten", "global_average")
+
 
 def uint8_input(shape: tuple, name: str = "pixels") -> keras.KerasTensor:
     # Batches leave the input pipeline as uint8 (4x less host→device traffic than float32);
@@ -44,7 +47,7 @@ def conv_feature_extractor(
     elif pooling == "global_average":
         x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     else:
-        raise ValueError(f"feature_pooling must be 'flatten' or 'global_average', got {pooling!r}")
+        raise ValueError(f"feature_pooling must be {' or '.join(map(repr, FEATURE_POOLINGS))}, got {pooling!r}")
     features = keras.layers.Dense(dense_units, activation="relu", kernel_regularizer=regularizer,
                                   name="dense")(x)
     return keras.Model(frames, features, name=name)

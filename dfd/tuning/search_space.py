@@ -28,13 +28,13 @@ searched and reach every trial as given. --conv_filters or --kernel_sizes pins t
 from __future__ import annotations
 
 from dfd import models
+from dfd.models.layers import FEATURE_POOLINGS
 
 MAX_CONV_BLOCKS = 3            # the seed's stack; the search looks at it and at simpler ones
 KERNEL_SIZES = (3, 5)
 FIRST_FILTERS = (8, 16, 32)
 DENSE_UNITS = (32, 64, 128, 256)
 RECURRENT_UNITS = (16, 32, 64)
-FEATURE_POOLINGS = ("flatten", "global_average")
 L2_WEIGHTS = (0.0, 1e-5, 1e-4, 1e-3)
 INCEPTION_HEAD_UNITS = (128, 256, 512, 1024)
 # Keras clips probabilities to [1e-7, 1 - 1e-7] in its cross-entropies, so no model's mean
