@@ -77,6 +77,9 @@ def test_full_frame_videos_become_face_crop_records(tmp_path):
         again = records.read_content(str(source / name), spec)
         np.testing.assert_array_equal(record["frames"], again.frames)
         np.testing.assert_allclose(record["face_boxes"], again.face_boxes)
+        # The keypoints travel from the worker processes into the record.
+        assert record["face_keypoints"].shape == (4, 10) and (record["face_keypoints"] >= 0).all()
+        np.testing.assert_allclose(record["face_keypoints"], again.face_keypoints)
 
 
 def test_photos_are_cropped_and_a_photo_without_a_face_is_skipped(tmp_path):
@@ -96,3 +99,5 @@ def test_photos_are_cropped_and_a_photo_without_a_face_is_skipped(tmp_path):
     record = records_by_source(output, spec.record_shape)["train/real/photo.png"]
     assert record["frames"].shape == (1, 48, 48, 3) and record["face_confidence"][0] > 0.9
     assert contains(record["face_boxes"][0] * [800, 600, 800, 600], face)
+    eyes_y, mouth_y = record["face_keypoints"][0, [1, 3]], record["face_keypoints"][0, [7, 9]]
+    assert 0 < eyes_y.max() < mouth_y.min() < 1

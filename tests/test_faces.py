@@ -112,6 +112,34 @@ def test_hidden_frames_get_interpolated_boxes():
     assert (np.delete(result.confidence, [3, 4]) > 0.9).all()
     # Linear motion, so the interpolated box is where the face would have been.
     assert (containment(truth, to_pixels(result.boxes, 480, 320)) > 0.9).all()
+    # The keypoints of the hidden frames are interpolated too: between their neighbours'.
+    points = result.keypoints.reshape(8, 5, 2)
+    low, high = np.minimum(points[2], points[5]), np.maximum(points[2], points[5])
+    assert ((points[3:5] >= low - 0.03) & (points[3:5] <= high + 0.03)).all(), points[2:6]
+
+
+def test_keypoints_of_the_astronaut_lie_in_her_face():
+    rng = np.random.default_rng(7)
+    frames, truth = moving_face_clip(rng, 4, 640, 360, start=(200, 170), end=(420, 190),
+                                     side_start=80, side_end=100)
+    result = faces.crop_faces(frames, SPEC)
+    assert result.keypoints.shape == (4, 10) and result.keypoints.dtype == np.float32
+    points = result.keypoints.reshape(4, 5, 2)
+    # The true face box in each crop's [0, 1] coordinates.
+    crops = to_pixels(result.boxes, 640, 360)
+    side = (crops[:, 2] - crops[:, 0])[:, None]
+    face = (truth - np.tile(crops[:, :2], 2)) / side
+    inside = ((points >= face[:, None, :2]) & (points <= face[:, None, 2:])).all(axis=2)
+    assert inside.all(), (points, face)
+    left_eye, right_eye, nose, mouth_left, mouth_right = (points[:, k] for k in range(5))
+    # faces.KEYPOINT_NAMES order, left and right as seen in the image; y grows downwards.
+    assert (left_eye[:, 0] < nose[:, 0]).all() and (nose[:, 0] < right_eye[:, 0]).all()
+    assert (mouth_left[:, 0] < mouth_right[:, 0]).all()
+    assert (np.maximum(left_eye[:, 1], right_eye[:, 1]) < nose[:, 1]).all()
+    assert (nose[:, 1] < np.minimum(mouth_left[:, 1], mouth_right[:, 1])).all()
+    # Eyes about a third of the face apart, as on any face.
+    eye_distance = np.linalg.norm(right_eye - left_eye, axis=1) / (face[:, 2] - face[:, 0])
+    assert ((eye_distance > 0.3) & (eye_distance < 0.7)).all(), eye_distance
 
 
 def test_clip_without_a_face_raises_no_face():
@@ -123,7 +151,7 @@ def test_clip_without_a_face_raises_no_face():
     never_skip = PreprocessSpec(kind="video", num_frames=4, size=32, face_crop="mtcnn", max_no_face_fraction=1.0)
     result = faces.crop_faces(frames, never_skip)
     np.testing.assert_allclose(result.boxes, [[40 / 320, 0, 280 / 320, 1]] * 4, atol=1e-6)
-    assert (result.confidence == 0).all()
+    assert (result.confidence == 0).all() and result.keypoints is None   # stored as absent
 
 
 def test_too_many_missed_frames_raise_no_face():

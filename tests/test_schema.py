@@ -21,6 +21,27 @@ def test_raw_round_trip_is_bit_exact():
     assert parsed[schema.SOURCE] == "a/b.mp4"
     assert list(parsed[schema.FRAME_INDICES]) == [0, 13, 26, 39]
     np.testing.assert_allclose(parsed[schema.FACE_BOXES], np.tile(schema.FULL_FRAME_BOX, (4, 1)))
+    assert (parsed[schema.FACE_KEYPOINTS] == schema.KEYPOINTS_ABSENT).all()   # converted without face crop
+    assert parsed[schema.FACE_KEYPOINTS].shape == (4, 10)
+
+
+def test_keypoints_round_trip_and_records_from_before_keypoints_parse_as_absent():
+    import tensorflow as tf
+
+    clip = _clip(num_frames=2)
+    keypoints = np.random.default_rng(1).uniform(0, 1, (2, 10)).astype(np.float32)
+    record = schema.encode_example(frames=clip, height=16, width=16, label=0, source="a.mp4", group="a",
+                                   source_frame_count=2, frame_indices=[0, 1], face_keypoints=keypoints)
+    shape = schema.RecordShape(2, 16, 16, "raw")
+    np.testing.assert_array_equal(schema.parse_example_numpy(record, shape)[schema.FACE_KEYPOINTS], keypoints)
+    training = schema.parse_batch(tf.constant([record]), shape, keypoints=True)
+    np.testing.assert_array_equal(training[schema.FACE_KEYPOINTS].numpy(), keypoints.reshape(1, 20))
+    # A record written before face_keypoints existed: the same example without that feature.
+    example = tf.train.Example.FromString(record)
+    del example.features.feature[schema.FACE_KEYPOINTS]
+    old = schema.parse_example_numpy(example.SerializeToString(), shape)
+    assert (old[schema.FACE_KEYPOINTS] == schema.KEYPOINTS_ABSENT).all()
+    np.testing.assert_array_equal(old[schema.FRAMES], clip)
 
 
 def test_jpeg_round_trip_within_tolerance():

@@ -38,6 +38,7 @@ class RecordContent:
     padded_frames: int = 0
     face_boxes: np.ndarray | None = None       # (T, 4) normalised, None = full frame
     face_confidence: list[float] | None = None
+    face_keypoints: np.ndarray | None = None   # (T, 10) (x, y) pairs in [0, 1], None = absent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +49,9 @@ class SkippedFile:
     reason: str
 
 
-def _record_frames(frames: list[np.ndarray], spec) -> tuple[np.ndarray, np.ndarray | None, list[float] | None]:
-    """Full-resolution frames to the record's (frames, face_boxes, face_confidence).
+def _record_frames(frames: list[np.ndarray], spec) -> dict:
+    """Full-resolution frames to the record's frames, face_boxes, face_confidence and
+    face_keypoints (RecordContent fields; the face ones None without face cropping).
 
     Raises dfd.data.faces.NoFaceError (a ValueError: the file is skipped with a
     reason starting 'no face') when too many frames have no face.
@@ -60,18 +62,18 @@ def _record_frames(frames: list[np.ndarray], spec) -> tuple[np.ndarray, np.ndarr
         from dfd.data import faces
 
         crops = faces.crop_faces(frames, spec)
-        return crops.crops, crops.boxes, [float(value) for value in crops.confidence]
+        return dict(frames=crops.crops, face_boxes=crops.boxes,
+                    face_confidence=[float(value) for value in crops.confidence], face_keypoints=crops.keypoints)
     if spec.face_crop != "none":
         raise ValueError(f"face_crop must be 'none' or 'mtcnn', got {spec.face_crop!r}")
-    return video_reader.resize_frames(frames, spec.size), None, None
+    return dict(frames=video_reader.resize_frames(frames, spec.size))
 
 
 def read_video_content(path: str, spec) -> RecordContent:
     sampled = video_reader.sample_video_frames(path, spec.num_frames, spec.sampling, spec.short_clips)
-    frames, boxes, confidence = _record_frames(sampled.frames, spec)
-    return RecordContent(frames=frames, jpeg_frames=None,
-                         frame_indices=sampled.frame_indices, source_frame_count=sampled.source_frame_count,
-                         padded_frames=sampled.padded_frames, face_boxes=boxes, face_confidence=confidence)
+    return RecordContent(jpeg_frames=None, frame_indices=sampled.frame_indices,
+                         source_frame_count=sampled.source_frame_count, padded_frames=sampled.padded_frames,
+                         **_record_frames(sampled.frames, spec))
 
 
 def read_image_content(path: str, spec) -> RecordContent:
@@ -80,9 +82,8 @@ def read_image_content(path: str, spec) -> RecordContent:
             and image_reader.is_plain_jpeg(data)):
         # Already what we would store: keep the source's bytes (and its artifacts).
         return RecordContent(frames=None, jpeg_frames=[data], frame_indices=[0], source_frame_count=1)
-    frames, boxes, confidence = _record_frames([image], spec)
-    return RecordContent(frames=frames, jpeg_frames=None, frame_indices=[0], source_frame_count=1,
-                         face_boxes=boxes, face_confidence=confidence)
+    return RecordContent(jpeg_frames=None, frame_indices=[0], source_frame_count=1,
+                         **_record_frames([image], spec))
 
 
 def read_content(path: str, spec) -> RecordContent:
@@ -112,7 +113,7 @@ def encode_content(content: RecordContent, spec, label: int, source: str, group:
     common = dict(height=spec.size, width=spec.size, label=label, source=source, group=group,
                   source_frame_count=content.source_frame_count, frame_indices=content.frame_indices,
                   padded_frames=content.padded_frames, face_boxes=content.face_boxes,
-                  face_confidence=content.face_confidence)
+                  face_confidence=content.face_confidence, face_keypoints=content.face_keypoints)
     if content.jpeg_frames is not None:
         return schema.encode_example(jpeg_frames=content.jpeg_frames, **common)
     if spec.encoding == "raw":

@@ -9,8 +9,12 @@ choices can be tested without a detector:
   3. smooth_boxes():      less frame-to-frame jitter of centre and size
   4. crop_squares():      a square of `margin` x the larger box side around each
                           box, kept inside the frame
+  5. keypoints_in_crops(): the track's five facial keypoints per frame, in the
+                          coordinates of each frame's crop, normalised to [0, 1]
 
 Boxes here are float pixel boxes (x0, y0, x1, y1) in the full-resolution frame.
+A detection row is [x0, y0, x1, y1, confidence], optionally followed by the
+detector's five keypoints as (x, y) pairs (dfd.data.faces.KEYPOINT_NAMES order).
 """
 
 from __future__ import annotations
@@ -93,25 +97,54 @@ def _follow(detections: list[np.ndarray], seed_frame: int, seed_row: int) -> lis
 
 
 def pick_track(detections: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """The main face track of a clip.
+    """Boxes and confidences of the main face track of a clip (see track_rows).
+
+    detections: one (N_t, 5 or more) array [x0, y0, x1, y1, confidence, ...] per frame.
+    Returns boxes (T, 4) float64 with NaN rows where the track has no detection,
+    and confidence (T,) float32, 0 where not found. All NaN when no detections.
+    """
+    rows = track_rows(detections)
+    boxes, confidence, _ = track_values(detections, rows)
+    return boxes, confidence
+
+
+def track_values(detections: list[np.ndarray], rows: list[int | None]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(boxes (T, 4), confidence (T,), keypoints (T, 10) or None) of the chosen rows.
+
+    NaN boxes and keypoints, confidence 0, where a frame has no row. Keypoints
+    are None when the detections carry none (rows of 5 columns).
+    """
+    num_frames = len(detections)
+    boxes = np.full((num_frames, 4), np.nan)
+    confidence = np.zeros(num_frames, np.float32)
+    with_keypoints = any(len(rows_t) and rows_t.shape[1] >= 15 for rows_t in detections)
+    keypoints = np.full((num_frames, 10), np.nan) if with_keypoints else None
+    for frame, row in enumerate(rows):
+        if row is not None:
+            boxes[frame] = detections[frame][row, :4]
+            confidence[frame] = detections[frame][row, 4]
+            if keypoints is not None:
+                keypoints[frame] = detections[frame][row, 5:15]
+    return boxes, confidence, keypoints
+
+
+def track_rows(detections: list[np.ndarray]) -> list[int | None]:
+    """The main face track of a clip: its detection row in each frame (None = not found).
 
     The strongest detections (area x confidence) each seed a track, grown
     frame by frame through the detection that best continues it; the track
     with the largest summed side x confidence wins, i.e. the face that is
     large, confident and present in the most frames.
 
-    detections: one (N_t, 5) array [x0, y0, x1, y1, confidence] per frame.
-    Returns boxes (T, 4) float64 with NaN rows where the track has no detection,
-    and confidence (T,) float32, 0 where not found. All NaN when no detections.
+    detections: one (N_t, 5 or more) array [x0, y0, x1, y1, confidence, ...] per frame.
+    All None when there are no detections.
     """
-    num_frames = len(detections)
-    boxes = np.full((num_frames, 4), np.nan)
-    confidence = np.zeros(num_frames, np.float32)
     candidates = [(score, frame, row)
                   for frame, rows in enumerate(detections) if len(rows)
                   for row, score in enumerate(box_score(rows))]
     if not candidates:
-        return boxes, confidence
+        return [None] * len(detections)
     candidates.sort(key=lambda item: -item[0])
     best_track, best_total = None, -1.0
     for _, frame, row in candidates[:NUM_SEEDS]:
@@ -119,15 +152,13 @@ def pick_track(detections: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         total = sum(_track_weight(detections[t][r]) for t, r in enumerate(track) if r is not None)
         if total > best_total:
             best_track, best_total = track, total
-    for frame, row in enumerate(best_track):
-        if row is not None:
-            boxes[frame] = detections[frame][row, :4]
-            confidence[frame] = detections[frame][row, 4]
-    return boxes, confidence
+    return best_track
 
 
 def fill_missing(boxes: np.ndarray) -> np.ndarray:
     """NaN rows take the box linearly interpolated between the nearest found frames.
+
+    Any number of columns: keypoint rows (T, 10) are filled the same way.
 
     Interpolating (rather than, say, cropping the whole frame) keeps the crop on
     the face through a blink-length miss (motion blur, a hand in front of the
@@ -139,7 +170,7 @@ def fill_missing(boxes: np.ndarray) -> np.ndarray:
         raise ValueError("fill_missing needs at least one frame with a box")
     frames = np.arange(len(boxes))
     filled = np.empty_like(boxes)
-    for column in range(4):
+    for column in range(boxes.shape[1]):
         # np.interp holds the end values outside the known range: "nearest at the ends".
         filled[:, column] = np.interp(frames, frames[found], boxes[found, column])
     return filled
@@ -202,3 +233,17 @@ def crop_squares(boxes: np.ndarray, margin: float, width: int, height: int) -> n
     x0 = np.clip(np.round(centre[:, 0] - side / 2).astype(np.int64), 0, width - side)
     y0 = np.clip(np.round(centre[:, 1] - side / 2).astype(np.int64), 0, height - side)
     return np.stack([x0, y0, x0 + side, y0 + side], axis=1)
+
+
+def keypoints_in_crops(keypoints: np.ndarray, squares: np.ndarray) -> np.ndarray:
+    """Keypoints (T, 10) in frame pixels to the coordinates of each frame's crop square, in [0, 1].
+
+    The crop is resized to a square record frame, so (x - x0) / side is where the point lies
+    in the stored frame. Clipped to [0, 1]: a point outside the crop (a face at the frame's
+    border, where the square was shifted back inside) is kept at the crop's edge.
+    Needs no NaN (fill_missing first).
+    """
+    squares = np.asarray(squares, np.float64)
+    side = (squares[:, 2] - squares[:, 0])[:, None]
+    origin = np.tile(squares[:, :2], 5)    # x0, y0, x0, y0, ... to match (x, y) pairs
+    return np.clip((keypoints - origin) / side, 0.0, 1.0).astype(np.float32)

@@ -6,6 +6,10 @@
                       the source frame each crop shows (stored as face_boxes)
     crops.confidence  float32 (T,): detector confidence; 0 where the box was
                       interpolated from neighbouring frames
+    crops.keypoints   float32 (T, 10): the face's five keypoints (KEYPOINT_NAMES)
+                      as (x, y) pairs in the crop, normalised to [0, 1]
+                      (stored as face_keypoints; what dfd.data.pseudo_fakes
+                      builds its blend masks from)
 
 The converter calls crop_faces() through dfd.convert.records.read_content(),
 which `dfd.predict` reuses, so a model sees at prediction time exactly the
@@ -35,6 +39,10 @@ from dfd.data import face_tracks
 # per-call overhead; the cap bounds memory for long lists at large detect sizes
 # (MTCNN builds an image pyramid per frame).
 DETECT_BATCH = 32
+# MTCNN's five keypoints, in the order dfd stores them. "left" and "right" are
+# the image's left and right (MTCNN's "left_eye" is the one nearer x = 0, the
+# subject's right eye), checked on the astronaut photo by tests/test_convert_faces.py.
+KEYPOINT_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 
 
 class NoFaceError(ValueError):
@@ -46,6 +54,7 @@ class FaceCrops:
     crops: np.ndarray       # uint8 (T, size, size, 3)
     boxes: np.ndarray       # float32 (T, 4) normalised x0, y0, x1, y1 of each crop in its frame
     confidence: np.ndarray  # float32 (T,), 0 where no face was detected in that frame
+    keypoints: np.ndarray | None = None  # float32 (T, 10) (x, y) pairs in the crop, [0, 1]; None = none found
 
 
 _detector = None
@@ -115,8 +124,9 @@ def _check_frames(frames) -> list[np.ndarray]:
 
 
 def detect_faces(frames: Sequence[np.ndarray], detect_size: int) -> list[np.ndarray]:
-    """All faces in each frame: one (N_t, 5) float64 array [x0, y0, x1, y1, confidence]
-    per frame, in full-resolution pixels.
+    """All faces in each frame: one (N_t, 15) float64 array [x0, y0, x1, y1, confidence,
+    then the five keypoints of KEYPOINT_NAMES as x, y pairs] per frame, in
+    full-resolution pixels.
 
     Detection runs on a copy whose longest side is `detect_size`: MTCNN's cost
     grows with the pixel count, and a face that fills a useful part of the frame
@@ -136,12 +146,18 @@ def detect_faces(frames: Sequence[np.ndarray], detect_size: int) -> list[np.ndar
     for start in range(0, len(small), DETECT_BATCH):
         batch = small[start:start + DETECT_BATCH]
         rows = detector().detect_faces(batch, box_format="xyxy", output_type="numpy")
+        # MTCNN 1.0's numpy rows: [image index, x0, y0, x1, y1, confidence, the five
+        # keypoints' x, then their y] (mtcnn.utils.landmarks.parse_landmarks reads them so).
         for row in np.asarray(rows).reshape(-1, 16):
-            found[start + int(row[0])].append(row[1:6])
+            keypoints = np.stack([row[6:11], row[11:16]], axis=1).reshape(-1)   # x, y pairs
+            found[start + int(row[0])].append(np.concatenate([row[1:6], keypoints]))
     # Back to full-resolution pixels: divide by the actual per-axis ratio, which
     # rounding the small copy's size made slightly different from `scale`.
-    ratio = np.array([small_size[0] / width, small_size[1] / height] * 2 + [1.0]) if scale != 1.0 else np.ones(5)
-    return [np.asarray(rows, np.float64).reshape(-1, 5) / ratio for rows in found]
+    ratio = np.ones(15)
+    if scale != 1.0:
+        ratio = np.array([small_size[0] / width, small_size[1] / height] * 2 + [1.0]
+                         + [small_size[0] / width, small_size[1] / height] * 5)
+    return [np.asarray(rows, np.float64).reshape(-1, 15) / ratio for rows in found]
 
 
 def crop_faces(frames: Sequence[np.ndarray], spec) -> FaceCrops:
@@ -156,7 +172,7 @@ def crop_faces(frames: Sequence[np.ndarray], spec) -> FaceCrops:
     frames = _check_frames(frames)
     height, width = frames[0].shape[:2]
     detections = detect_faces(frames, spec.face_detect_size)
-    boxes, confidence = face_tracks.pick_track(detections)
+    boxes, confidence, keypoints = face_tracks.track_values(detections, face_tracks.track_rows(detections))
     missing = int(np.isnan(boxes[:, 0]).sum())
     if missing > spec.max_no_face_fraction * len(frames):
         # Starts with "no face" so skipped.csv can be filtered by reason.
@@ -168,14 +184,20 @@ def crop_faces(frames: Sequence[np.ndarray], spec) -> FaceCrops:
         side = min(width, height)
         boxes[:] = [(width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2]
         squares = face_tracks.crop_squares(boxes, 1.0, width, height)
+        crop_keypoints = None
     else:
         boxes = face_tracks.smooth_boxes(face_tracks.fill_missing(boxes))
         squares = face_tracks.crop_squares(boxes, spec.face_margin, width, height)
+        # Missed frames get keypoints interpolated like their boxes. The keypoints are not
+        # smoothed: they are placed in each frame's own (smoothed) crop, where the face is.
+        crop_keypoints = (None if keypoints is None else
+                          face_tracks.keypoints_in_crops(face_tracks.fill_missing(keypoints), squares))
     crops = np.empty((len(frames), spec.size, spec.size, 3), np.uint8)
     for i, (frame, (x0, y0, x1, y1)) in enumerate(zip(frames, squares)):
         crops[i] = _resize(frame[y0:y1, x0:x1], spec.size)
     normalised = (squares / np.array([width, height, width, height])).astype(np.float32)
-    return FaceCrops(crops=crops, boxes=normalised, confidence=confidence.astype(np.float32))
+    return FaceCrops(crops=crops, boxes=normalised, confidence=confidence.astype(np.float32),
+                     keypoints=crop_keypoints)
 
 
 def _resize(square: np.ndarray, size: int) -> np.ndarray:

@@ -13,6 +13,11 @@ Everything a user needs to trace a prediction back to a file travels with the
 record: the source path, its group (source video or identity) and label name.
 Face boxes are normalised (x0, y0, x1, y1) in the source frame, one per frame;
 records converted without face cropping carry the full frame and confidence 0.
+Face keypoints are MTCNN's five points per frame (left eye, right eye, nose,
+mouth left, mouth right; left/right as seen in the image) as (x, y) pairs in
+the stored frame, normalised to [0, 1]: T*10 floats. Records without them
+(converted without face cropping, or before keypoints were stored) hold
+KEYPOINTS_ABSENT (-1) in every value; parsing fills that in for old records.
 """
 
 from __future__ import annotations
@@ -42,8 +47,12 @@ FRAME_INDICES = "frame_indices"
 PADDED_FRAMES = "padded_frames"
 FACE_BOXES = "face_boxes"
 FACE_CONFIDENCE = "face_confidence"
+FACE_KEYPOINTS = "face_keypoints"
 
 FULL_FRAME_BOX = (0.0, 0.0, 1.0, 1.0)
+NUM_KEYPOINTS = 5            # values per frame: 2 * NUM_KEYPOINTS
+# Outside the [0, 1] range of real keypoints, so "absent" needs no second feature.
+KEYPOINTS_ABSENT = -1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,12 +114,14 @@ def encode_example(
     padded_frames: int = 0,
     face_boxes: np.ndarray | None = None,
     face_confidence: Sequence[float] | None = None,
+    face_keypoints: np.ndarray | None = None,
 ) -> bytes:
     """Serializes one example.
 
     Give `frames` (uint8, (T, H, W, 3), RGB) for raw encoding, or `jpeg_frames`
     (T JPEG byte strings, already encoded: the converter keeps a source JPEG's
     own bytes where it can) for jpeg encoding. Exactly one of the two.
+    face_keypoints: (T, 10) (x, y) pairs in [0, 1]; None stores KEYPOINTS_ABSENT.
     """
     if (frames is None) == (jpeg_frames is None):
         raise ValueError("give exactly one of frames= (raw) or jpeg_frames= (jpeg)")
@@ -133,6 +144,9 @@ def encode_example(
     face_boxes = np.asarray(face_boxes, np.float32).reshape(num_frames, 4)
     if face_confidence is None:
         face_confidence = [0.0] * num_frames
+    if face_keypoints is None:
+        face_keypoints = np.full((num_frames, 2 * NUM_KEYPOINTS), KEYPOINTS_ABSENT, np.float32)
+    face_keypoints = np.asarray(face_keypoints, np.float32).reshape(num_frames, 2 * NUM_KEYPOINTS)
     features = {
         FRAMES: frame_feature,
         LABEL: _ints([label]),
@@ -147,6 +161,7 @@ def encode_example(
         PADDED_FRAMES: _ints([padded_frames]),
         FACE_BOXES: _floats(face_boxes.reshape(-1)),
         FACE_CONFIDENCE: _floats(face_confidence),
+        FACE_KEYPOINTS: _floats(face_keypoints.reshape(-1)),
     }
     # deterministic=True sorts the feature map: the same example gives the same
     # bytes in every process, so a resumed conversion rewrites identical shards.
@@ -158,13 +173,23 @@ def encode_example(
 # Reading
 # --------------------------------------------------------------------------
 
-def training_features(shape: RecordShape) -> dict:
-    """What the training pipeline parses: frames and label only."""
+def keypoints_feature(num_frames: int) -> tf.io.FixedLenFeature:
+    """face_keypoints, read as KEYPOINTS_ABSENT from records written before it existed."""
+    size = num_frames * 2 * NUM_KEYPOINTS
+    return tf.io.FixedLenFeature([size], tf.float32, default_value=[KEYPOINTS_ABSENT] * size)
+
+
+def training_features(shape: RecordShape, keypoints: bool = False) -> dict:
+    """What the training pipeline parses: frames and label, and face_keypoints if asked
+    (pseudo-fakes build their masks from them)."""
     if shape.encoding == "raw":
         frames = tf.io.FixedLenFeature([], tf.string)
     else:
         frames = tf.io.FixedLenFeature([shape.num_frames], tf.string)
-    return {FRAMES: frames, LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    features = {FRAMES: frames, LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    if keypoints:
+        features[FACE_KEYPOINTS] = keypoints_feature(shape.num_frames)
+    return features
 
 
 def full_features(shape: RecordShape) -> dict:
@@ -183,13 +208,14 @@ def full_features(shape: RecordShape) -> dict:
         PADDED_FRAMES: tf.io.FixedLenFeature([], tf.int64),
         FACE_BOXES: tf.io.FixedLenFeature([n * 4], tf.float32),
         FACE_CONFIDENCE: tf.io.FixedLenFeature([n], tf.float32),
+        FACE_KEYPOINTS: keypoints_feature(n),
     })
     return features
 
 
-def parse_batch(serialized: tf.Tensor, shape: RecordShape, full: bool = False) -> dict:
-    """Parses a batch (1-D string tensor) of serialized records at once."""
-    spec = full_features(shape) if full else training_features(shape)
+def parse_batch(serialized: tf.Tensor, shape: RecordShape, full: bool = False, keypoints: bool = False) -> dict:
+    """Parses a batch (1-D string tensor) of serialized records at once (keypoints: see training_features)."""
+    spec = full_features(shape) if full else training_features(shape, keypoints)
     return tf.io.parse_example(serialized, spec)
 
 
@@ -220,4 +246,5 @@ def parse_example_numpy(serialized: bytes, shape: RecordShape) -> dict:
     for key in (LABEL_NAME, SOURCE, GROUP):
         out[key] = out[key].decode()
     out[FACE_BOXES] = out[FACE_BOXES].reshape(-1, 4)
+    out[FACE_KEYPOINTS] = out[FACE_KEYPOINTS].reshape(-1, 2 * NUM_KEYPOINTS)
     return out
