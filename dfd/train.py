@@ -193,13 +193,23 @@ def _build_from_local_batch(model, strategy) -> None:
     tf_trainer.reduce_per_replica = reduce_per_replica
 
 
-def class_weights(meta: DatasetMetadata, threshold: float) -> dict[int, float] | None:
-    """Balanced weights n / (2 * n_class) when one class outnumbers the other by `threshold`."""
+def class_weights(meta: DatasetMetadata, threshold: float, pseudo_fakes=None,
+                  train_classes: str = "all") -> dict[int, float] | None:
+    """Balanced weights n / (2 * n_class) when one class outnumbers the other by `threshold`.
+
+    Counted as training sees them: without the fakes with train_classes="real", and with the
+    expected share of real clips turned into pseudo-fakes (a dfd.data.pseudo_fakes.PseudoFakes).
+    """
     counts = meta.class_counts("train")
-    num_real, num_fake = counts.get("real", 0), counts.get("fake", 0)
+    num_real, num_fake = counts.get("real", 0), counts.get("fake", 0) if train_classes == "all" else 0
+    if pseudo_fakes is not None:
+        num_real, num_fake = pseudo_fakes.expected_counts(num_real, num_fake)
     if min(num_real, num_fake) == 0:
-        raise ValueError(f"the train split of {meta.directory} has only one class ({counts}); "
-                         "a detector needs real and fake examples")
+        hint = ("; with --train_classes=real add --pseudo_fakes=sbi (and --pseudo_fake_fraction < 1)"
+                if train_classes == "real" or pseudo_fakes is not None and pseudo_fakes.enabled else
+                "; or train on real clips only with --train_classes=real --pseudo_fakes=sbi")
+        raise ValueError(f"the train split of {meta.directory} has only one class ({counts}) as trained "
+                         f"on; a detector needs real and fake examples{hint}")
     if max(num_real, num_fake) / min(num_real, num_fake) < threshold:
         return None
     total = num_real + num_fake
@@ -257,7 +267,7 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
         raise ValueError(f"--model={config.model} is a {kind} model but {config.data} holds {spec.kind} "
                          f"records; use a {kind} dataset or a {spec.kind} model")
     input_shape = pipeline.output_shape(config.data)
-    weights = class_weights(meta, config.class_weight_threshold)
+    weights = class_weights(meta, config.class_weight_threshold, config.pseudo_fake_spec, config.train_classes)
 
     precision = resolve_precision(config.precision)
     previous_policy = keras.config.dtype_policy()
@@ -280,7 +290,8 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
         train_data, num_train = pipeline.make_dataset(
             config.data, "train", batch_size=config.batch_size, training=True, cache=config.cache,
             augment=augment, deterministic=config.deterministic, seed=config.seed,
-            expected_shape=model.input_shape, shuffle_buffer=config.shuffle_buffer, repeat=True)
+            expected_shape=model.input_shape, shuffle_buffer=config.shuffle_buffer, repeat=True,
+            pseudo_fakes=config.pseudo_fake_spec, classes=config.train_classes)
         val_data, num_val = pipeline.make_dataset(
             config.data, "val", batch_size=config.batch_size, training=False,
             cache=config.cache, expected_shape=model.input_shape,

@@ -23,6 +23,10 @@ import dataclasses
 from absl import flags
 
 from dfd import models
+from dfd.data.pseudo_fakes import METHODS as PSEUDO_FAKE_METHODS
+from dfd.data.pseudo_fakes import PseudoFakes
+
+TRAIN_CLASSES = ("all", "real")   # dfd.data.pipeline.TRAIN_CLASSES (not imported: it imports TensorFlow)
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
@@ -49,6 +53,16 @@ def define_data_flags(flag_values=None) -> None:
     _define(flags.DEFINE_float, "augment_contrast", 0.0,
             "Max contrast change: factor in [1-x, 1+x] per clip (e.g. 0.1); 0 turns it off. "
             "Costs host CPU like --augment_brightness.", flag_values=flag_values)
+    _define(flags.DEFINE_enum, "pseudo_fakes", "none", list(PSEUDO_FAKE_METHODS),
+            "sbi: turn real training clips into self-blended fakes on the fly (Shiohara & Yamasaki, "
+            "CVPR 2022), from the face keypoints stored at conversion (a centred ellipse without them).",
+            flag_values=flag_values)
+    _define(flags.DEFINE_float, "pseudo_fake_fraction", 0.5,
+            "With --pseudo_fakes: the fraction of real training clips made into fakes, in (0, 1].",
+            flag_values=flag_values)
+    _define(flags.DEFINE_enum, "train_classes", "all", list(TRAIN_CLASSES),
+            "real: train on the train split's real clips only (with --pseudo_fakes=sbi, the SBI recipe); "
+            "validation still uses the whole val split.", flag_values=flag_values)
 
 
 # What a hparam's values mean, where its name does not say it.
@@ -135,6 +149,9 @@ class TrainConfig:
     augment_flip: bool = True
     augment_brightness: float = 0.0
     augment_contrast: float = 0.0
+    pseudo_fakes: str = "none"
+    pseudo_fake_fraction: float = 0.5
+    train_classes: str = "all"
     patience: int = 5
     reduce_lr_patience: int = 0
     class_weight_threshold: float = 1.2
@@ -156,6 +173,13 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.train_classes not in TRAIN_CLASSES:
+            raise ValueError(f"train_classes must be one of {TRAIN_CLASSES}, got {self.train_classes!r}")
+        self.pseudo_fake_spec   # checks --pseudo_fakes and --pseudo_fake_fraction
+
+    @property
+    def pseudo_fake_spec(self) -> PseudoFakes:
+        return PseudoFakes(self.pseudo_fakes, self.pseudo_fake_fraction)
 
 
 def model_hparams(flag_values, model: str) -> dict:

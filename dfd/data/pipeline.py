@@ -9,9 +9,10 @@ definition of the record format. Batches leave as (uint8 clips, int32 labels): c
 in the model's first layer, on the accelerator, so the host moves 4x fewer bytes.
 
 Order of the stages (training):
-  shard files (shuffled) → interleave(TFRecordDataset), parallel → shuffle serialized records
-  → batch → one map: parse_example on the whole batch, decode (decode_raw / batched JPEG
-  decode), augmentation (one random transform per clip) → prefetch.
+  shard files (shuffled) → interleave(TFRecordDataset), parallel → [--train_classes=real: drop
+  fakes] → shuffle serialized records → batch → one map: parse_example on the whole batch, decode
+  (decode_raw / batched JPEG decode), pseudo-fakes (dfd.data.pseudo_fakes, on whole clips),
+  augmentation (one random transform per clip) → prefetch.
 With --cache the decoded examples are cached; the comment in `make_dataset` says why the cache sits before
 the shuffle then.
 """
@@ -24,10 +25,12 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from dfd.data import pseudo_fakes as pseudo_fakes_lib
 from dfd.data import schema
 from dfd.data.metadata import DatasetMetadata
 
 AUTOTUNE = tf.data.AUTOTUNE
+TRAIN_CLASSES = ("all", "real")
 
 # Serialized records held for shuffling. Raw 16x64x64 clips are ~200 KB, so 1024 of them are
 # ~200 MB of host memory: enough mixing across the interleaved shards without hoarding RAM.
@@ -168,6 +171,8 @@ def make_dataset(
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     repeat: bool = False,
     shard_files: bool = True,
+    pseudo_fakes: pseudo_fakes_lib.PseudoFakes = pseudo_fakes_lib.NO_PSEUDO_FAKES,
+    classes: str = "all",
 ) -> tuple[tf.data.Dataset, int]:
     """Batches of (uint8 clips, int32 labels) for `split` of the TFRecord folder `data_dir`.
 
@@ -180,7 +185,11 @@ def make_dataset(
     repeat: repeat forever (multi-worker training needs it; pass steps_per_epoch to fit).
     shard_files: in a multi-worker run each worker reads its own shard files (AutoShardPolicy.FILE);
         False makes every worker read all of them (validation: see dfd.train).
-    Returns the dataset and the number of examples in the split (from metadata.json).
+    pseudo_fakes: training only; turns a fraction of the real clips of each batch into
+        self-blended fakes (label 1) right after decoding, before augmentation.
+    classes: "all", or "real" to read only the real examples (the SBI recipe trains on real faces
+        and lets pseudo_fakes make the fakes).
+    Returns the dataset and the number of examples it reads from the split (from metadata.json).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -190,8 +199,13 @@ def make_dataset(
     example_shape = _example_shape(spec)
     if expected_shape is not None:
         _check_expected_shape(example_shape, expected_shape, data_dir)
+    if classes not in TRAIN_CLASSES:
+        raise ValueError(f"classes must be one of {TRAIN_CLASSES}, got {classes!r}")
     files = [str(path) for path in meta.shard_paths(split)]   # ValueError when missing or empty
-    num_examples = meta.count(split)
+    num_examples = meta.count(split) if classes == "all" else meta.class_counts(split).get("real", 0)
+    if num_examples == 0:
+        raise ValueError(f"split '{split}' of {data_dir} has no real examples to train on "
+                         "(--train_classes=real); use --train_classes=all")
     if training and num_examples < batch_size:
         raise ValueError(f"split '{split}' of {data_dir} has {num_examples} examples, fewer than "
                          f"one batch of {batch_size}: lower --batch_size")
@@ -220,26 +234,39 @@ def make_dataset(
         cycle_length=parallel_shards(len(files)),
         num_parallel_calls=AUTOTUNE,
         deterministic=deterministic)
+    if classes == "real":
+        # Per serialized record, parsing only its label: cheap next to decoding, and it keeps the
+        # shuffle buffer and the cache free of records that would be thrown away.
+        label_only = {schema.LABEL: tf.io.FixedLenFeature([], tf.int64)}
+        dataset = dataset.filter(lambda record: tf.io.parse_single_example(record, label_only)[schema.LABEL] == 0)
 
     augment_batches = training and augment.enabled
+    blend = training and pseudo_fakes.enabled
+    # One stateless seed per batch for the pseudo-fakes, drawn by a seeded op so --seed fixes them.
+    blend_seed_max = tf.int64.max
 
-    def finish(clips):
-        """Per-batch work after decoding: augmentation (training) and the image view."""
+    def finish(clips, labels, keypoints=None):
+        """Per-batch work after decoding: pseudo-fakes and augmentation (training), the image view."""
+        if blend:
+            # On whole decoded clips, before any augmentation: SBI blends the face as it was cropped.
+            batch_seed = tf.random.uniform([2], maxval=blend_seed_max, dtype=tf.int64, seed=seed)
+            clips, labels = pseudo_fakes_lib.apply(clips, labels, keypoints, pseudo_fakes.fraction, batch_seed)
         if augment_batches:
             clips = augment_clips(clips, augment, seed)
         if spec.kind == "image":
             # Images are one-frame records; image models take (B, H, W, 3). A reshape, not a copy.
             clips = tf.reshape(clips, (-1,) + example_shape)
-        return clips
+        return clips, labels
 
     def parse_and_decode(serialized):
-        parsed = schema.parse_batch(serialized, shape)
+        parsed = schema.parse_batch(serialized, shape, keypoints=blend)
         clips = schema.decode_frames(parsed[schema.FRAMES], shape)
-        return clips, tf.cast(parsed[schema.LABEL], tf.int32)
+        labels = tf.cast(parsed[schema.LABEL], tf.int32)
+        # Keypoints travel with the clips only when pseudo-fakes need them.
+        return (clips, labels, parsed[schema.FACE_KEYPOINTS]) if blend else (clips, labels)
 
     def parse_decode_finish(serialized):
-        clips, labels = parse_and_decode(serialized)
-        return finish(clips), labels
+        return finish(*parse_and_decode(serialized))
 
     shuffle_buffer = max(1, min(shuffle_buffer, num_examples))
     if cache == "none":
@@ -265,9 +292,8 @@ def make_dataset(
         if training:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.batch(batch_size, drop_remainder=training)
-        # After the cache (which holds un-augmented examples): a fresh flip every epoch.
-        dataset = dataset.map(lambda clips, labels: (finish(clips), labels), num_parallel_calls=AUTOTUNE,
-                              deterministic=deterministic)
+        # After the cache (which holds un-augmented examples): a fresh flip and fresh pseudo-fakes every epoch.
+        dataset = dataset.map(finish, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
     if not repeat:
         # interleave hides the size; stating it lets Keras show a progress bar and end the epoch

@@ -93,7 +93,7 @@ def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions)
         raise SearchSettingsError(f"--model={config.model} takes {kind}s but {config.data} holds {data_kind} "
                                   f"records; tune on {kind} data or pick a {data_kind} model")
     input_shape = pipeline.output_shape(config.data)
-    weights = train.class_weights(meta, config.class_weight_threshold)
+    weights = train.class_weights(meta, config.class_weight_threshold, config.pseudo_fake_spec, config.train_classes)
 
     if options.overwrite:
         _start_over(layout)
@@ -114,7 +114,8 @@ def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions)
         train_data, num_train = pipeline.make_dataset(
             config.data, "train", batch_size=config.batch_size, training=True, cache=config.cache,
             augment=augment, deterministic=config.deterministic, seed=config.seed, expected_shape=input_shape,
-            shuffle_buffer=config.shuffle_buffer, repeat=True)
+            shuffle_buffer=config.shuffle_buffer, repeat=True, pseudo_fakes=config.pseudo_fake_spec,
+            classes=config.train_classes)
         val_data, num_val = pipeline.make_dataset(config.data, "val", batch_size=config.batch_size,
                                                   training=False, cache=config.cache, expected_shape=input_shape)
         steps = pipeline.steps_per_epoch(num_train, config.batch_size, training=True)
