@@ -8,7 +8,8 @@ Why the cheap check: steps per epoch come from metadata.json's counts, so an edi
 full disk or a bad copy is found only mid-training. Sizes come from one stat per shard; record
 counts from TFRecord's framing (each record is an 8-byte length, a 4-byte CRC, the data and
 another 4-byte CRC), read by seeking from length to length without reading the data: 12 bytes
-per record, about 10 ms for 10,000 records. Bit flips inside a record keep both size and count;
+per record. Measured: 0.22 s for 30,000 records of 3 kB (tf.data's full CRC-checked read of the
+same file: 6.5 s); 0.2 ms for a 75 MiB shard of 50 clips. Bit flips inside a record keep both size and count;
 only the CRCs catch them, which costs a full read, so that is left to the first read (training
 itself) and `find_corrupt_shards` then names the shard.
 
