@@ -74,7 +74,8 @@ def check_split(meta, split: str) -> None:
         if count != shard["count"]:
             raise DatasetIntegrityError(f"{path} holds {count} records, metadata.json says {shard['count']}: {REPAIR}")
         listed += count
-    class_total = sum(int(n) for n in info.get("class_counts", {}).values())
+    class_counts = info.get("class_counts")
+    class_total = sum(int(n) for n in class_counts.values()) if class_counts else listed
     if listed != int(info["count"]) or class_total != int(info["count"]):
         raise DatasetIntegrityError(
             f"{meta.directory / 'metadata.json'}: split '{split}' says {info['count']} examples "
