@@ -103,7 +103,7 @@ def test_symlinks_neither_loop_nor_relabel_and_each_file_is_read_once(videos, tm
     assert any(w.startswith("train/real/up: a link back into the source folder") for w in warnings)
 
 
-def test_edited_counts_and_truncated_shards_are_refused_and_a_rerun_repairs(videos, tmp_path):
+def test_edited_counts_and_damaged_shards_are_refused_and_a_rerun_repairs(videos, tmp_path, capsys):
     output = tmp_path / "out"
     run_convert(videos, output)
     meta_path = output / "metadata.json"
@@ -133,8 +133,14 @@ def test_edited_counts_and_truncated_shards_are_refused_and_a_rerun_repairs(vide
     edited = json.loads(original)
     edited["splits"]["train"]["count"] = 7
     meta_path.write_text(json.dumps(edited))
+    flipped = output / edited["splits"]["val"]["shards"][0]["file"]
+    damaged = bytearray(flipped.read_bytes())
+    damaged[40] ^= 0xFF   # same size and count: only the CRC tells
+    flipped.write_bytes(bytes(damaged))
     summary = run_convert(videos, output)   # the re-run re-writes what does not match
-    assert summary.resumed_shards >= 1 and summary.counts == {"train": 6, "val": 2}
+    assert summary.resumed_shards == 1 and summary.counts == {"train": 6, "val": 2}   # 2 of 3 shards re-written
+    assert f"{flipped} is damaged: writing it again" in capsys.readouterr().err
+    assert verify.verify_dataset(output) == {"train": 6, "val": 2}
     assert pipeline.make_dataset(output, "train", batch_size=2, training=True)[1] == 6
 
 

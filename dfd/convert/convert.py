@@ -288,7 +288,7 @@ def convert(config: ConvertConfig, on_send: Callable[[int, int, str], None] | No
     with locks.folder_lock(output, "conversion"):
         try:
             progress = _prepare_output(output, _fingerprint(spec, items, plans), config.overwrite)
-            todo = [plan for plan in plans if not progress.is_complete(plan.name)]
+            todo = _recheck_kept_shards(output, plans, progress)
             bar = _write_shards(output, items, spec, todo, progress, config, on_send)
             total = len(items) + len(findings.skipped)
             skipped_total = len(findings.skipped) + sum(len(progress.shards[p.name]["skipped"]) for p in plans)
@@ -313,6 +313,27 @@ def convert(config: ConvertConfig, on_send: Callable[[int, int, str], None] | No
     if incomplete:
         raise TooManySkipsError(incomplete + "; the dataset is marked incomplete and training refuses it", summary)
     return summary
+
+
+def _recheck_kept_shards(output: Path, plans, progress: writer.Progress) -> list[writer.ShardPlan]:
+    """The plans still to write. A shard kept from an earlier run is re-read first (CRC-checked):
+    one damaged since (bit rot, a bad copy) is written again, so re-running the command repairs it.
+    Costs one read of the kept shards, only when resuming."""
+    from dfd.convert import verify
+
+    todo = []
+    for plan in plans:
+        path = output / plan.name
+        if progress.is_complete(plan.name):
+            try:
+                if verify.count_shard(path)[0] == progress.shards[plan.name]["count"]:
+                    continue
+            except verify.VerificationError:
+                pass
+            print(f"make_tfrecords: {path} is damaged: writing it again", file=sys.stderr)
+            path.unlink()
+        todo.append(plan)
+    return todo
 
 
 def _write_shards(output: Path, items, spec, todo, progress: writer.Progress, config: ConvertConfig,

@@ -105,4 +105,4 @@ def corrupt_data_error(meta, splits, error: Exception) -> DatasetIntegrityError:
         return DatasetIntegrityError(f"reading {meta.directory} failed ({error}); check it with a re-run of the "
                                      f"conversion: {REPAIR}")
     names = "; ".join(f"{path} ({message})" for path, message in broken)
-    return DatasetIntegrityError(f"corrupt shard(s) in {meta.directory}: {names}. Delete them and {REPAIR}")
+    return DatasetIntegrityError(f"corrupt shard(s) in {meta.directory}: {names}. To repair, {REPAIR}")
