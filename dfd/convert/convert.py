@@ -294,8 +294,9 @@ def convert(config: ConvertConfig, on_send: Callable[[int, int, str], None] | No
             skipped_total = len(findings.skipped) + sum(len(progress.shards[p.name]["skipped"]) for p in plans)
             incomplete = None
             if total and skipped_total / total > config.max_skip_fraction:
-                incomplete = (f"{skipped_total} of {total} files were skipped ({skipped_total / total:.0%}), more than "
-                              f"--max_skip_fraction={config.max_skip_fraction}: see {output / metadata_lib.SKIPPED_FILE}")
+                incomplete = (f"{skipped_total} of {total} files were skipped ({skipped_total / total:.0%}), "
+                              f"more than --max_skip_fraction={config.max_skip_fraction}: "
+                              f"see {output / metadata_lib.SKIPPED_FILE}")
             meta = _write_metadata(output, spec, plans, progress, source_type, config, findings, warnings, incomplete)
         except Exception as error:
             if _disk_full(error):
