@@ -251,7 +251,7 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
     import tensorflow as tf
 
     from dfd import models
-    from dfd.data import pipeline
+    from dfd.data import integrity, pipeline
 
     chief = is_chief()
     layout = RunLayout(config.run_dir)
@@ -335,9 +335,12 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
         if weights:
             print(f"dfd.train: imbalanced train split {meta.class_counts('train')}: class weights {weights}")
         start = time.perf_counter()
-        model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_data,
-                  callbacks=callbacks, class_weight=weights, verbose=config.verbose,
-                  shuffle=False)   # the pipeline shuffles
+        try:
+            model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_data,
+                      callbacks=callbacks, class_weight=weights, verbose=config.verbose,
+                      shuffle=False)   # the pipeline shuffles
+        except tf.errors.DataLossError as error:   # a shard failed its CRC: name it, say how to repair
+            raise integrity.corrupt_data_error(meta, ("train", "val"), error) from None
         wall_seconds = time.perf_counter() - start
         model.save(own.final_model)
         summary = _summary(config, epoch_log.epochs, wall_seconds, precision, num_train, num_val)

@@ -254,6 +254,10 @@ def test_image_model_on_video_records_ignores_padding_frames(tmp_path):
                                            frame_indices=[0, 1, 2, 2], padded_frames=1, **common))
         writer.write(schema.encode_example(frames=clip([0, 0, 51, 51]), label=0, source="long.mp4",
                                            frame_indices=[0, 1, 2, 3], **common))
+    # The shard was replaced: metadata.json must say its new size (readers check it).
+    meta = json.loads((data_dir / "metadata.json").read_text())
+    meta["splits"]["test"]["shards"][0]["bytes"] = (data_dir / "test-00000-of-00001.tfrecord").stat().st_size
+    (data_dir / "metadata.json").write_text(json.dumps(meta))
     loaded = loading.LoadedModel(model, spec, 0.5, "test", tmp_path / "model.keras")
     scored = evaluate.score_split(loaded, DatasetMetadata.load(data_dir), "test", aggregate="mean")
     assert list(scored["sources"]) == ["short.mp4", "long.mp4"]

@@ -2,7 +2,13 @@
 
 Memory stays flat whatever the dataset size: the item list (paths) is the only
 thing proportional to it; frames live only while in flight, and at most
-`MAX_CHUNKS_PER_WORKER` chunks per worker are in flight at any time.
+`CHUNK_SIZE * MAX_CHUNKS_PER_WORKER` files per worker are in flight at any time.
+
+What it touches: only `--output`, which must be empty, new, or a folder dfd wrote (its
+metadata.json says "writer": "dfd", or a run's .progress.json is there), and never inside or
+equal to `--source`. In it, only dfd's own names are written, replaced or deleted (shards,
+their `.tmp` files, metadata.json, skipped.csv, .progress.json, .dfd.lock); the folder is
+locked (dfd.locks) for the whole run. Other files there are left alone.
 """
 
 from __future__ import annotations
@@ -10,17 +16,18 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
+import errno
 import hashlib
 import json
-import multiprocessing
 import os
 import sys
 import time
-from collections import deque
 from pathlib import Path
+from typing import Callable
 
 import dfd
-from dfd.convert import records, sources, splits, worker, writer
+from dfd import locks
+from dfd.convert import pool, records, sources, splits, worker, writer
 from dfd.convert.records import RecordContent, SkippedFile
 from dfd.data import metadata as metadata_lib
 from dfd.data import schema
@@ -120,18 +127,52 @@ def _fingerprint(spec: PreprocessSpec, items: list[sources.Item], plans: list[wr
     digest = hashlib.sha256()
     digest.update(json.dumps([dfd.__version__, spec.to_dict()], sort_keys=True).encode())
     for item in items:
-        digest.update(f"{item.path}\0{item.label}\0{item.split}\0{item.group}\0{item.source}\n".encode())
+        # surrogateescape: a file name that is not UTF-8 reaches here as the bytes it is.
+        digest.update(f"{item.path}\0{item.label}\0{item.split}\0{item.group}\0{item.source}\n"
+                      .encode("utf-8", "surrogateescape"))
     for plan in plans:
         digest.update(f"{plan.name}:{','.join(map(str, plan.positions))}\n".encode())
     return digest.hexdigest()
 
 
+def _is_dfd_folder(output: Path) -> bool:
+    """Did dfd write this folder? Its metadata.json says so, or a conversion's .progress.json is there."""
+    try:
+        meta = json.loads((output / metadata_lib.METADATA_FILE).read_text())
+        # "tool" marks datasets written before the "writer" key existed.
+        if isinstance(meta, dict) and (meta.get("writer") == metadata_lib.WRITER
+                                       or meta.get("tool") == "dfd.make_tfrecords"):
+            return True
+    except (OSError, ValueError):
+        pass
+    progress = writer.Progress.load(output)
+    return progress is not None and bool(progress.fingerprint)
+
+
+def check_output(output: Path, source: str | None) -> None:
+    """Refuses an --output that is the source, lies inside it, or is a folder of someone else's files."""
+    if source:
+        resolved, root = output.resolve(), Path(source).resolve()
+        if resolved == root or root in resolved.parents:
+            raise ValueError(f"--output={output} is {'the' if resolved == root else 'inside the'} --source folder "
+                             f"{source}: the dataset would be written among (and later read as) its own source files. "
+                             "Choose an --output outside the source")
+    if output.exists() and not output.is_dir():
+        raise ValueError(f"--output={output} is a file, not a folder")
+    if output.is_dir() and not _is_dfd_folder(output):
+        foreign = sorted(p.name for p in output.iterdir() if p.name != locks.LOCK_FILE)
+        if foreign:
+            raise ValueError(f"--output={output} is not empty and is not a dfd dataset (it holds "
+                             f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); dfd writes only into a "
+                             "new or empty folder or one it wrote. Choose another --output")
+
+
 def _prepare_output(output: Path, fingerprint: str, overwrite: bool) -> writer.Progress:
+    """Called under the output's lock, after check_output: the folder is new, empty or dfd's own."""
     output.mkdir(parents=True, exist_ok=True)
     writer.remove_temporary_files(output)
     progress = writer.Progress.load(output)
-    ours = {metadata_lib.METADATA_FILE, metadata_lib.SKIPPED_FILE, writer.PROGRESS_FILE}
-    existing = [p for p in output.iterdir() if p.suffix == ".tfrecord" or p.name in ours]
+    existing = writer.own_files(output)
     if progress is not None and progress.fingerprint == fingerprint:
         return progress
     if existing and not overwrite:
@@ -145,32 +186,22 @@ def _prepare_output(output: Path, fingerprint: str, overwrite: bool) -> writer.P
     return progress
 
 
-def _stream(items: list[sources.Item], positions: list[int], spec: PreprocessSpec, workers: int):
+def _stream(items: list[sources.Item], positions: list[int], spec: PreprocessSpec, workers: int,
+            on_send: Callable | None = None):
     """Yields (position, RecordContent | SkippedFile) in `positions` order, bounded in flight."""
     spec_dict = spec.to_dict()
     main_file = getattr(sys.modules["__main__"], "__file__", None)
     if main_file and not os.path.exists(main_file):
         # Workers re-import the main script (multiprocessing's spawn/forkserver); code run from
-        # stdin or a deleted file would make every worker die at start and the pool respawn forever.
+        # stdin or a deleted file would make every worker die at start.
         workers = 1
     if workers <= 1:
         worker.init_worker()
         for position in positions:
             yield worker.read_chunk([(position, items[position].path)], spec_dict)[0]
         return
-    chunks = [[(p, items[p].path) for p in positions[i:i + CHUNK_SIZE]] for i in range(0, len(positions), CHUNK_SIZE)]
-    # forkserver, not fork: forking a process that has TensorFlow's threads running
-    # can deadlock. Workers preload only the TF-free reading modules.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["dfd.convert.worker"])
-    with context.Pool(workers, initializer=worker.init_worker_process) as pool:
-        pending: deque = deque()
-        next_chunk = 0
-        while next_chunk < len(chunks) or pending:
-            while next_chunk < len(chunks) and len(pending) < workers * MAX_CHUNKS_PER_WORKER:
-                pending.append(pool.apply_async(worker.read_chunk, (chunks[next_chunk], spec_dict)))
-                next_chunk += 1
-            yield from pending.popleft().get()
+    yield from pool.read_in_order([(p, items[p].path) for p in positions], spec_dict, workers,
+                                  window=workers * CHUNK_SIZE * MAX_CHUNKS_PER_WORKER, on_send=on_send)
 
 
 class _ProgressLine:
@@ -214,26 +245,103 @@ def _features(spec: PreprocessSpec) -> dict:
     return out
 
 
-def convert(config: ConvertConfig) -> ConvertSummary:
-    """Converts a dataset; raises ValueError for bad options or too many skipped files."""
+def _dataset_warnings(items: list[sources.Item]) -> list[str]:
+    warnings = []
+    labels = {item.label for item in items}
+    if len(labels) == 1:
+        warnings.append(f"the source holds only {schema.LABEL_NAMES[labels.pop()]} files: a detector needs both "
+                        "real and fake examples to learn anything")
+    return warnings + splits.cross_split_duplicates(items)
+
+
+def _disk_full(error: Exception) -> bool:
+    import tensorflow as tf  # the writing process has it loaded already
+
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    # TensorFlow's file writers report ENOSPC as RESOURCE_EXHAUSTED.
+    return isinstance(error, tf.errors.ResourceExhaustedError) or "No space left" in str(error)
+
+
+def convert(config: ConvertConfig, on_send: Callable[[int, int, str], None] | None = None) -> ConvertSummary:
+    """Converts a dataset; raises ValueError for bad options, a full disk or too many skipped files.
+
+    on_send: passed to dfd.convert.pool (called as each file goes to a worker process); tests use it.
+    """
     start = time.monotonic()
+    output = Path(config.output)
+    check_output(output, config.source)
+    findings = sources.Findings()
     source_type, items = sources.discover(config.source, config.source_type, config.manifest, config.ffpp_splits,
-                                           config.ffpp_compression)
+                                           config.ffpp_compression, findings)
     kind = config.kind or sources.detect_kind(items)
     spec = build_spec(config, kind)
     items = splits.assign_splits(items, config.val_fraction, config.test_fraction, config.seed)
+    warnings = findings.warnings + _dataset_warnings(items)
+    for warning in warnings:
+        print(f"make_tfrecords: warning: {warning}", file=sys.stderr)
     if config.shard_mb <= 0:
         raise ValueError(f"--shard_mb must be > 0, got {config.shard_mb}")
     records_per_shard = max(1, int(config.shard_mb * 2**20 // estimated_record_bytes(spec)))
     plans = writer.plan_shards([item.split for item in items], [item.label for item in items], config.seed,
                                records_per_shard)
-    output = Path(config.output)
-    progress = _prepare_output(output, _fingerprint(spec, items, plans), config.overwrite)
+    with locks.folder_lock(output, "conversion"):
+        try:
+            progress = _prepare_output(output, _fingerprint(spec, items, plans), config.overwrite)
+            todo = _recheck_kept_shards(output, plans, progress)
+            bar = _write_shards(output, items, spec, todo, progress, config, on_send)
+            total = len(items) + len(findings.skipped)
+            skipped_total = len(findings.skipped) + sum(len(progress.shards[p.name]["skipped"]) for p in plans)
+            incomplete = None
+            if total and skipped_total / total > config.max_skip_fraction:
+                incomplete = (f"{skipped_total} of {total} files were skipped ({skipped_total / total:.0%}), "
+                              f"more than --max_skip_fraction={config.max_skip_fraction}: "
+                              f"see {output / metadata_lib.SKIPPED_FILE}")
+            meta = _write_metadata(output, spec, plans, progress, source_type, config, findings, warnings, incomplete)
+        except Exception as error:
+            if _disk_full(error):
+                where = getattr(error, "filename", None) or output
+                raise ValueError(f"the disk is full writing {where}: free space there and re-run the same command; "
+                                 "it resumes from the shards already complete") from None
+            raise
+        from dfd.convert import verify  # after writing: verification re-reads what is on disk
+        verify.verify_dataset(output)
+    summary = ConvertSummary(counts={s: v["count"] for s, v in meta["splits"].items()}, skipped=skipped_total,
+                             total=total, bytes=sum(sh["bytes"] for v in meta["splits"].values()
+                                                    for sh in v["shards"]),
+                             seconds=time.monotonic() - start, output=output,
+                             resumed_shards=len(plans) - len(todo), processed=bar.done)
+    if incomplete:
+        raise TooManySkipsError(incomplete + "; the dataset is marked incomplete and training refuses it", summary)
+    return summary
 
-    todo = [plan for plan in plans if not progress.is_complete(plan.name)]
+
+def _recheck_kept_shards(output: Path, plans, progress: writer.Progress) -> list[writer.ShardPlan]:
+    """The plans still to write. A shard kept from an earlier run is re-read first (CRC-checked):
+    one damaged since (bit rot, a bad copy) is written again, so re-running the command repairs it.
+    Costs one read of the kept shards, only when resuming."""
+    from dfd.convert import verify
+
+    todo = []
+    for plan in plans:
+        path = output / plan.name
+        if progress.is_complete(plan.name):
+            try:
+                if verify.count_shard(path)[0] == progress.shards[plan.name]["count"]:
+                    continue
+            except verify.VerificationError:
+                pass
+            print(f"make_tfrecords: {path} is damaged: writing it again", file=sys.stderr)
+            path.unlink()
+        todo.append(plan)
+    return todo
+
+
+def _write_shards(output: Path, items, spec, todo, progress: writer.Progress, config: ConvertConfig,
+                  on_send) -> _ProgressLine:
     workers = config.workers or os.cpu_count() or 1
     bar = _ProgressLine(sum(len(p.positions) for p in todo), config.progress)
-    stream = _stream(items, [p for plan in todo for p in plan.positions], spec, workers)
+    stream = _stream(items, [p for plan in todo for p in plan.positions], spec, workers, on_send)
     slow = float(os.environ.get(SLOW_SHARD_ENV, "0") or 0)
     try:
         for plan in todo:
@@ -266,25 +374,12 @@ def convert(config: ConvertConfig) -> ConvertSummary:
     finally:
         stream.close()
         bar.finish()
-
-    meta = _write_metadata(output, spec, plans, progress, source_type, config)
-    from dfd.convert import verify  # after writing: verification re-reads what is on disk
-    verify.verify_dataset(output)
-    skipped_total = meta["skipped"]
-    summary = ConvertSummary(counts={s: v["count"] for s, v in meta["splits"].items()}, skipped=skipped_total,
-                             total=len(items), bytes=sum(sh["bytes"] for v in meta["splits"].values()
-                                                         for sh in v["shards"]),
-                             seconds=time.monotonic() - start, output=output,
-                             resumed_shards=len(plans) - len(todo), processed=bar.done)
-    if items and skipped_total / len(items) > config.max_skip_fraction:
-        raise TooManySkipsError(
-            f"{skipped_total} of {len(items)} files were skipped ({skipped_total / len(items):.0%}), more than "
-            f"--max_skip_fraction={config.max_skip_fraction}: see {output / metadata_lib.SKIPPED_FILE}", summary)
-    return summary
+    return bar
 
 
 def _write_metadata(output: Path, spec: PreprocessSpec, plans, progress: writer.Progress,
-                    source_type: str, config: ConvertConfig) -> dict:
+                    source_type: str, config: ConvertConfig, findings: sources.Findings, warnings: list[str],
+                    incomplete: str | None) -> dict:
     split_info: dict[str, dict] = {}
     skipped_rows = []
     for plan in plans:
@@ -296,13 +391,17 @@ def _write_metadata(output: Path, spec: PreprocessSpec, plans, progress: writer.
             info["class_counts"][name] += n
         info["shards"].append({"file": plan.name, "count": shard["count"], "bytes": shard["bytes"]})
         skipped_rows.extend(shard["skipped"])
-    with open(output / (metadata_lib.SKIPPED_FILE + writer.TMP_SUFFIX), "w", newline="") as handle:
+    skipped_rows.extend([list(row) for row in findings.skipped])
+    # surrogateescape: a file name that is not UTF-8 is written back as its own bytes.
+    with open(output / (metadata_lib.SKIPPED_FILE + writer.TMP_SUFFIX), "w", newline="", encoding="utf-8",
+              errors="surrogateescape") as handle:
         csv_writer = csv.writer(handle)
         csv_writer.writerow(["path", "reason"])
         csv_writer.writerows(sorted(skipped_rows))
     os.replace(output / (metadata_lib.SKIPPED_FILE + writer.TMP_SUFFIX), output / metadata_lib.SKIPPED_FILE)
     meta = {
         "schema_version": schema.SCHEMA_VERSION,
+        "writer": metadata_lib.WRITER,
         "tool": "dfd.make_tfrecords",
         "tool_version": dfd.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -314,6 +413,9 @@ def _write_metadata(output: Path, spec: PreprocessSpec, plans, progress: writer.
         "features": _features(spec),
         "splits": split_info,
         "skipped": len(skipped_rows),
+        "warnings": warnings,
     }
+    if incomplete:
+        meta["incomplete"] = incomplete
     writer.atomic_write_text(output / metadata_lib.METADATA_FILE, json.dumps(meta, indent=2) + "\n")
     return meta

@@ -7,7 +7,9 @@ so on. Sniffing the header lets the converter give a precise skip reason
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -66,3 +68,26 @@ def check_file(path: str, kind: str) -> str | None:
         note = f" despite its {os.path.splitext(path)[1]} extension" if named == kind else ""
         return f"is {'an image' if content == 'image' else 'a video'}, not {'an image' if kind == 'image' else 'a video'}{note}"
     return None
+
+
+@contextlib.contextmanager
+def opencv_path(path: str):
+    """`path` in a form OpenCV can open: itself, or a temporary link with an ASCII name.
+
+    A file name that is not valid UTF-8 reaches Python as a str with surrogate escapes
+    (os.fsdecode); OpenCV's Python binding cannot encode it and cv2.VideoCapture crashed the
+    whole process with a segmentation fault (opencv-python 4.x). A link named `video<ext>` in a
+    private temporary folder, pointing at the file's real bytes, opens the same file.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        pass
+    else:
+        yield path
+        return
+    extension = os.path.splitext(path)[1].encode("ascii", "ignore").decode() if path else ""
+    with tempfile.TemporaryDirectory(prefix="dfd-name-") as folder:
+        link = os.path.join(folder, "video" + extension)
+        os.symlink(os.fsencode(os.path.abspath(path)), link)
+        yield link

@@ -23,6 +23,7 @@ from dfd.convert import media
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "dev": "val", "test": "test", "testing": "test"}
+LABEL_NAMES = ("real", "fake")
 LABEL_ALIASES = {"real": 0, "0": 0, "original": 0, "fake": 1, "1": 1, "manipulated": 1}
 SOURCE_TYPES = ("auto", "folder", "manifest", "dfdc", "ffpp")
 
@@ -36,13 +37,107 @@ class Item:
     source: str         # path as recorded in the example (relative to the source root)
 
 
-def _visible_files(directory: Path) -> list[Path]:
-    """Every regular-looking file under `directory`, sorted, hidden ones left out."""
-    found = []
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / name for name in sorted(files) if not name.startswith("."))
+@dataclasses.dataclass
+class Findings:
+    """What discovery noticed besides the items: files it could not list (rows of skipped.csv,
+    as (source path, reason)) and warnings for the log and metadata.json."""
+
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _reenters(path: Path, root_real: str) -> bool:
+    """A link whose target lies in the source tree (or holds it): following it would visit files
+    under a second label or split, or loop (`ln -s .. train/real/loop` once gave 40 copies of a
+    folder of fakes, labelled real). Its target is read where it really lies, or not at all."""
+    if not path.is_symlink():
+        return False
+    real = os.path.realpath(path)
+    return _inside(real, root_real) or _inside(root_real, real)
+
+
+def _visible_files(directory: Path, root: Path | None = None, findings: Findings | None = None) -> list[Path]:
+    """Every regular-looking file under `directory`, sorted, hidden ones left out.
+
+    Paths stay as the user laid them out (labels and splits come from them). Links to folders
+    are followed only when they leave the source tree `root` (a dataset kept on another disk),
+    never into the tree or an ancestor of it, and never round a loop outside it. A folder that
+    cannot be listed becomes a row of skipped.csv in `findings`.
+    """
+    root = root or directory
+    root_real = os.path.realpath(root)
+    findings = findings if findings is not None else Findings()
+    found: list[Path] = []
+
+    def visit(folder: Path, ancestors: frozenset) -> None:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            findings.skipped.append((_relative(folder, root) + "/", f"cannot read folder: {error.strerror or error}"))
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = folder / entry.name
+            try:
+                is_dir = entry.is_dir()   # follows links
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                found.append(path)        # files, links to files, dangling links (skipped with a reason later)
+                continue
+            if _reenters(path, root_real):
+                findings.warnings.append(f"{_relative(path, root)}: a link back into the source folder, not followed")
+                continue
+            real = os.path.realpath(path)
+            if real in ancestors:
+                findings.warnings.append(f"{_relative(path, root)}: a link loop, not followed")
+                continue
+            visit(path, ancestors | {real})
+
+    visit(directory, frozenset({os.path.realpath(directory)}))
     return found
+
+
+def dedupe_files(items: list[Item], findings: Findings) -> list[Item]:
+    """Each real file once (by device and inode: links and hard links reach one file by two names).
+
+    The same file under one label: the first name is kept, with a warning. Under both labels: no
+    label can be trusted, so every name of it is skipped with the reason in skipped.csv.
+    """
+    by_file: dict[tuple[int, int], list[Item]] = {}
+    order: list[object] = []
+    for item in items:
+        try:
+            status = os.stat(item.path)
+        except OSError:
+            order.append(item)           # unreadable: skipped with its reason when read
+            continue
+        key = (status.st_dev, status.st_ino)
+        if key not in by_file:
+            order.append(key)
+        by_file.setdefault(key, []).append(item)
+    kept = []
+    for entry in order:
+        if isinstance(entry, Item):
+            kept.append(entry)
+            continue
+        names = by_file[entry]
+        if len({item.label for item in names}) > 1:
+            for item in names:
+                others = ", ".join(other.source for other in names if other is not item)
+                findings.skipped.append((item.source, f"the same file as {others} under another label: "
+                                                      "label unknown, not used"))
+            continue
+        kept.append(names[0])
+        for item in names[1:]:
+            findings.warnings.append(f"{item.source} is the same file as {names[0].source}: used once")
+    return kept
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -82,25 +177,27 @@ def detect_source_type(source: Path, manifest: str | None) -> str:
 # folder
 # --------------------------------------------------------------------------
 
-def _class_dirs(directory: Path) -> dict[int, Path]:
+def _class_dirs(directory: Path, root_real: str) -> dict[int, Path]:
     classes = {}
     for child in sorted(directory.iterdir()):
         name = child.name.lower()
-        if child.is_dir() and name in ("real", "fake"):
+        if child.is_dir() and name in ("real", "fake") and not _reenters(child, root_real):
             classes[LABEL_ALIASES[name]] = child
     return classes
 
 
-def discover_folder(source: Path) -> list[Item]:
+def discover_folder(source: Path, findings: Findings | None = None) -> list[Item]:
     if not source.is_dir():
         raise ValueError(f"--source={source} is not a folder")
+    root_real = os.path.realpath(source)
     split_dirs = [(SPLIT_ALIASES[c.name.lower()], c) for c in sorted(source.iterdir())
-                  if c.is_dir() and c.name.lower() in SPLIT_ALIASES]
-    layouts = [(split, _class_dirs(d)) for split, d in split_dirs] or [(None, _class_dirs(source))]
+                  if c.is_dir() and c.name.lower() in SPLIT_ALIASES and not _reenters(c, root_real)]
+    layouts = ([(split, _class_dirs(d, root_real)) for split, d in split_dirs]
+               or [(None, _class_dirs(source, root_real))])
     items = []
     for split, classes in layouts:
         for label, class_dir in sorted(classes.items()):
-            for path in _visible_files(class_dir):
+            for path in _visible_files(class_dir, source, findings):
                 # Without identities in the layout, each file is its own group.
                 rel = _relative(path, source)
                 items.append(Item(str(path.absolute()), label, split, os.path.splitext(rel)[0], rel))
@@ -116,8 +213,13 @@ def discover_folder(source: Path) -> list[Item]:
 # manifest
 # --------------------------------------------------------------------------
 
-def discover_manifest(manifest: Path, source: Path | None) -> list[Item]:
-    """CSV with path,label,split[,group]; relative paths are taken from --source or the CSV's folder."""
+def discover_manifest(manifest: Path, source: Path | None, findings: Findings | None = None) -> list[Item]:
+    """CSV with path,label,split[,group]; relative paths are taken from --source or the CSV's folder.
+
+    A path listed twice is used once, from its first row, with a warning that names both lines
+    (and says so when the rows disagree on label or split)."""
+    findings = findings if findings is not None else Findings()
+    first_row: dict[str, tuple[int, int, str | None]] = {}
     if not manifest.is_file():
         raise ValueError(f"--manifest={manifest} does not exist")
     root = source if source is not None else manifest.parent
@@ -136,8 +238,17 @@ def discover_manifest(manifest: Path, source: Path | None) -> list[Item]:
             path = Path(row["path"])
             full = path if path.is_absolute() else root / path
             group = row.get("group") or os.path.splitext(row["path"])[0]
-            items.append(Item(str(full.absolute()), parse_label(row["label"], where),
-                              parse_split(row["split"], where), group, _relative(full, root)))
+            label, split = parse_label(row["label"], where), parse_split(row["split"], where)
+            key = os.path.normpath(str(full.absolute()))
+            if key in first_row:
+                line0, label0, split0 = first_row[key]
+                conflict = (f"conflicting rows: label/split {LABEL_NAMES[label0]}/{split0 or '-'} on line {line0}, "
+                            f"{LABEL_NAMES[label]}/{split or '-'} here" if (label0, split0) != (label, split)
+                            else "listed twice")
+                findings.warnings.append(f"{where}: {row['path']} {conflict}; line {line0} is used")
+                continue
+            first_row[key] = (line, label, split)
+            items.append(Item(str(full.absolute()), label, split, group, _relative(full, root)))
     if not items:
         raise ValueError(f"{manifest} lists no files")
     return items
@@ -215,7 +326,8 @@ def load_ffpp_splits(directory: Path) -> dict[str, str]:
     return by_id
 
 
-def discover_ffpp(source: Path, splits_dir: Path | None, compression: str = "auto") -> list[Item]:
+def discover_ffpp(source: Path, splits_dir: Path | None, compression: str = "auto",
+                  findings: Findings | None = None) -> list[Item]:
     """original_sequences/<set>/<compression>/videos/* are real; manipulated_sequences/<method>/... fake.
 
     Groups join every identity a video involves (a fake 000_003 joins 000 and 003),
@@ -224,7 +336,7 @@ def discover_ffpp(source: Path, splits_dir: Path | None, compression: str = "aut
     several present is an error, since using all of them silently repeats every video).
     """
     official = load_ffpp_splits(splits_dir) if splits_dir else None
-    found = _ffpp_videos(source)
+    found = _ffpp_videos(source, findings)
     if not found:
         raise ValueError(f"no videos under {source}/original_sequences/*/*/videos or manipulated_sequences/*/*/videos")
     found = _select_compression(found, compression, source)
@@ -258,11 +370,11 @@ def _select_compression(found: list, compression: str, source: Path) -> list:
     return [entry for entry in found if entry[2] == compression]
 
 
-def _ffpp_videos(source: Path) -> list[tuple[Path, int, str, list[str]]]:
+def _ffpp_videos(source: Path, findings: Findings | None = None) -> list[tuple[Path, int, str, list[str]]]:
     """(path, label, compression level, identity ids) of every FF++ video under `source`."""
     found = []
     for label, top in ((0, "original_sequences"), (1, "manipulated_sequences")):
-        for path in _visible_files(source / top) if (source / top).is_dir() else []:
+        for path in _visible_files(source / top, source, findings) if (source / top).is_dir() else []:
             parts = path.relative_to(source / top).parts
             # <set or method>/<compression>/videos/<file>; masks/ hold no frames to learn from.
             if len(parts) != 4 or parts[2] != "videos" or parts[1] == "masks":
@@ -274,8 +386,17 @@ def _ffpp_videos(source: Path) -> list[tuple[Path, int, str, list[str]]]:
 
 
 def discover(source: str | None, source_type: str = "auto", manifest: str | None = None,
-             ffpp_splits: str | None = None, ffpp_compression: str = "auto") -> tuple[str, list[Item]]:
-    """(source type, items) for the given source; raises ValueError with what to fix."""
+             ffpp_splits: str | None = None, ffpp_compression: str = "auto",
+             findings: Findings | None = None) -> tuple[str, list[Item]]:
+    """(source type, items) for the given source, each real file once; raises ValueError with what to fix.
+
+    `findings` (if given) collects folders that could not be read and warnings."""
+    findings = findings if findings is not None else Findings()
+    source_type, items = _discover(source, source_type, manifest, ffpp_splits, ffpp_compression, findings)
+    return source_type, dedupe_files(items, findings)
+
+
+def _discover(source, source_type, manifest, ffpp_splits, ffpp_compression, findings) -> tuple[str, list[Item]]:
     if source_type not in SOURCE_TYPES:
         raise ValueError(f"source type must be one of {SOURCE_TYPES}, got {source_type!r}")
     root = Path(source) if source else None
@@ -288,12 +409,13 @@ def discover(source: str | None, source_type: str = "auto", manifest: str | None
     if source_type == "manifest":
         if not manifest:
             raise ValueError("source type 'manifest' needs --manifest=FILE.csv")
-        return source_type, discover_manifest(Path(manifest), root)
+        return source_type, discover_manifest(Path(manifest), root, findings)
     if source_type == "dfdc":
         return source_type, discover_dfdc(root)
     if source_type == "ffpp":
-        return source_type, discover_ffpp(root, Path(ffpp_splits) if ffpp_splits else None, ffpp_compression)
-    return source_type, discover_folder(root)
+        return source_type, discover_ffpp(root, Path(ffpp_splits) if ffpp_splits else None, ffpp_compression,
+                                          findings)
+    return source_type, discover_folder(root, findings)
 
 
 def detect_kind(items: list[Item]) -> str:

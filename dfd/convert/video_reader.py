@@ -24,6 +24,8 @@ import dataclasses
 import cv2
 import numpy as np
 
+from dfd.convert import media
+
 
 class VideoReadError(ValueError):
     """A video that cannot give the frames asked for; the message says why."""
@@ -61,6 +63,7 @@ def plan_indices(frame_count: int, num_frames: int, sampling: str) -> list[int]:
 
 
 def _open(path: str) -> cv2.VideoCapture:
+    """A capture on `path`, which OpenCV must be able to take as UTF-8 (see media.opencv_path)."""
     capture = cv2.VideoCapture(path)
     if not capture.isOpened():
         capture.release()
@@ -103,16 +106,17 @@ def sample_video_frames(path: str, num_frames: int, sampling: str = "uniform",
     Raises VideoReadError (a ValueError) for files that cannot be used: not
     openable, no decodable frame, or shorter than num_frames with short_clips='skip'.
     """
-    capture = _open(path)
-    reported = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
-    planned = plan_indices(reported, num_frames, sampling) if reported > 0 else []
-    kept, decoded = _read_pass(capture, set(planned), stop_after=None)
-    if decoded == 0:
-        raise VideoReadError("no decodable frames (zero-frame or corrupt video)")
-    indices = plan_indices(decoded, num_frames, sampling)
-    if not set(indices) <= set(kept):
-        # The container's count was wrong: a second pass with the true count.
-        kept, _ = _read_pass(_open(path), set(indices), stop_after=decoded)
+    with media.opencv_path(path) as readable:
+        capture = _open(readable)
+        reported = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        planned = plan_indices(reported, num_frames, sampling) if reported > 0 else []
+        kept, decoded = _read_pass(capture, set(planned), stop_after=None)
+        if decoded == 0:
+            raise VideoReadError("no decodable frames (zero-frame or corrupt video)")
+        indices = plan_indices(decoded, num_frames, sampling)
+        if not set(indices) <= set(kept):
+            # The container's count was wrong: a second pass with the true count.
+            kept, _ = _read_pass(_open(readable), set(indices), stop_after=decoded)
         if not set(indices) <= set(kept):
             raise VideoReadError(f"frames {sorted(set(indices) - set(kept))[:5]} decode differently on a second pass")
     if decoded < num_frames and short_clips == "skip":

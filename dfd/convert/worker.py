@@ -34,3 +34,19 @@ def read_chunk(chunk: list[tuple[int, str]], spec: dict) -> list:
     """[(position, path)] -> [(position, RecordContent | SkippedFile)], in order."""
     namespace = types.SimpleNamespace(**spec)
     return [(position, try_read_content(path, namespace)) for position, path in chunk]
+
+
+def serve(connection, spec: dict) -> None:
+    """A worker process of dfd.convert.pool: (position, path) in, (position, result) out, one file at a time,
+    in order, until it receives None or the parent goes away."""
+    init_worker_process()
+    namespace = types.SimpleNamespace(**spec)
+    while True:
+        try:
+            task = connection.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        position, path = task
+        connection.send((position, try_read_content(path, namespace)))

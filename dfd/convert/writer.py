@@ -17,9 +17,10 @@ import json
 import math
 import os
 import random
+import re
 from pathlib import Path
 
-from dfd.data.metadata import SPLITS, shard_name
+from dfd.data.metadata import METADATA_FILE, SKIPPED_FILE, SPLITS, shard_name
 
 PROGRESS_FILE = ".progress.json"
 TMP_SUFFIX = ".tmp"
@@ -137,10 +138,27 @@ class ShardWriter:
         self.tmp.unlink(missing_ok=True)
 
 
+# The names dfd writes into an output folder; nothing else there is ever replaced or deleted.
+_SHARD = re.compile(r"^(?:train|val|test)-\d{5}-of-\d{5}\.tfrecord$")
+_OWN_NAMES = (METADATA_FILE, SKIPPED_FILE, PROGRESS_FILE)
+
+
+def is_own_name(name: str) -> bool:
+    """A name dfd writes in an output folder: a shard, metadata.json, skipped.csv, .progress.json."""
+    return bool(_SHARD.match(name)) or name in _OWN_NAMES
+
+
+def own_files(directory: Path) -> list[Path]:
+    """dfd's own final files in `directory` (temporary ones aside)."""
+    return sorted(path for path in Path(directory).iterdir() if path.is_file() and is_own_name(path.name))
+
+
 def remove_temporary_files(directory: Path) -> int:
-    """Deletes `*.tmp` left by a killed run; returns how many."""
+    """Deletes dfd's own temporary files (`<shard or metadata name>.tmp`) left by a killed run; returns how many.
+    A user's `notes.tmp` is not dfd's and stays."""
     removed = 0
     for path in Path(directory).glob("*" + TMP_SUFFIX):
-        path.unlink()
-        removed += 1
+        if is_own_name(path.name[:-len(TMP_SUFFIX)]):
+            path.unlink()
+            removed += 1
     return removed

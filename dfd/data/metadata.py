@@ -4,7 +4,7 @@ Written by the converter (dfd.convert), read by pipelines, the trainer,
 evaluate and verification. Layout:
 
 {
-  "schema_version": 1,
+  "schema_version": 1, "writer": "dfd",
   "tool": "dfd.make_tfrecords", "tool_version": "0.1.0", "created": "<ISO time>",
   "source": {"type": "folder|manifest|dfdc|ffpp", "path": "...", ...},
   "preprocessing": {<PreprocessSpec.to_dict()>},
@@ -16,8 +16,11 @@ evaluate and verification. Layout:
       "shards": [{"file": "<split>-00000-of-00004.tfrecord", "count": n, "bytes": b}, ...]
     }
   },
-  "skipped": <files skipped, listed in skipped.csv>
+  "skipped": <files skipped, listed in skipped.csv>,
+  "warnings": [<things worth a look: one class, the same content in two splits, ...>],
+  "incomplete": "<why>"   (only when the conversion failed: readers refuse the dataset)
 }
+"writer": "dfd" marks a folder dfd wrote: the converter replaces or deletes files only in such a folder.
 """
 
 from __future__ import annotations
@@ -25,11 +28,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dfd.data import integrity
 from dfd.data.preprocessing import PreprocessSpec
 
 METADATA_FILE = "metadata.json"
 SKIPPED_FILE = "skipped.csv"
 SPLITS = ("train", "val", "test")
+WRITER = "dfd"
 
 
 def shard_name(split: str, index: int, total: int) -> str:
@@ -78,7 +83,11 @@ class DatasetMetadata:
         return {name: int(n) for name, n in self._split(split)["class_counts"].items()}
 
     def shard_paths(self, split: str) -> list[Path]:
-        """Shard files of a split, checked to exist and be non-empty."""
+        """Shard files of a split, checked to exist, be non-empty and match metadata.json (dfd.data.integrity).
+
+        Every reader (the training pipeline, evaluate, export) lists shards here, so none of them
+        trains on an incomplete conversion or trusts an edited count."""
+        integrity.check_complete(self)
         info = self._split(split)
         if int(info["count"]) == 0:
             raise ValueError(f"split '{split}' of {self.directory} is empty")
@@ -86,4 +95,5 @@ class DatasetMetadata:
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise ValueError(f"shards listed in {self.directory / METADATA_FILE} are missing: {missing[:3]}")
+        integrity.check_split(self, split)   # incomplete conversion, sizes and counts (milliseconds)
         return paths

@@ -23,6 +23,7 @@ KEYPOINTS_ABSENT (-1) in every value; parsing fills that in for old records.
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Sequence
 
 import numpy as np
@@ -151,8 +152,8 @@ def encode_example(
         FRAMES: frame_feature,
         LABEL: _ints([label]),
         LABEL_NAME: _bytes([LABEL_NAMES[label].encode()]),
-        SOURCE: _bytes([source.encode()]),
-        GROUP: _bytes([group.encode()]),
+        SOURCE: _bytes([os.fsencode(source)]),   # a file name that is not UTF-8 keeps its own bytes
+        GROUP: _bytes([os.fsencode(group)]),
         NUM_FRAMES: _ints([num_frames]),
         HEIGHT: _ints([height]),
         WIDTH: _ints([width]),
@@ -238,13 +239,19 @@ def decode_frames(frames: tf.Tensor, shape: RecordShape) -> tf.Tensor:
     return tf.reshape(decoded, (-1,) + shape.clip_shape)
 
 
+def decode_text(value: bytes) -> str:
+    """A stored source or group back to the str Python uses for that file name (os.fsdecode's rule:
+    bytes that are not UTF-8 become surrogate escapes, so the name round-trips to the same file)."""
+    return value.decode("utf-8", "surrogateescape")
+
+
 def parse_example_numpy(serialized: bytes, shape: RecordShape) -> dict:
     """One serialized record to numpy values (tests, inspection, predict)."""
     parsed = parse_batch(tf.constant([serialized]), shape, full=True)
     out = {key: value.numpy()[0] for key, value in parsed.items() if key != FRAMES}
     out[FRAMES] = decode_frames(parsed[FRAMES], shape).numpy()[0]
     for key in (LABEL_NAME, SOURCE, GROUP):
-        out[key] = out[key].decode()
+        out[key] = decode_text(out[key])
     out[FACE_BOXES] = out[FACE_BOXES].reshape(-1, 4)
     out[FACE_KEYPOINTS] = out[FACE_KEYPOINTS].reshape(-1, 2 * NUM_KEYPOINTS)
     return out

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from dfd.data import schema
+from dfd.data import integrity, schema
 from dfd.data.metadata import DatasetMetadata
 from dfd.evaluation import loading, metrics, plots, report
 from dfd.run_layout import RunLayout
@@ -77,11 +77,14 @@ def score_split(loaded: loading.LoadedModel, data: DatasetMetadata, split: str, 
                .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
                .prefetch(2))
     sources, labels, scores, padded = [], [], [], []
-    for frames, batch_labels, batch_sources, batch_padded in dataset.as_numpy_iterator():
-        scores.append(loaded.score_clips(frames))
-        labels.append(batch_labels)
-        padded.append(batch_padded)
-        sources += [source.decode() for source in batch_sources]
+    try:
+        for frames, batch_labels, batch_sources, batch_padded in dataset.as_numpy_iterator():
+            scores.append(loaded.score_clips(frames))
+            labels.append(batch_labels)
+            padded.append(batch_padded)
+            sources += [schema.decode_text(source) for source in batch_sources]
+    except tf.errors.DataLossError as error:   # a shard failed its CRC: name it, say how to repair
+        raise integrity.corrupt_data_error(data, (split,), error) from None
     labels = np.concatenate(labels).astype(np.int64)
     scores = np.concatenate(scores)
     if scores.ndim == 1:
@@ -101,7 +104,8 @@ def score_split(loaded: loading.LoadedModel, data: DatasetMetadata, split: str, 
 
 
 def write_predictions(path: Path, scored: dict, threshold: float) -> None:
-    with open(path, "w", newline="") as handle:
+    # surrogateescape: a source name that is not UTF-8 is written back as its own bytes.
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(["source", "label", "score", "predicted"])
         for source, label, score in zip(scored["sources"], scored["labels"], scored["scores"]):

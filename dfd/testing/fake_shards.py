@@ -71,6 +71,7 @@ def write_fake_dataset(
                          "shards": shard_info}
     meta = {
         "schema_version": schema.SCHEMA_VERSION,
+        "writer": metadata.WRITER,
         "tool": "dfd.testing.fake_shards",
         "tool_version": dfd.__version__,
         "source": {"type": "synthetic", "path": ""},
