@@ -32,10 +32,22 @@ import tempfile
 SHOW_LOGS_ENV = "DFD_TF_LOGS"   # DFD_TF_LOGS=1: leave TensorFlow's logging as TensorFlow sets it
 USER_ERROR_EXIT = 2
 
-# absl C++ log lines at INFO or WARNING ("I0000 00:00:1796220302.266074   11308 file.cc:31] ...") and the
-# banner absl writes before its logging is initialised.
-_STARTUP_NOISE = re.compile(r"^(?:[IW]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [^ \]]+:\d+\] "
-                            r"|WARNING: All log messages before absl::InitializeLog\(\) is called)")
+# An absl C++ log line ("I0000 00:00:1796220302.266074   11308 file.cc:31] ..."); the lines after it up to
+# the next one continue its message. INFO and WARNING entries are start-up noise, and so is the banner
+# absl writes before its logging is initialised.
+_LOG_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ [^ \]]+:\d+\] ")
+_BANNER = "WARNING: All log messages before absl::InitializeLog() is called"
+
+
+def _without_startup_noise(lines: list[str]) -> list[str]:
+    kept, noise = [], False
+    for line in lines:
+        entry = _LOG_LINE.match(line)
+        if entry or line.startswith(_BANNER):
+            noise = line.startswith(_BANNER) or entry.group(1) in "IW"
+        if not noise:
+            kept.append(line)
+    return kept
 
 
 def show_tf_logs() -> bool:
@@ -66,7 +78,7 @@ def quiet_tensorflow() -> None:
             os.close(saved)
             capture.seek(0)
             lines = capture.read().decode("utf-8", "replace").splitlines(keepends=True)
-            kept = lines if failed else [line for line in lines if not _STARTUP_NOISE.match(line)]
+            kept = lines if failed else _without_startup_noise(lines)
             if kept:
                 sys.stderr.write("".join(kept))
                 sys.stderr.flush()

@@ -4,7 +4,8 @@ finished run, or another run (refused unless --overwrite).
 "The same run" means the same data and the same flags except those that only change how long, how
 visibly or on what hardware it trains (RESUMABLE_FLAGS): --epochs, --patience, --verbose,
 --profile_batch, --cache, --strategy and --jit_compile. The data is the same when its metadata.json
-lists the same shards (names, counts, bytes) and preprocessing, wherever the folder now is. Everything
+is the same folder (resolved path) and its metadata.json lists the same shards (names, counts, bytes)
+and preprocessing: a dataset converted again with other files is other data. Everything
 else (model, hparams, learning rate, batch size, seed, augmentation, precision...) must match: a resumed
 run restores the backup's weights and optimizer state, and mixing two settings in one run would leave
 files no single command produced.
@@ -54,11 +55,17 @@ def _flag_lines(text: str) -> dict[str, str]:
 
 
 def _data_identity(metadata: dict) -> dict:
-    return {"splits": metadata.get("splits"), "preprocessing": metadata.get("preprocessing")}
+    # The folder as well as its listing: raw-encoded datasets of equal counts have shards of equal size.
+    return {"directory": metadata.get("directory"), "splits": metadata.get("splits"),
+            "preprocessing": metadata.get("preprocessing")}
 
 
 def differences(layout: RunLayout, config: train_flags.TrainConfig, data_metadata: dict) -> list[str]:
-    """How the run in `layout` differs from `config` on `data_metadata`; [] for the same run (or none)."""
+    """How the run in `layout` differs from `config` on `data_metadata`; [] for the same run (or none).
+
+    data_metadata: the data's metadata.json with "directory" (its absolute path) added, as the trainer
+    copies it into the run.
+    """
     if not layout.flags.is_file():
         return []
     before = _flag_lines(layout.flags.read_text())

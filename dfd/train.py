@@ -297,7 +297,7 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None, 
             if removed:
                 print(f"dfd.train: --overwrite: removed {len(removed)} file(s)/folder(s) dfd wrote in {layout.root}")
         else:
-            run_state.check_same_run(layout, config, meta.raw)
+            run_state.check_same_run(layout, config, _recorded_metadata(meta))
             finished = run_state.finished_summary(layout)
             if finished is not None:
                 if finished.get("epochs_requested", config.epochs) != config.epochs:
@@ -310,6 +310,20 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None, 
                       "--overwrite trains it again")
                 return finished
         return _train(config, extra_callbacks, chief=True, meta=meta)
+
+
+def holds_another_run(config: train_flags.TrainConfig) -> bool:
+    """True when config.run_dir holds a run other than `config` (which train() would refuse)."""
+    return bool(run_state.differences(RunLayout(config.run_dir), config, _recorded_metadata(_checked_data(config))))
+
+
+def _recorded_metadata(meta: DatasetMetadata) -> dict:
+    """The data's metadata.json as the run keeps it (data_metadata.json): with the folder's absolute path.
+
+    flags.txt has --data as typed, relative to where training ran, and dfd.evaluate --run_dir must
+    find the data from any working directory.
+    """
+    return {**meta.raw, "directory": str(meta.directory.resolve())}
 
 
 def _checked_data(config: train_flags.TrainConfig) -> DatasetMetadata:
@@ -377,10 +391,7 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
         if chief:
             layout.root.mkdir(parents=True, exist_ok=True)
             layout.flags.write_text(train_flags.flagfile_text(config))
-            # The data folder, absolute: flags.txt has --data as typed, relative to where training
-            # ran, and dfd.evaluate --run_dir must find the data from any working directory.
-            copied = {**meta.raw, "directory": str(meta.directory.resolve())}
-            layout.data_metadata.write_text(json.dumps(copied, indent=2) + "\n")
+            layout.data_metadata.write_text(json.dumps(_recorded_metadata(meta), indent=2) + "\n")
             spec.save(layout.preprocessing)
         own.best_model.parent.mkdir(parents=True, exist_ok=True)
 
