@@ -4,7 +4,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export TF_CPP_MIN_LOG_LEVEL ?= 2
+# TensorFlow's start-up logging is quiet in every dfd command; `make demo DFD_TF_LOGS=1` shows it.
+export DFD_TF_LOGS ?= 0
 
 SAMPLE := sample_data
 SHARDS := tfrecords/demo

@@ -6,11 +6,14 @@ plots and predictions under runs/X/eval/<split>/ (see dfd.evaluation.evaluate).
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
+from dfd import cli
 
-from dfd.evaluation import metrics
+if __name__ == "__main__":   # before dfd.evaluation imports TensorFlow
+    cli.quiet_tensorflow()
+
+from dfd.evaluation import metrics  # noqa: E402
 
 
 def define_flags() -> None:
@@ -31,14 +34,10 @@ def main(argv) -> int:
     from dfd.evaluation.evaluate import evaluate  # after flag parsing: TensorFlow import is slow
 
     values = flags.FLAGS
-    try:
-        evaluate(values.run_dir, values.split, values.data, values.threshold, values.aggregate, values.batch_size)
-    except ValueError as error:
-        print(f"dfd.evaluate: {error}", file=sys.stderr)
-        return 2
+    evaluate(values.run_dir, values.split, values.data, values.threshold, values.aggregate, values.batch_size)
     return 0
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, "dfd.evaluate")

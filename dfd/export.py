@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
+from absl import flags, logging
 
-from absl import app, flags, logging
+from dfd import cli
 
 
 def define_flags() -> None:
@@ -18,14 +18,10 @@ def main(argv) -> int:
     logging.set_verbosity(logging.WARNING)  # SavedModel writing logs every signature detail at INFO
     from dfd.evaluation.export import export  # after flag parsing: TensorFlow import is slow
 
-    try:
-        export(flags.FLAGS.run_dir, flags.FLAGS.output, overwrite=flags.FLAGS.overwrite)
-    except ValueError as error:
-        print(f"dfd.export: {error}", file=sys.stderr)
-        return 2
+    export(flags.FLAGS.run_dir, flags.FLAGS.output, overwrite=flags.FLAGS.overwrite)
     return 0
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, "dfd.export")

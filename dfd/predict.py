@@ -13,9 +13,13 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
+from pathlib import Path
 
-from absl import app, flags
+from absl import flags
+
+from dfd import cli
 
 FORMATS = ("json", "csv")
 CSV_COLUMNS = ("path", "kind", "fake_probability", "label", "threshold", "frames_used", "frame_scores", "error")
@@ -47,6 +51,33 @@ def format_results(results: list, output_format: str) -> str:
     return buffer.getvalue()
 
 
+def check_output(output: str, paths: list[str], files: list[str]) -> None:
+    """Refuses an --output that would lose the results or damage an input, before anything is scored."""
+    target = Path(output)
+    if target.is_dir():
+        raise ValueError(f"--output={output} is a folder; give a file name, e.g. {target / 'predictions.json'}")
+    parent = target.absolute().parent
+    if not parent.is_dir():
+        raise ValueError(f"--output={output}: the folder {parent} does not exist; create it first")
+    resolved = target.resolve()
+    for path in {*paths, *files}:
+        if os.path.isfile(path) and Path(path).resolve() == resolved:
+            raise ValueError(f"--output={output} is one of the input files; it would be overwritten. "
+                             "Write the results elsewhere")
+    for path in paths:
+        if os.path.isdir(path) and resolved.is_relative_to(Path(path).resolve()):
+            raise ValueError(f"--output={output} is inside {path}, a folder being scanned; write the "
+                             "results outside the input folders")
+
+
+def write_atomically(path: str, text: str) -> None:
+    # Written beside the target, then renamed: an interrupted run never leaves half a file under its name.
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.partial")
+    partial.write_text(text)
+    os.replace(partial, target)
+
+
 def predict_command(model: str, paths: list[str], output_format: str = "json", output: str | None = None,
                     batch_size: int = 32, video_frames: int = 16, aggregate: str = "mean", stdout=None) -> int:
     """The whole command behind main(); returns the exit code (1 when no file could be scored)."""
@@ -55,15 +86,16 @@ def predict_command(model: str, paths: list[str], output_format: str = "json", o
     stdout = stdout or sys.stdout
     if output_format not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {output_format!r}")
-    loaded = loading.load(model)
     files = predict.find_files(paths)
     if not files:
         raise ValueError(f"no image or video files in {' '.join(paths)}")
+    if output:
+        check_output(output, paths, files)
+    loaded = loading.load(model)
     results = predict.predict_files(loaded, files, batch_size, video_frames, aggregate)
     text = format_results(results, output_format)
     if output:
-        with open(output, "w") as handle:
-            handle.write(text)
+        write_atomically(output, text)
     else:
         stdout.write(text)
     return 0 if any(result.error is None for result in results) else 1
@@ -72,17 +104,12 @@ def predict_command(model: str, paths: list[str], output_format: str = "json", o
 def main(argv) -> int:
     paths = argv[1:]
     if not paths:
-        print("dfd.predict: give one or more image/video files or folders after the flags", file=sys.stderr)
-        return 2
+        raise ValueError("give one or more image/video files or folders after the flags")
     values = flags.FLAGS
-    try:
-        return predict_command(values.model, paths, values.format, values.output, values.batch_size,
-                               values.video_frames, values.aggregate)
-    except ValueError as error:
-        print(f"dfd.predict: {error}", file=sys.stderr)
-        return 2
+    return predict_command(values.model, paths, values.format, values.output, values.batch_size,
+                           values.video_frames, values.aggregate)
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, "dfd.predict")

@@ -1,4 +1,8 @@
-"""Where everything of a training run lives; trainer, evaluate, predict, export and tune share it."""
+"""Where everything of a training run lives; trainer, evaluate, predict, export and tune share it.
+
+`written_by_dfd()` lists every path dfd may create in a run directory: `dfd.train --overwrite` removes
+those and nothing else, so a user's own notes or data kept beside a run are never touched.
+"""
 
 from __future__ import annotations
 
@@ -59,3 +63,20 @@ class RunLayout:
     @property
     def tuner(self) -> Path:
         return self.root / "tuner"
+
+    @property
+    def export(self) -> Path:           # the usual dfd.export --output inside a run (`make demo`)
+        return self.root / "export"
+
+    @staticmethod
+    def partial(path: Path) -> Path:    # a file being written; renamed to `path` when complete
+        return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+    def written_by_dfd(self) -> list[Path]:
+        """Every file and folder dfd writes into a run directory (trainer, evaluate, tune), except the lock."""
+        files = [self.flags, self.data_metadata, self.preprocessing, self.best_model, self.final_model,
+                 self.history, self.summary, self.threshold]
+        partials = [self.partial(path) for path in (self.best_model, self.final_model)]
+        partials += [path.with_suffix(path.suffix + ".tmp") for path in (self.history, self.summary)]
+        tune = [self.tuner, self.root / "best.flags", self.root / "best"]
+        return files + partials + [self.tensorboard, self.backup, self.root / "eval"] + tune

@@ -5,7 +5,9 @@ directly. The run directory (dfd.run_layout.RunLayout) receives flags.txt (re-us
 flagfile), a copy of the data's metadata.json, preprocessing.json, TensorBoard logs in tb/, the
 best checkpoint by validation AUC, BackupAndRestore state, model.keras, history.json and
 summary.json. Re-running the same command after a crash or kill resumes from the last
-completed epoch.
+completed epoch; re-running a finished run changes nothing. A run dir holding another run is
+refused unless --overwrite (dfd.run_state says what "the same run" means). One trainer at a time
+holds the run dir (dfd.locks).
 """
 
 from __future__ import annotations
@@ -18,11 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from absl import app, flags
+from absl import flags
 
-from dfd import train_flags
-from dfd.data.metadata import DatasetMetadata
-from dfd.run_layout import RunLayout
+from dfd import cli
+
+if __name__ == "__main__":   # before dfd.models imports TensorFlow
+    cli.quiet_tensorflow()
+
+from dfd import run_state, train_flags  # noqa: E402
+from dfd.data.metadata import DatasetMetadata  # noqa: E402
+from dfd.locks import folder_lock  # noqa: E402
+from dfd.run_layout import RunLayout  # noqa: E402
 
 
 class NaNLossError(RuntimeError):
@@ -70,11 +78,12 @@ def _make_callbacks_module():
         holds the full run. Also measures training clips/s (validation time excluded).
         """
 
-        def __init__(self, path: Path | None, clips_per_epoch: int):
+        def __init__(self, path: Path | None, clips_per_epoch: int, completed: int = 0):
             super().__init__()
             self.path = path
             self.clips_per_epoch = clips_per_epoch
-            self.epochs = _read_history(path) if path else []
+            # Only the epochs the backup holds: later ones (none, in the trainer's callback order) are re-run.
+            self.epochs = [e for e in _read_history(path) if e["epoch"] <= completed] if path else []
             self._start = None
             self._train_seconds = None
 
@@ -95,7 +104,46 @@ def _make_callbacks_module():
             if self.path:
                 _write_json(self.path, {"epochs": self.epochs})
 
-    return RaiseOnNaN, EpochLog
+    class BestCheckpoint(keras.callbacks.Callback):
+        """ModelCheckpoint(save_best_only) on val_auc that survives a kill and a resume.
+
+        Keras's ModelCheckpoint starts every fit at best = -inf, so the first epoch after a resume
+        overwrote best.keras even when an earlier epoch was better. This one starts from the best
+        val_auc in history.json and writes under a temporary name, then renames. Placed after the
+        backup and EpochLog: a kill after history.json records epoch e but before best.keras is
+        written leaves the backup at epoch e, so on resume it writes the restored (epoch e) weights
+        when e is the best in history. best.keras then always holds summary.json's best epoch.
+        """
+
+        def __init__(self, path: Path, history: list[dict], completed: int):
+            super().__init__()
+            self.path = path
+            scored = [e for e in history if math.isfinite(e.get("val_auc", float("nan")))]
+            best = max(scored, key=lambda e: e["val_auc"]) if scored else None
+            self.best = best["val_auc"] if best else float("-inf")
+            self._repair = bool(best) and best["epoch"] == completed
+
+        def on_train_begin(self, logs=None):
+            if self._repair:
+                self._save()
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = float((logs or {}).get("val_auc", float("nan")))
+            if math.isfinite(value) and value > self.best:
+                self.best = value
+                self._save()
+
+        def _save(self):
+            _save_model_atomically(self.model, self.path)
+
+    return RaiseOnNaN, EpochLog, BestCheckpoint
+
+
+def _save_model_atomically(model, path: Path) -> None:
+    # A kill mid-save must not leave a truncated .keras file where a complete one was.
+    partial = RunLayout.partial(path)
+    model.save(partial)
+    os.replace(partial, path)
 
 
 def _read_history(path: Path) -> list[dict]:
@@ -241,31 +289,82 @@ def build_and_compile(config: train_flags.TrainConfig, input_shape: tuple, hpara
     return model
 
 
-def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) -> dict:
+def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None, overwrite: bool = False) -> dict:
     """Trains `config` into config.run_dir and returns the summary (also written to summary.json).
 
     extra_callbacks: appended to the trainer's own (the tuner's, or tests simulating a kill).
+    overwrite: the run dir may hold another run; remove what dfd wrote there and start again.
+    The chief holds the run dir's lock for the whole training: a second trainer there is refused.
     """
-    strategy = make_strategy(config.strategy)   # first: multi-worker setup must precede other TF work
-    keras = _keras()
-    import tensorflow as tf
+    run_state.check_run_dir_path(config.run_dir)
+    if not is_chief():
+        return _train(config, extra_callbacks, chief=False)
+    meta = _checked_data(config)   # before the lock: a typo in --data leaves no empty run dir behind
+    layout = RunLayout(config.run_dir)
+    with folder_lock(layout.root, "training"):
+        if overwrite:
+            removed = run_state.start_clean(layout)
+            if removed:
+                print(f"dfd.train: --overwrite: removed {len(removed)} file(s)/folder(s) dfd wrote in {layout.root}")
+        else:
+            run_state.check_same_run(layout, config, _recorded_metadata(meta))
+            finished = run_state.finished_summary(layout)
+            if finished is not None:
+                if finished.get("epochs_requested", config.epochs) != config.epochs:
+                    raise ValueError(
+                        f"{layout.root} holds a finished run of --epochs={finished.get('epochs_requested')}; a "
+                        f"finished run is not extended. Use another --run_dir, or --overwrite to train it again")
+                shutil.rmtree(layout.backup, ignore_errors=True)   # killed after summary.json, before cleanup
+                print(f"dfd.train: {layout.root} already holds this finished run (best epoch "
+                      f"{finished.get('best_epoch')} of {finished.get('epochs_run')}); nothing to do. "
+                      "--overwrite trains it again")
+                return finished
+        return _train(config, extra_callbacks, chief=True, meta=meta)
 
+
+def holds_another_run(config: train_flags.TrainConfig) -> bool:
+    """True when config.run_dir holds a run other than `config` (which train() would refuse)."""
+    return bool(run_state.differences(RunLayout(config.run_dir), config, _recorded_metadata(_checked_data(config))))
+
+
+def _recorded_metadata(meta: DatasetMetadata) -> dict:
+    """The data's metadata.json as the run keeps it (data_metadata.json): with the folder's absolute path.
+
+    flags.txt has --data as typed, relative to where training ran, and dfd.evaluate --run_dir must
+    find the data from any working directory.
+    """
+    return {**meta.raw, "directory": str(meta.directory.resolve())}
+
+
+def _checked_data(config: train_flags.TrainConfig) -> DatasetMetadata:
+    """The data's metadata, checked to suit config.model (a clear error, not a traceback later)."""
     from dfd import models
     from dfd.data import integrity, pipeline
 
-    chief = is_chief()
+    meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
+    kind, data_kind = models.model_kind(config.model), meta.preprocessing.kind
+    if kind != data_kind:
+        raise ValueError(f"--model={config.model} is a {kind} model but {config.data} holds {data_kind} "
+                         f"records; use a {kind} dataset or a {data_kind} model")
+    return meta
+
+
+def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
+           meta: DatasetMetadata | None = None) -> dict:
+    strategy = make_strategy(config.strategy)   # first TensorFlow work: multi-worker setup must precede the rest
+    keras = _keras()
+    import tensorflow as tf
+
+    from dfd.data import pipeline
+
     layout = RunLayout(config.run_dir)
     # Non-chief workers write their (identical) checkpoints and logs to a temporary folder that is
     # removed afterwards, as in the Keras multi-worker guide: only the chief owns the run dir.
     write_root = Path(config.run_dir) if chief else Path(tempfile.mkdtemp(prefix="dfd-worker-"))
     own = RunLayout(write_root)
 
-    meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
+    meta = meta or _checked_data(config)
     spec = meta.preprocessing
-    kind = models.model_kind(config.model)
-    if kind != spec.kind:
-        raise ValueError(f"--model={config.model} is a {kind} model but {config.data} holds {spec.kind} "
-                         f"records; use a {kind} dataset or a {spec.kind} model")
     input_shape = pipeline.output_shape(config.data)
     weights = class_weights(meta, config.class_weight_threshold, config.pseudo_fake_spec, config.train_classes)
 
@@ -303,23 +402,23 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
         if chief:
             layout.root.mkdir(parents=True, exist_ok=True)
             layout.flags.write_text(train_flags.flagfile_text(config))
-            # The data folder, absolute: flags.txt has --data as typed, relative to where training
-            # ran, and dfd.evaluate --run_dir must find the data from any working directory.
-            copied = {**json.loads((meta.directory / "metadata.json").read_text()),
-                      "directory": str(meta.directory.resolve())}
-            layout.data_metadata.write_text(json.dumps(copied, indent=2) + "\n")
+            layout.data_metadata.write_text(json.dumps(_recorded_metadata(meta), indent=2) + "\n")
             spec.save(layout.preprocessing)
         own.best_model.parent.mkdir(parents=True, exist_ok=True)
 
-        RaiseOnNaN, EpochLog = _make_callbacks_module()
-        epoch_log = EpochLog(own.history, steps * config.batch_size)
+        completed = run_state.completed_epochs(own)
+        RaiseOnNaN, EpochLog, BestCheckpoint = _make_callbacks_module()
+        epoch_log = EpochLog(own.history, steps * config.batch_size, completed)
+        # Order matters at epoch end: the backup first, then history.json, then best.keras, so that a
+        # kill between any two leaves files a resume can reconcile (see BestCheckpoint).
         callbacks = [
             RaiseOnNaN(),
-            keras.callbacks.BackupAndRestore(str(own.backup)),
-            keras.callbacks.ModelCheckpoint(str(own.best_model), monitor="val_auc", mode="max",
-                                            save_best_only=True),
-            keras.callbacks.TensorBoard(str(own.tensorboard), profile_batch=_profile_batch(config.profile_batch)),
+            # The backup outlives fit: it is removed only once model.keras and summary.json are
+            # written, so a kill in between resumes with nothing left to train instead of epoch 1.
+            keras.callbacks.BackupAndRestore(str(own.backup), delete_checkpoint=False),
             epoch_log,
+            BestCheckpoint(own.best_model, epoch_log.epochs, completed),
+            keras.callbacks.TensorBoard(str(own.tensorboard), profile_batch=_profile_batch(config.profile_batch)),
         ]
         if config.patience > 0:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_auc", mode="max",
@@ -329,9 +428,10 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
                                                                patience=config.reduce_lr_patience))
         callbacks += list(extra_callbacks or [])
 
+        resuming = f", resuming after epoch {completed}" if completed else ""
         print(f"dfd.train: {config.model} on {config.data} ({num_train} train / {num_val} val clips of "
               f"{input_shape}), {steps} steps/epoch, precision {precision}, "
-              f"{strategy.num_replicas_in_sync} replica(s), run dir {config.run_dir}")
+              f"{strategy.num_replicas_in_sync} replica(s), run dir {config.run_dir}{resuming}")
         if weights:
             print(f"dfd.train: imbalanced train split {meta.class_counts('train')}: class weights {weights}")
         start = time.perf_counter()
@@ -342,12 +442,13 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
         except tf.errors.DataLossError as error:   # a shard failed its CRC: name it, say how to repair
             raise integrity.corrupt_data_error(meta, ("train", "val"), error) from None
         wall_seconds = time.perf_counter() - start
-        model.save(own.final_model)
+        _save_model_atomically(model, own.final_model)
         summary = _summary(config, epoch_log.epochs, wall_seconds, precision, num_train, num_val)
         summary["replicas"] = strategy.num_replicas_in_sync
         if chief:
             _write_json(layout.summary, summary)
             _print_summary(summary)
+        shutil.rmtree(own.backup, ignore_errors=True)   # only now: the final files are written
         return summary
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -364,6 +465,7 @@ def _summary(config, epochs: list[dict], wall_seconds, precision, num_train, num
         "model": config.model,
         "data": str(config.data),
         "precision": precision,
+        "epochs_requested": config.epochs,
         "epochs_run": len(epochs),
         "best_epoch": best.get("epoch"),
         "best_val": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
@@ -386,14 +488,12 @@ def _print_summary(summary: dict) -> None:
 
 def main(argv) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
-    try:
-        config = train_flags.config_from_flags(flags.FLAGS)
-    except ValueError as error:   # bad flag values: say what to fix, without a traceback
-        raise app.UsageError(str(error)) from None
-    train(config)
+        raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    config = train_flags.config_from_flags(flags.FLAGS)   # a ValueError names the bad flag value
+    train(config, overwrite=flags.FLAGS.overwrite)
 
 
 if __name__ == "__main__":
     train_flags.define_all_flags()
-    app.run(main)
+    train_flags.define_overwrite_flag()
+    cli.run(main, "dfd.train")

@@ -19,6 +19,7 @@ have is an error (a typo or a flagfile for another model should not be silently 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from absl import flags
 
@@ -124,6 +125,13 @@ def define_train_flags(flag_values=None) -> None:
     _define(flags.DEFINE_integer, "verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.", flag_values=flag_values)
 
 
+def define_overwrite_flag(flag_values=None) -> None:
+    """dfd.train's --overwrite (dfd.tune has its own): not part of TrainConfig, so flags.txt never holds it."""
+    _define(flags.DEFINE_boolean, "overwrite", False,
+            "The run dir holds another run (other model, data or settings): delete what dfd wrote there and "
+            "start again. Without it such a run dir is refused; the same command resumes.", flag_values=flag_values)
+
+
 def define_all_flags(flag_values=None) -> None:
     """Every training flag, on absl's global FLAGS unless `flag_values` is given (tests)."""
     define_data_flags(flag_values)
@@ -166,9 +174,23 @@ class TrainConfig:
             raise ValueError("--data is required: a TFRecord folder with metadata.json")
         if not self.run_dir:
             raise ValueError("--run_dir is required, e.g. --run_dir=runs/video")
-        if self.epochs < 1 or self.batch_size < 1 or self.learning_rate <= 0:
-            raise ValueError("epochs and batch_size must be >= 1 and learning_rate > 0, got "
-                             f"{self.epochs}, {self.batch_size}, {self.learning_rate}")
+        problems = [f"--{name}={getattr(self, name)} must be {rule}" for name, rule, ok in (
+            ("epochs", "at least 1", self.epochs >= 1),
+            ("batch_size", "at least 1", self.batch_size >= 1),
+            ("learning_rate", "a positive finite number", _finite(self.learning_rate) and self.learning_rate > 0),
+            ("shuffle_buffer", "at least 1", self.shuffle_buffer >= 1),
+            ("augment_brightness", "between 0 and 1", _finite(self.augment_brightness)
+             and 0 <= self.augment_brightness <= 1),
+            ("augment_contrast", "between 0 and 1", _finite(self.augment_contrast) and 0 <= self.augment_contrast <= 1),
+            ("patience", "0 (off) or more", self.patience >= 0),
+            ("reduce_lr_patience", "0 (off) or more", self.reduce_lr_patience >= 0),
+            ("class_weight_threshold", "a finite number of at least 1",
+             _finite(self.class_weight_threshold) and self.class_weight_threshold >= 1),
+            ("verbose", "0, 1 or 2", self.verbose in (0, 1, 2)),
+        ) if not ok]
+        problems += _hparam_problems(self.hparams)
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.strategy not in STRATEGIES:
@@ -180,6 +202,27 @@ class TrainConfig:
     @property
     def pseudo_fake_spec(self) -> PseudoFakes:
         return PseudoFakes(self.pseudo_fakes, self.pseudo_fake_fraction)
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _hparam_problems(hparams: dict) -> list[str]:
+    """Impossible model hparam values, caught before anything is built (NaN, negative, out of range)."""
+    problems = []
+    for name, value in sorted(hparams.items()):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if not _finite(value):
+            problems.append(f"--{name}={value} must be a finite number")
+        elif name == "dropout" and not 0 <= value < 1:
+            problems.append(f"--dropout={value} must be in [0, 1)")
+        elif name == "l2" and value < 0:
+            problems.append(f"--l2={value} must be 0 or more")
+        elif name.endswith("units") and value < 1:
+            problems.append(f"--{name}={value} must be at least 1")
+    return problems
 
 
 def model_hparams(flag_values, model: str) -> dict:

@@ -9,25 +9,24 @@ training of the winner into <run_dir>/best. Everything happens in dfd.tuning.sea
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-from dfd import train_flags
-from dfd.tuning import flags as tune_flags
+from dfd import cli
+
+if __name__ == "__main__":   # before dfd.models imports TensorFlow
+    cli.quiet_tensorflow()
+
+from dfd import train_flags  # noqa: E402
+from dfd.tuning import flags as tune_flags  # noqa: E402
 
 
 def main(argv) -> None:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
-    try:
-        config = train_flags.config_from_flags(flags.FLAGS)
-        options = tune_flags.options_from_flags(flags.FLAGS)
-    except ValueError as error:   # bad flag values: say what to fix, without a traceback
-        raise app.UsageError(str(error)) from None
-    from dfd.tuning.search import SearchSettingsError
-    try:
-        tune(config, options)
-    except SearchSettingsError as error:
-        raise app.UsageError(str(error)) from None
+        raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
+    # Bad flag values and search settings are ValueErrors: cli.run reports them in one line.
+    config = train_flags.config_from_flags(flags.FLAGS)
+    options = tune_flags.options_from_flags(flags.FLAGS)
+    tune(config, options)
 
 
 def tune(config, options) -> None:
@@ -40,13 +39,14 @@ def tune(config, options) -> None:
     result = run_search(config, options)
     if options.retrain_best:
         if result.best_config is None:
-            raise app.UsageError("--retrain_best: the search has no accepted trial to retrain (see above)")
+            raise ValueError("--retrain_best: the search has no accepted trial to retrain (see above)")
         keras.backend.clear_session()   # the last trial's model is no longer needed
         print(f"dfd.tune: retraining the best trial for {result.best_config.epochs} epochs into "
               f"{result.best_config.run_dir}")
-        train.train(result.best_config)
+        # best/ belongs to the search: when a resumed search found another winner, its old training goes.
+        train.train(result.best_config, overwrite=train.holds_another_run(result.best_config))
 
 
 if __name__ == "__main__":
     tune_flags.define_tune_flags()
-    app.run(main)
+    cli.run(main, "dfd.tune")

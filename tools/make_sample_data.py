@@ -14,8 +14,9 @@ byte-identical files; no identity appears in two splits.
 
 import os
 
-from absl import app, flags
+from absl import flags
 
+from dfd import cli
 from dfd.sample_data import write_sample_dataset
 
 
@@ -51,4 +52,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, "make_sample_data")

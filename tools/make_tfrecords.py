@@ -70,6 +70,8 @@ def define_flags() -> None:
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from dfd import cli
+    cli.quiet_tensorflow()   # TensorFlow's start-up lines held back (DFD_TF_LOGS=1 shows them)
     from dfd.convert.convert import ConvertConfig, TooManySkipsError, convert  # imports TF: not at module level
 
     values = flags.FLAGS

@@ -9,6 +9,7 @@ import pkgutil
 import sys
 
 import dfd.bench
+from dfd import cli
 
 
 def _available() -> list[str]:
@@ -24,6 +25,7 @@ def main() -> None:
     if name not in names:
         print(f"unknown benchmark {name!r}; choose one of: {', '.join(names)}", file=sys.stderr)
         sys.exit(2)
+    cli.quiet_tensorflow()   # TensorFlow's start-up lines held back (DFD_TF_LOGS=1 shows them)
     module = importlib.import_module(f"dfd.bench.{name}")
     module.main([f"dfd.bench {name}"] + sys.argv[2:])
 

@@ -78,7 +78,11 @@ class PreprocessSpec:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"no preprocessing spec at {path}")
-        return cls.from_dict(json.loads(path.read_text()))
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError, AttributeError) as error:   # JSONDecodeError is a ValueError
+            raise ValueError(f"{path} is not a valid preprocessing spec ({type(error).__name__}: {error}); "
+                             "restore it from the training data's metadata.json (its \"preprocessing\" entry)") from None
 
 
 def _check_choice(name: str, value, choices) -> None:

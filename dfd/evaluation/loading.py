@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import zipfile
 from pathlib import Path
 
 import keras
@@ -32,6 +33,10 @@ def load_keras_model(path: str | Path) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no model file at {path}")
+    # Keras reports any unreadable file as "File not found"; a .keras file is a zip archive, so say so.
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a Keras model file (a .keras file is a zip archive; this one is "
+                         "damaged or something else). Re-save or retrain the model")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except ValueError as error:
@@ -40,7 +45,10 @@ def load_keras_model(path: str | Path) -> keras.Model:
                 f"{path} contains a Lambda layer (arbitrary Python code run at load time); dfd loads models "
                 "in Keras safe mode only and refuses it. Rebuild the model from standard layers "
                 "(dfd.models has no Lambda layers) and retrain or re-save it.") from error
-        raise
+        raise ValueError(f"{path} could not be loaded as a Keras model: {error}") from error
+    except (OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path} could not be loaded as a Keras model ({type(error).__name__}: {error}); "
+                         "re-save or retrain the model") from error
 
 
 @dataclasses.dataclass
@@ -89,8 +97,16 @@ def read_threshold(directory: Path) -> tuple[float, str]:
     path = directory / THRESHOLD_FILE
     if not path.is_file():
         return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD} (no {THRESHOLD_FILE}: run dfd.evaluate to choose one)"
-    values = json.loads(path.read_text())
-    return float(values["threshold"]), f"{path} ({values.get('method', '?')})"
+    try:
+        values = json.loads(path.read_text())
+        threshold = float(values["threshold"])
+    except (ValueError, KeyError, TypeError, AttributeError) as error:   # JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is not a valid threshold file ({type(error).__name__}: {error}); re-run "
+                         "dfd.evaluate --threshold=val_eer to choose one, or delete it to use 0.5") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"{path}: threshold {threshold} is not a probability in [0, 1]; re-run dfd.evaluate "
+                         "to choose one, or delete it to use 0.5")
+    return threshold, f"{path} ({values.get('method', '?')})"
 
 
 def model_file(directory: str | Path) -> Path:

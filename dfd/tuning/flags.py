@@ -82,7 +82,7 @@ class TuneOptions:
                              f"got {self.max_epochs}, {self.executions_per_trial}, {self.trial_patience}")
         if self.hyperband_factor < 2:
             raise ValueError(f"--hyperband_factor must be >= 2, got {self.hyperband_factor}")
-        if self.max_gap is not None and self.max_gap < 0:
+        if self.max_gap is not None and not 0 <= self.max_gap < float("inf"):   # NaN fails both
             raise ValueError(f"--max_gap must be >= 0 (an AUC difference, e.g. 0.05), got {self.max_gap}")
 
 

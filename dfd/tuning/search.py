@@ -23,6 +23,7 @@ import tensorflow as tf
 from dfd import models, train, train_flags
 from dfd.data import pipeline
 from dfd.data.metadata import DatasetMetadata
+from dfd.locks import folder_lock
 from dfd.run_layout import RunLayout
 from dfd.tuning import flags as tune_flags
 from dfd.tuning import results
@@ -95,6 +96,12 @@ def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions)
     input_shape = pipeline.output_shape(config.data)
     weights = train.class_weights(meta, config.class_weight_threshold, config.pseudo_fake_spec, config.train_classes)
 
+    # One search per run dir; the lock is released when this process ends, however it ends.
+    with folder_lock(layout.root, "tuning"):
+        return _locked_search(config, options, layout, meta, input_shape, weights)
+
+
+def _locked_search(config, options, layout, meta, input_shape, weights) -> SearchResult:
     if options.overwrite:
         _start_over(layout)
     identity_file = layout.tuner / "search.json"
