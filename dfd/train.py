@@ -10,6 +10,7 @@ completed epoch.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -223,12 +224,18 @@ def build_and_compile(config: train_flags.TrainConfig, input_shape: tuple, hpara
 
     Call inside the distribution strategy's scope and after setting the dtype policy.
     """
-    keras = _keras()
     from dfd import models
     model = models.build_model(config.model, input_shape, **hparams)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=models.loss_for(model),
-                  metrics=models.metrics_for(model), jit_compile=config.jit_compile)
+    compile_model(model, config, config.learning_rate)
     return model
+
+
+def compile_model(model, config: train_flags.TrainConfig, learning_rate: float) -> None:
+    """(Re)compiles `model` with a fresh Adam at `learning_rate`: needed again after (un)freezing layers."""
+    keras = _keras()
+    from dfd import models
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=models.loss_for(model),
+                  metrics=models.metrics_for(model), jit_compile=config.jit_compile)
 
 
 def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) -> dict:
@@ -302,14 +309,16 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
 
         RaiseOnNaN, EpochLog = _make_callbacks_module()
         epoch_log = EpochLog(own.history, steps * config.batch_size)
-        callbacks = [
+        # Shared by both phases of a warm-up run: one best checkpoint, one history, one TensorBoard log.
+        common = [
             RaiseOnNaN(),
-            keras.callbacks.BackupAndRestore(str(own.backup)),
             keras.callbacks.ModelCheckpoint(str(own.best_model), monitor="val_auc", mode="max",
                                             save_best_only=True),
             keras.callbacks.TensorBoard(str(own.tensorboard), profile_batch=_profile_batch(config.profile_batch)),
             epoch_log,
         ]
+        callbacks = [keras.callbacks.BackupAndRestore(str(own.backup / FINE_TUNE_BACKUP if config.warmup_epochs
+                                                          else own.backup)), *common]
         if config.patience > 0:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_auc", mode="max",
                                                            patience=config.patience))
@@ -324,9 +333,15 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
         if weights:
             print(f"dfd.train: imbalanced train split {meta.class_counts('train')}: class weights {weights}")
         start = time.perf_counter()
-        model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_data,
-                  callbacks=callbacks, class_weight=weights, verbose=config.verbose,
-                  shuffle=False)   # the pipeline shuffles
+        fit = functools.partial(model.fit, train_data, steps_per_epoch=steps, validation_data=val_data,
+                                class_weight=weights, verbose=config.verbose,
+                                shuffle=False)   # the pipeline shuffles
+        if config.warmup_epochs:
+            _warm_up(model, config, strategy, fit, own, common + list(extra_callbacks or []))
+            fit(epochs=config.epochs, initial_epoch=config.warmup_epochs, callbacks=callbacks)
+            shutil.rmtree(own.backup, ignore_errors=True)   # the warm-up's backup: the run is complete
+        else:
+            fit(epochs=config.epochs, callbacks=callbacks)
         wall_seconds = time.perf_counter() - start
         model.save(own.final_model)
         summary = _summary(config, epoch_log.epochs, wall_seconds, precision, num_train, num_val)
@@ -339,6 +354,38 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
         keras.config.set_dtype_policy(previous_policy)
         if not chief:
             shutil.rmtree(write_root, ignore_errors=True)
+
+
+WARMUP_BACKUP = "warmup"         # backup/warmup: phase one's state, kept until the run completes
+FINE_TUNE_BACKUP = "fine_tune"   # backup/fine_tune: phase two's state
+
+
+def _warm_up(model, config: train_flags.TrainConfig, strategy, fit, own: RunLayout, callbacks: list) -> None:
+    """Phase one of --warmup_epochs: the head alone at --learning_rate; then unfreezes and recompiles.
+
+    Resuming after a kill: phase one keeps its own backup (backup/warmup) until the whole run completes.
+    Killed in phase one, the re-run restores it and finishes the warm-up; killed in phase two, the re-run
+    restores the finished warm-up (fit then has no epoch left to run), and phase two's own backup
+    (backup/fine_tune, holding the unfrozen model's optimizer state) restores phase two. No early stopping
+    or learning-rate schedule during the warm-up: it is short and always runs in full.
+    """
+    from dfd.models import backbones
+    keras = _keras()
+    with strategy.scope():
+        backbones.set_backbone_trainable(model, False)
+        compile_model(model, config, config.learning_rate)
+    print(f"dfd.train: warm-up: epochs 1-{config.warmup_epochs} train the head only (backbone frozen) at "
+          f"learning rate {config.learning_rate}")
+    fit(epochs=config.warmup_epochs, callbacks=[
+        keras.callbacks.BackupAndRestore(str(own.backup / WARMUP_BACKUP), delete_checkpoint=False), *callbacks])
+    with strategy.scope():
+        backbones.set_backbone_trainable(model, True)
+        compile_model(model, config, config.fine_tune_rate)
+    # BackupAndRestore restores the epoch through this attribute and Keras never clears it; left set by
+    # phase one it would override phase two's initial_epoch (phase two's own backup sets it again).
+    model._initial_epoch = None
+    print(f"dfd.train: fine-tuning: epochs {config.warmup_epochs + 1}-{config.epochs} train everything at "
+          f"learning rate {config.fine_tune_rate}")
 
 
 def _summary(config, epochs: list[dict], wall_seconds, precision, num_train, num_val) -> dict:

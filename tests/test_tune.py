@@ -69,7 +69,7 @@ def test_inception_space_builds_and_searches_freezing_only_with_weights():
     assert learning_rate == pytest.approx(1e-4)
     assert models.build_model("inception_v3", (75, 75, 3), **hparams).output_shape == (None, 2)
     with_weights = keras_tuner.HyperParameters()
-    define_search_space(with_weights, "inception_v3", {"inception_weights": "weights/notop.h5"}, (75, 75, 3))
+    define_search_space(with_weights, "inception_v3", {"backbone_weights": "weights/notop.h5"}, (75, 75, 3))
     assert with_weights.values["freeze_backbone"] is False   # searched; the seed fine-tuned
 
 
