@@ -134,7 +134,8 @@ def check_frame_size(name: str, model_name: str, frame_shape: tuple) -> None:
     if min(frame_shape[0], frame_shape[1]) < spec.min_size:
         raise ValueError(f"{model_name} needs frames of at least {spec.min_size}×{spec.min_size} (its ImageNet "
                          f"weights were trained at {spec.native_size}×{spec.native_size}), got "
-                         f"{frame_shape[0]}×{frame_shape[1]}: convert the data with a larger --frame_size (videos) or --image_size (images).")
+                         f"{frame_shape[0]}×{frame_shape[1]}: convert the data with a larger --frame_size "
+                         f"(videos) or --image_size (images).")
 
 
 def build_backbone(name: str, frame_shape: tuple, backbone_weights="none", pooling: str | None = None) -> keras.Model:
