@@ -95,11 +95,15 @@ def finished_summary(layout: RunLayout) -> dict | None:
 
 def completed_epochs(layout: RunLayout) -> int:
     """Epochs held by the BackupAndRestore state (0 without one): where a resumed fit starts."""
-    path = layout.backup / "training_metadata.json"
-    try:
-        return int(json.loads(path.read_text())["epoch"])
-    except (OSError, ValueError, KeyError):
-        return 0
+    # A --warmup_epochs run keeps one backup per phase (backup/warmup, backup/fine_tune); epochs
+    # count across both, so the furthest one is where the run stands.
+    epochs = [0]
+    for folder in (layout.backup, layout.backup / "warmup", layout.backup / "fine_tune"):
+        try:
+            epochs.append(int(json.loads((folder / "training_metadata.json").read_text())["epoch"]))
+        except (OSError, ValueError, KeyError):
+            pass
+    return max(epochs)
 
 
 def start_clean(layout: RunLayout) -> list[Path]:

@@ -12,6 +12,7 @@ holds the run dir (dfd.locks).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -281,12 +282,18 @@ def build_and_compile(config: train_flags.TrainConfig, input_shape: tuple, hpara
 
     Call inside the distribution strategy's scope and after setting the dtype policy.
     """
-    keras = _keras()
     from dfd import models
     model = models.build_model(config.model, input_shape, **hparams)
-    model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=models.loss_for(model),
-                  metrics=models.metrics_for(model), jit_compile=config.jit_compile)
+    compile_model(model, config, config.learning_rate)
     return model
+
+
+def compile_model(model, config: train_flags.TrainConfig, learning_rate: float) -> None:
+    """(Re)compiles `model` with a fresh Adam at `learning_rate`: needed again after (un)freezing layers."""
+    keras = _keras()
+    from dfd import models
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=models.loss_for(model),
+                  metrics=models.metrics_for(model), jit_compile=config.jit_compile)
 
 
 def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None, overwrite: bool = False) -> dict:
@@ -409,17 +416,20 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
         completed = run_state.completed_epochs(own)
         RaiseOnNaN, EpochLog, BestCheckpoint = _make_callbacks_module()
         epoch_log = EpochLog(own.history, steps * config.batch_size, completed)
-        # Order matters at epoch end: the backup first, then history.json, then best.keras, so that a
-        # kill between any two leaves files a resume can reconcile (see BestCheckpoint).
-        callbacks = [
+        # Shared by both phases of a warm-up run: one best checkpoint, one history, one TensorBoard log.
+        # Order matters at epoch end: the backup (first in each phase's list below), then
+        # history.json, then best.keras, so that a kill between any two leaves files a resume can
+        # reconcile (see BestCheckpoint).
+        common = [
             RaiseOnNaN(),
-            # The backup outlives fit: it is removed only once model.keras and summary.json are
-            # written, so a kill in between resumes with nothing left to train instead of epoch 1.
-            keras.callbacks.BackupAndRestore(str(own.backup), delete_checkpoint=False),
             epoch_log,
             BestCheckpoint(own.best_model, epoch_log.epochs, completed),
             keras.callbacks.TensorBoard(str(own.tensorboard), profile_batch=_profile_batch(config.profile_batch)),
         ]
+        # The backup outlives fit: it is removed only once model.keras and summary.json are
+        # written, so a kill in between resumes with nothing left to train instead of epoch 1.
+        backup = own.backup / FINE_TUNE_BACKUP if config.warmup_epochs else own.backup
+        callbacks = [keras.callbacks.BackupAndRestore(str(backup), delete_checkpoint=False), *common]
         if config.patience > 0:
             callbacks.append(keras.callbacks.EarlyStopping(monitor="val_auc", mode="max",
                                                            patience=config.patience))
@@ -435,10 +445,15 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
         if weights:
             print(f"dfd.train: imbalanced train split {meta.class_counts('train')}: class weights {weights}")
         start = time.perf_counter()
+        fit = functools.partial(model.fit, train_data, steps_per_epoch=steps, validation_data=val_data,
+                                class_weight=weights, verbose=config.verbose,
+                                shuffle=False)   # the pipeline shuffles
         try:
-            model.fit(train_data, epochs=config.epochs, steps_per_epoch=steps, validation_data=val_data,
-                      callbacks=callbacks, class_weight=weights, verbose=config.verbose,
-                      shuffle=False)   # the pipeline shuffles
+            if config.warmup_epochs:
+                _warm_up(model, config, strategy, fit, own, common + list(extra_callbacks or []))
+                fit(epochs=config.epochs, initial_epoch=config.warmup_epochs, callbacks=callbacks)
+            else:
+                fit(epochs=config.epochs, callbacks=callbacks)
         except tf.errors.DataLossError as error:   # a shard failed its CRC: name it, say how to repair
             raise integrity.corrupt_data_error(meta, ("train", "val"), error) from None
         wall_seconds = time.perf_counter() - start
@@ -454,6 +469,38 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
         keras.config.set_dtype_policy(previous_policy)
         if not chief:
             shutil.rmtree(write_root, ignore_errors=True)
+
+
+WARMUP_BACKUP = "warmup"         # backup/warmup: phase one's state, kept until the run completes
+FINE_TUNE_BACKUP = "fine_tune"   # backup/fine_tune: phase two's state
+
+
+def _warm_up(model, config: train_flags.TrainConfig, strategy, fit, own: RunLayout, callbacks: list) -> None:
+    """Phase one of --warmup_epochs: the head alone at --learning_rate; then unfreezes and recompiles.
+
+    Resuming after a kill: phase one keeps its own backup (backup/warmup) until the whole run completes.
+    Killed in phase one, the re-run restores it and finishes the warm-up; killed in phase two, the re-run
+    restores the finished warm-up (fit then has no epoch left to run), and phase two's own backup
+    (backup/fine_tune, holding the unfrozen model's optimizer state) restores phase two. No early stopping
+    or learning-rate schedule during the warm-up: it is short and always runs in full.
+    """
+    from dfd.models import backbones
+    keras = _keras()
+    with strategy.scope():
+        backbones.set_backbone_trainable(model, False)
+        compile_model(model, config, config.learning_rate)
+    print(f"dfd.train: warm-up: epochs 1-{config.warmup_epochs} train the head only (backbone frozen) at "
+          f"learning rate {config.learning_rate}")
+    fit(epochs=config.warmup_epochs, callbacks=[
+        keras.callbacks.BackupAndRestore(str(own.backup / WARMUP_BACKUP), delete_checkpoint=False), *callbacks])
+    with strategy.scope():
+        backbones.set_backbone_trainable(model, True)
+        compile_model(model, config, config.fine_tune_rate)
+    # BackupAndRestore restores the epoch through this attribute and Keras never clears it; left set by
+    # phase one it would override phase two's initial_epoch (phase two's own backup sets it again).
+    model._initial_epoch = None
+    print(f"dfd.train: fine-tuning: epochs {config.warmup_epochs + 1}-{config.epochs} train everything at "
+          f"learning rate {config.fine_tune_rate}")
 
 
 def _summary(config, epochs: list[dict], wall_seconds, precision, num_train, num_val) -> dict:

@@ -70,6 +70,12 @@ def define_data_flags(flag_values=None) -> None:
 _HPARAM_NOTES = {
     "feature_pooling": "flatten (the seed) | global_average: how the last conv map becomes the frame "
                        "features; global_average keeps the dense layer small whatever the frame size. ",
+    "backbone_weights": "none | imagenet (Keras's own download, then its cache ~/.keras/models or "
+                        "KERAS_HOME/models) | PATH (a local notop .h5 file, or a folder holding it): the "
+                        "backbone's starting weights; README 'Backbones' has the offline recipe. ",
+    "freeze_backbone": "Train the head only, for the whole run (batch norm in inference mode). ",
+    "temporal": "lstm (an LSTM over the frame features) | mean (their average over time): a video "
+                "backbone model's temporal head. ",
 }
 
 
@@ -102,6 +108,10 @@ def define_model_flags(flag_values=None) -> None:
         else:   # str, and tuples such as conv_filters given as "16,32,64"
             define = flags.DEFINE_string
         _define(define, name, None, _hparam_help(name), flag_values=flag_values)
+    flag_values = flags.FLAGS if flag_values is None else flag_values
+    for old, new in models.HPARAM_ALIASES.items():   # old flagfiles and runs' flags.txt keep working
+        if old not in flag_values:
+            flags.DEFINE_alias(old, new, flag_values=flag_values)
 
 
 def define_train_flags(flag_values=None) -> None:
@@ -109,6 +119,12 @@ def define_train_flags(flag_values=None) -> None:
     _define(flags.DEFINE_integer, "epochs", 40, "Training epochs.", flag_values=flag_values)
     _define(flags.DEFINE_integer, "batch_size", 32, "Global batch size (split across replicas).", flag_values=flag_values)
     _define(flags.DEFINE_float, "learning_rate", 1e-3, "Adam learning rate.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "warmup_epochs", 0,
+            "Backbone models: train the head only (backbone frozen) for the first N epochs at --learning_rate, "
+            "then everything at --fine_tune_learning_rate. 0 turns the warm-up off.", flag_values=flag_values)
+    _define(flags.DEFINE_float, "fine_tune_learning_rate", None,
+            "Adam learning rate after the warm-up (--warmup_epochs); unset means --learning_rate / 10.",
+            flag_values=flag_values)
     _define(flags.DEFINE_integer, "seed", 0, "Seed for weights, shuffling and augmentation.", flag_values=flag_values)
     _define(flags.DEFINE_integer, "patience", 5, "EarlyStopping patience in epochs on val_auc; 0 turns it off.", flag_values=flag_values)
     _define(flags.DEFINE_integer, "reduce_lr_patience", 0,
@@ -150,6 +166,8 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 32
     learning_rate: float = 1e-3
+    warmup_epochs: int = 0
+    fine_tune_learning_rate: float | None = None   # None: learning_rate / 10
     seed: int = 0
     cache: str = "none"
     deterministic: bool = False
@@ -198,10 +216,33 @@ class TrainConfig:
         if self.train_classes not in TRAIN_CLASSES:
             raise ValueError(f"train_classes must be one of {TRAIN_CLASSES}, got {self.train_classes!r}")
         self.pseudo_fake_spec   # checks --pseudo_fakes and --pseudo_fake_fraction
+        if self.warmup_epochs:
+            self._check_warmup()
 
     @property
     def pseudo_fake_spec(self) -> PseudoFakes:
         return PseudoFakes(self.pseudo_fakes, self.pseudo_fake_fraction)
+
+    def _check_warmup(self):
+        if not 0 < self.warmup_epochs < self.epochs:
+            raise ValueError(f"--warmup_epochs must be between 1 and --epochs - 1 (phase two needs an epoch), "
+                             f"got {self.warmup_epochs} with --epochs={self.epochs}")
+        if not models.has_backbone(self.model):
+            backbone_models = ", ".join(name for name in models.MODEL_NAMES if models.has_backbone(name))
+            raise ValueError(f"--warmup_epochs trains the head of a pretrained backbone first, but --model={self.model} "
+                             f"has no backbone; use one of {backbone_models}, or --warmup_epochs=0")
+        if self.hparams.get("freeze_backbone"):
+            raise ValueError("--freeze_backbone keeps the backbone frozen for the whole run and --warmup_epochs "
+                             "unfreezes it after the warm-up: give one of them")
+        if self.fine_tune_learning_rate is not None and self.fine_tune_learning_rate <= 0:
+            raise ValueError(f"--fine_tune_learning_rate must be > 0, got {self.fine_tune_learning_rate}")
+
+    @property
+    def fine_tune_rate(self) -> float:
+        """The learning rate after the warm-up."""
+        if self.fine_tune_learning_rate is not None:
+            return self.fine_tune_learning_rate
+        return self.learning_rate / 10
 
 
 def _finite(value) -> bool:
@@ -260,7 +301,8 @@ def flagfile_text(config: TrainConfig) -> str:
     lines = ["# Resolved flags of this run. Re-run (or resume) it with:",
              "#   python -m dfd.train --flagfile=THIS_FILE"]
     for field in dataclasses.fields(TrainConfig):
-        if field.name != "hparams":
+        # None: unset, the flag's own default (e.g. --fine_tune_learning_rate).
+        if field.name != "hparams" and getattr(config, field.name) is not None:
             lines.append(_flag_line(field.name, getattr(config, field.name)))
     for name in sorted(config.hparams):
         lines.append(_flag_line(name, config.hparams[name]))

@@ -266,3 +266,25 @@ def test_image_model_on_video_records_ignores_padding_frames(tmp_path):
     np.testing.assert_allclose(scored["frame_scores"]["short.mp4"], [0.2, 0.4, 0.6], atol=1e-6)
     maximum = evaluate.score_split(loaded, DatasetMetadata.load(data_dir), "test", aggregate="max")
     np.testing.assert_allclose(maximum["scores"], [0.6, 0.2], atol=1e-6)
+
+
+def test_backbone_models_through_evaluate_predict_and_export(media_files, tmp_path):
+    """The keras.applications models go through the same paths: an EfficientNet video model and image model."""
+    data_dir = write_fake_dataset(tmp_path / "data", kind="video", num_frames=2, size=32,
+                                  counts={"val": (1, 1), "test": (1, 1)}, shards_per_split=1)
+    spec = DatasetMetadata.load(data_dir).preprocessing
+    keras.utils.set_random_seed(0)
+    video_model = models.build_model("efficientnet_b0_video", (2, 32, 32, 3), temporal="mean")
+    layout = make_run(tmp_path / "video_run", spec, video_model, data_dir)
+    result = evaluate.evaluate(layout.root, split="test", print_report=False)
+    saved = json.loads((layout.eval_dir("test") / "metrics.json").read_text())
+    assert saved["at_0.5"]["count"] == 2 and 0 <= result["threshold"]["value"] <= 1
+    [video] = predict.predict_files(loading.load(layout.root), [str(media_files / "videos" / "clip.mp4")], progress=None)
+    assert video.error is None and video.frames_used == 2 and 0 <= video.fake_probability <= 1
+    assert export.export(layout.root, tmp_path / "export", verbose=False) <= export.MAX_ABS_DIFFERENCE
+
+    image_spec = PreprocessSpec(kind="image", num_frames=1, size=32, encoding="jpeg")
+    image_layout = make_run(tmp_path / "image_run", image_spec, models.build_model("efficientnet_b0", (32, 32, 3)))
+    [image] = predict.predict_files(loading.load(image_layout.root), [str(media_files / "images" / "face.jpg")],
+                                    progress=None)
+    assert image.error is None and image.kind == "image" and 0 <= image.fake_probability <= 1

@@ -41,11 +41,14 @@ def mixed_precision():
 
 
 def test_registry_names_and_kinds():
-    assert MODEL_NAMES == ("cnn_lstm", "image_cnn", "inception_v3")
-    assert [model_kind(name) for name in MODEL_NAMES] == ["video", "image", "image"]
+    assert MODEL_NAMES == ("cnn_lstm", "efficientnet_b0", "efficientnet_b0_video", "efficientnet_b4",
+                           "efficientnet_b4_video", "image_cnn", "inception_v3", "inception_v3_video", "xception",
+                           "xception_video")
+    assert [name for name in MODEL_NAMES if model_kind(name) == "video"] == [
+        "cnn_lstm", "efficientnet_b0_video", "efficientnet_b4_video", "inception_v3_video", "xception_video"]
 
 
-@pytest.mark.parametrize("name", ["cnn_lstm", "image_cnn", "inception_v3"])
+@pytest.mark.parametrize("name", MODEL_NAMES)
 def test_default_hparams_list_every_build_argument(name):
     module = dfd.models._REGISTRY[name][1]
     keyword_only = [parameter.name for parameter in inspect.signature(module.build).parameters.values()
@@ -142,7 +145,7 @@ def test_hparams_from_flag_strings():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda: build_model("resnet", (64, 64, 3)), "valid models: cnn_lstm, image_cnn, inception_v3"),
+    (lambda: build_model("resnet", (64, 64, 3)), "valid models: cnn_lstm, efficientnet_b0, efficientnet_b0_video"),
     (lambda: model_kind("resnet"), "valid models"),
     (lambda: default_hparams("resnet"), "valid models"),
     (lambda: build_model("image_cnn", (64, 64, 3), lstm_units=8),
@@ -162,12 +165,12 @@ def test_clear_errors(call, message):
 def test_missing_inception_weights_file_says_what_to_place_where(tmp_path):
     missing = tmp_path / "weights" / "notop.h5"
     with pytest.raises(ValueError) as error:
-        build_model("inception_v3", (256, 256, 3), inception_weights=str(missing))
+        build_model("inception_v3", (256, 256, 3), backbone_weights=str(missing))
     assert str(missing) in str(error.value)
     assert "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5" in str(error.value)
     # A folder means "the standard file name inside it".
     with pytest.raises(ValueError, match="inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"):
-        build_model("inception_v3", (256, 256, 3), inception_weights=str(tmp_path))
+        build_model("inception_v3", (256, 256, 3), backbone_weights=str(tmp_path))
 
 
 def write_notop_weights_file(path, seed=7):
@@ -189,7 +192,7 @@ def write_notop_weights_file(path, seed=7):
 def test_inception_loads_a_local_notop_weights_file_and_freezes_the_backbone(tmp_path):
     source = write_notop_weights_file(tmp_path / "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5")
     # A folder holding the standard file name is accepted too, and weights fit any input size >= 75.
-    model = build_model("inception_v3", (96, 96, 3), inception_weights=str(tmp_path), freeze_backbone=True,
+    model = build_model("inception_v3", (96, 96, 3), backbone_weights=str(tmp_path), freeze_backbone=True,
                         head_units=16)
     backbone = model.get_layer("inception_v3")
     for loaded, saved in zip(backbone.weights, source.weights):

@@ -92,3 +92,24 @@ def test_two_stage_configs_chain_image64_then_video_frozen_cnn(tmp_path):
     image_weights = [weight.numpy() for weight in image_model.weights]
     for weight in frame_cnn.weights:
         assert any(w.shape == weight.shape and np.array_equal(w, weight.numpy()) for w in image_weights)
+
+
+def test_old_inception_weights_flag_means_backbone_weights(tmp_path):
+    config = _parse("--data=d", "--run_dir=r", "--model=inception_v3", "--inception_weights=weights/")
+    assert config.hparams == {"backbone_weights": "weights/"}
+    # An old run's flags.txt keeps working as a flagfile.
+    old = tmp_path / "flags.txt"
+    old.write_text("--data=d\n--run_dir=r\n--model=inception_v3\n--inception_weights=none\n--nofreeze_backbone\n")
+    assert _parse(f"--flagfile={old}").hparams == {"backbone_weights": "none", "freeze_backbone": False}
+
+
+def test_warmup_flags_reach_the_config_and_the_flagfile():
+    config = _parse("--data=d", "--run_dir=r", "--model=efficientnet_b0", "--epochs=5", "--warmup_epochs=2",
+                    "--learning_rate=0.01")
+    assert (config.warmup_epochs, config.fine_tune_learning_rate, config.fine_tune_rate) == (2, None, 0.001)
+    text = train_flags.flagfile_text(config)
+    assert "--warmup_epochs=2" in text and "fine_tune_learning_rate" not in text   # unset stays unset
+    again = _parse(*[line for line in text.splitlines() if not line.startswith("#")], "--fine_tune_learning_rate=3e-4")
+    assert again.fine_tune_rate == 3e-4
+    with pytest.raises(ValueError, match="--model=image_cnn has no backbone"):
+        _parse("--data=d", "--run_dir=r", "--model=image_cnn", "--warmup_epochs=1")

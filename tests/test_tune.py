@@ -69,7 +69,7 @@ def test_inception_space_builds_and_searches_freezing_only_with_weights():
     assert learning_rate == pytest.approx(1e-4)
     assert models.build_model("inception_v3", (75, 75, 3), **hparams).output_shape == (None, 2)
     with_weights = keras_tuner.HyperParameters()
-    define_search_space(with_weights, "inception_v3", {"inception_weights": "weights/notop.h5"}, (75, 75, 3))
+    define_search_space(with_weights, "inception_v3", {"backbone_weights": "weights/notop.h5"}, (75, 75, 3))
     assert with_weights.values["freeze_backbone"] is False   # searched; the seed fine-tuned
 
 
@@ -275,3 +275,22 @@ def test_progress_counts_hyperbands_schedule_capped_by_max_trials():
     assert scheduled_trials(oracle) == 30   # brackets of 12+4+2, 6+2 and 4 trials (configs/tune_video.flags)
     oracle.max_trials = 10
     assert scheduled_trials(oracle) == 10
+
+
+@pytest.mark.parametrize("name, shape", [("efficientnet_b0", (32, 32, 3)), ("efficientnet_b0_video", (2, 32, 32, 3))])
+def test_backbone_model_spaces_build(name, shape):
+    hp = keras_tuner.HyperParameters()
+    hparams, learning_rate = define_search_space(hp, name, {}, shape)
+    assert "freeze_backbone" not in hp.values and learning_rate == pytest.approx(1e-4)
+    if name.endswith("_video"):
+        assert hparams["temporal"] == "lstm" and hparams["lstm_units"] == 64
+        mean = keras_tuner.HyperParameters()
+        mean.values["temporal"] = "mean"
+        mean_hparams, _ = define_search_space(mean, name, {}, shape)
+        assert mean_hparams["temporal"] == "mean" and "lstm_units" not in mean_hparams
+        pinned, _ = define_search_space(keras_tuner.HyperParameters(), name, {"temporal": "mean"}, shape)
+        assert "lstm_units" not in pinned
+    assert models.build_model(name, shape, **hparams).output_shape == (None, 1)
+    with_weights = keras_tuner.HyperParameters()
+    define_search_space(with_weights, name, {"backbone_weights": "imagenet"}, shape)
+    assert with_weights.values["freeze_backbone"] is False

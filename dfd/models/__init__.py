@@ -1,19 +1,26 @@
 """The models, looked up by name (`--model`). The trainer, tuner, evaluate, predict and export share this API.
 
     build_model(name, input_shape, **hparams) -> keras.Model   # not compiled: the trainer compiles
-    MODEL_NAMES                                                 # ("cnn_lstm", "image_cnn", "inception_v3")
+    MODEL_NAMES                                                 # every name, sorted (see _REGISTRY)
     model_kind(name) -> "image" | "video"                       # image: (H, W, 3); video: (T, H, W, 3)
     default_hparams(name) -> dict                               # every hparam of a model with its default
     input_shape_for(name, record_shape) -> tuple                # a dataset's RecordShape → the model's input
     HPARAM_NAMES                                                # every hparam name of every model
+    HPARAM_ALIASES                                              # old hparam name → its current name
+    has_backbone(name) -> bool                                  # a keras.applications backbone (warm-up, freezing)
     select_hparams(name, values) -> dict                        # flag values → build_model kwargs for `name`
     fake_probability(outputs) -> P(fake), shape (B,)            # numpy or tensor
     loss_for(model) -> keras loss for integer labels (0 real, 1 fake)
     metrics_for(model) -> [accuracy, auc, precision, recall] on P(fake)
 
 Inputs are uint8 batches; each model's first layer scales them to float on the accelerator. The last
-layer computes in float32, so outputs are float32 under mixed precision. Heads: image_cnn and cnn_lstm
-end in Dense(1, sigmoid); inception_v3 ends in Dense(2, softmax) as in the seed.
+layer computes in float32, so outputs are float32 under mixed precision. Heads: every model ends in
+Dense(1, sigmoid) except inception_v3, which ends in Dense(2, softmax) as in the seed.
+
+Image models: image_cnn (the seed's CNN), inception_v3 (the seed's transfer model), efficientnet_b0,
+efficientnet_b4, xception (dfd.models.backbone_models). Video models: cnn_lstm (the seed's CNN+LSTM) and
+<backbone>_video for each backbone (efficientnet_b0, efficientnet_b4, xception, inception_v3): the
+backbone encodes each frame inside TimeDistributed, then an LSTM head or a temporal mean.
 
 Metrics for both heads: labels stay integers for every model. loss_for picks binary crossentropy
 (sigmoid-1) or sparse categorical crossentropy (softmax-2); metrics_for returns registered Keras
@@ -25,8 +32,14 @@ so the trainer compiles every model the same way and `val_auc` is the ROC AUC of
 
 Hparams (default_hparams(name) is the source of truth; conv_filters/kernel_sizes also accept "16,32,64"):
     image_cnn     conv_filters=(16, 32, 64) kernel_sizes=(3, 3, 5) dense_units=256 dropout=0.25 l2=0.0
-    inception_v3  inception_weights="none" (or PATH to the ImageNet notop .h5, or a folder holding it)
-                  freeze_backbone=False head_units=1024 dropout=0.0
+    inception_v3  backbone_weights="none" freeze_backbone=False head_units=1024 dropout=0.0
+    efficientnet_b0, efficientnet_b4, xception
+                  backbone_weights="none" freeze_backbone=False dropout=0.2 (0.4 for efficientnet_b4)
+    <backbone>_video
+                  backbone_weights="none" freeze_backbone=False temporal="lstm" (or "mean") lstm_units=64
+                  head_units=64 dropout=0.25 (lstm_units and head_units shape only the LSTM head)
+    backbone_weights: none | imagenet (Keras's download and cache) | PATH (a local notop .h5, or a folder
+                  holding it); see dfd.models.backbones. The old name inception_weights still works.
     cnn_lstm      conv_filters=(16, 32, 64) kernel_sizes=(3, 3, 5) frame_dense_units=256 lstm_units=64
                   head_units=64 dropout=0.25 l2=0.0 frame_cnn="none" (or an image_cnn run dir / .keras file)
                   freeze_frame_cnn=False
@@ -40,22 +53,29 @@ from __future__ import annotations
 import keras
 
 from dfd.models import cnn_lstm, image_cnn, inception
+from dfd.models.backbone_models import ImageBackboneModel, VideoBackboneModel
+from dfd.models.backbones import BACKBONE_NAMES
 from dfd.models.heads import fake_probability, loss_for, metrics_for
 
-# name → (kind, module with DEFAULTS and build(input_shape, **hparams))
+# name → (kind, module (or object) with DEFAULTS and build(input_shape, **hparams))
 _REGISTRY = {
     "cnn_lstm": ("video", cnn_lstm),
     "image_cnn": ("image", image_cnn),
     "inception_v3": ("image", inception),
+    **{name: ("image", ImageBackboneModel(name)) for name in BACKBONE_NAMES if name != "inception_v3"},
+    **{f"{name}_video": ("video", VideoBackboneModel(name)) for name in BACKBONE_NAMES},
 }
+
+# Old hparam names still accepted (flags, flagfiles, old runs' flags.txt, build_model kwargs).
+HPARAM_ALIASES = {"inception_weights": "backbone_weights"}
 
 MODEL_NAMES = tuple(sorted(_REGISTRY))
 
 # Hparams holding one int per conv block; flags may hand them over as "16,32,64".
 _INT_TUPLE_HPARAMS = ("conv_filters", "kernel_sizes")
 
-__all__ = ["HPARAM_NAMES", "MODEL_NAMES", "build_model", "default_hparams", "fake_probability", "input_shape_for",
-           "loss_for", "metrics_for", "model_kind", "select_hparams"]
+__all__ = ["HPARAM_ALIASES", "HPARAM_NAMES", "MODEL_NAMES", "build_model", "default_hparams", "fake_probability",
+           "has_backbone", "input_shape_for", "loss_for", "metrics_for", "model_kind", "select_hparams"]
 
 # Shared names mean the same thing in every model (dropout, l2, conv_filters...), so one flag serves all.
 HPARAM_NAMES = tuple(sorted({key for _, module in _REGISTRY.values() for key in module.DEFAULTS}))
@@ -70,6 +90,11 @@ def _entry(name: str):
 def model_kind(name: str) -> str:
     """"image" for models taking (H, W, 3) images, "video" for models taking (T, H, W, 3) clips."""
     return _entry(name)[0]
+
+
+def has_backbone(name: str) -> bool:
+    """True for models built on a keras.applications backbone (backbone_weights, freeze_backbone, warm-up)."""
+    return "backbone_weights" in _entry(name)[1].DEFAULTS
 
 
 def default_hparams(name: str) -> dict:
@@ -149,6 +174,11 @@ def build_model(name: str, input_shape: tuple, **hparams) -> keras.Model:
     Unspecified hparams take default_hparams(name); an unknown one is a ValueError naming the valid ones.
     """
     kind, module = _entry(name)
+    for old, new in HPARAM_ALIASES.items():
+        if old in hparams:
+            if new in hparams and hparams[new] != hparams[old]:
+                raise ValueError(f"{old} is the old name of {new}: give only {new}.")
+            hparams[new] = hparams.pop(old)
     unknown = sorted(set(hparams) - set(module.DEFAULTS))
     if unknown:
         raise ValueError(f"Unknown hparam(s) {', '.join(unknown)} for model {name!r}; "

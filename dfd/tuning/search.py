@@ -86,6 +86,9 @@ def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions)
     if config.strategy == "multi_worker":
         raise SearchSettingsError("dfd.tune runs on one machine (keras-tuner supports single-worker strategies only); "
                          "use --strategy=auto, one_device or mirrored")
+    if config.warmup_epochs:
+        raise SearchSettingsError("dfd.tune trains every trial in one phase: leave --warmup_epochs out of the search "
+                                  "(search with --freeze_backbone or without), then train the best flags with it")
     layout = RunLayout(config.run_dir)
     meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
     kind = models.model_kind(config.model)

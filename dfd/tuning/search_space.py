@@ -18,8 +18,11 @@ What is searched:
   cnn_lstm with --frame_cnn=PATH (two-stage): the loaded CNN fixes the frame features, so only the LSTM
                        head, dropout, l2, learning_rate and freeze_frame_cnn (frozen vs fine-tuned).
   inception_v3         head_units, dropout, learning_rate; freeze_backbone (frozen vs fine-tuned) only
-                       with ImageNet weights (--inception_weights=PATH): a frozen random backbone
+                       with ImageNet weights (--backbone_weights=imagenet|PATH): a frozen random backbone
                        is a random feature extractor, not a variant worth a trial.
+  efficientnet_b0, efficientnet_b4, xception and the <backbone>_video models
+                       dropout, learning_rate, freeze_backbone only with weights (as inception_v3); the
+                       video models also temporal (lstm or mean) and, for lstm, lstm_units and head_units.
 
 Hparams given as flags (base_hparams, e.g. --lstm_units=32 in the flagfile) are pinned: they are not
 searched and reach every trial as given. --conv_filters or --kernel_sizes pins the whole conv stack.
@@ -28,6 +31,7 @@ searched and reach every trial as given. --conv_filters or --kernel_sizes pins t
 from __future__ import annotations
 
 from dfd import models
+from dfd.models.backbone_models import TEMPORAL_HEADS
 from dfd.models.layers import FEATURE_POOLINGS
 
 MAX_CONV_BLOCKS = 3            # the seed's stack; the search looks at it and at simpler ones
@@ -82,7 +86,7 @@ def _conv_stack(hp, frame_shape: tuple, default_filters, default_kernels) -> dic
 
 
 def _learning_rate(hp, model_name: str) -> float:
-    if model_name == "inception_v3":   # a large pretrained network: the seed trained it at 1e-4
+    if models.has_backbone(model_name):   # a large pretrained network: the seed trained inception at 1e-4
         return hp.Float("learning_rate", 1e-5, 1e-3, sampling="log", default=1e-4)
     return hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
 
@@ -111,12 +115,26 @@ def define_search_space(hp, model_name: str, base_hparams: dict | None = None,
         return base[name] if name in base else define()
 
     hparams = dict(base)
-    if model_name == "inception_v3":
-        hparams["head_units"] = pick("head_units", lambda: hp.Choice(
-            "head_units", list(INCEPTION_HEAD_UNITS), default=defaults["head_units"]))
-        if _is_set(defaults["inception_weights"]):
+    if models.has_backbone(model_name):
+        if model_name == "inception_v3":
+            hparams["head_units"] = pick("head_units", lambda: hp.Choice(
+                "head_units", list(INCEPTION_HEAD_UNITS), default=defaults["head_units"]))
+        if _is_set(defaults["backbone_weights"]):
             hparams["freeze_backbone"] = pick("freeze_backbone", lambda: hp.Boolean(
                 "freeze_backbone", default=bool(defaults["freeze_backbone"])))
+        if "temporal" in defaults:   # a <backbone>_video model
+            hparams["temporal"] = pick("temporal", lambda: hp.Choice(
+                "temporal", list(TEMPORAL_HEADS), default=defaults["temporal"]))
+            for name in ("lstm_units", "head_units"):
+                define = lambda name=name: hp.Choice(name, list(RECURRENT_UNITS), default=defaults[name])  # noqa: E731
+                if "temporal" not in base:
+                    # Only the LSTM head has them: conditional, so "mean" trials neither record nor vary them.
+                    with hp.conditional_scope("temporal", ["lstm"]):
+                        value = pick(name, define)
+                elif hparams["temporal"] == "lstm":
+                    value = pick(name, define)
+                if hparams["temporal"] == "lstm":
+                    hparams[name] = value
     else:
         two_stage = model_name == "cnn_lstm" and _is_set(defaults.get("frame_cnn"))
         if two_stage:
