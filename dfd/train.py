@@ -346,7 +346,7 @@ def _recorded_metadata(meta: DatasetMetadata) -> dict:
 def _checked_data(config: train_flags.TrainConfig) -> DatasetMetadata:
     """The data's metadata, checked to suit config.model (a clear error, not a traceback later)."""
     from dfd import models
-    from dfd.data import integrity, pipeline
+    from dfd.data import pipeline
 
     meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
     kind, data_kind = models.model_kind(config.model), meta.preprocessing.kind
@@ -362,7 +362,7 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
     keras = _keras()
     import tensorflow as tf
 
-    from dfd.data import pipeline
+    from dfd.data import integrity, pipeline
 
     layout = RunLayout(config.run_dir)
     # Non-chief workers write their (identical) checkpoints and logs to a temporary folder that is
