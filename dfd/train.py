@@ -221,14 +221,40 @@ def _profile_batch(value: str):
 def build_and_compile(config: train_flags.TrainConfig, input_shape: tuple, hparams: dict):
     """The model of `config` compiled as the trainer compiles it (the tuner's build_model(hp) calls this).
 
-    Call inside the distribution strategy's scope and after setting the dtype policy.
+    The model is wrapped behind the on-device augmentation layer when any --augment_* op (other than
+    the host's --augment_jpeg) is on (dfd.models.augmentation.wrap): every model gets the same
+    augmentation, which acts in training only. Call inside the distribution strategy's scope and
+    after setting the dtype policy.
     """
     keras = _keras()
     from dfd import models
+    from dfd.models import augmentation
     model = models.build_model(config.model, input_shape, **hparams)
+    model = augmentation.wrap(model, train_flags.device_augment(config), seed=config.seed)
     model.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss=models.loss_for(model),
                   metrics=models.metrics_for(model), jit_compile=config.jit_compile)
     return model
+
+
+def frames_per_clip(config: train_flags.TrainConfig, spec) -> int | None:
+    """K frames per clip when an image model trains on video records (None: the data's own examples).
+
+    An image model on video data reads frames: --frames_per_clip=K random ones per clip and epoch, 1 when
+    unset (an epoch then has as many steps as with clips). Video models need video data; image data
+    has one frame per record, so --frames_per_clip applies to neither.
+    """
+    from dfd import models
+    kind = models.model_kind(config.model)
+    if kind == "image" and spec.kind == "video":
+        return config.frames_per_clip or 1
+    if kind != spec.kind:
+        raise ValueError(f"--model={config.model} is a {kind} model but {config.data} holds {spec.kind} "
+                         f"records; use a {kind} dataset or a {spec.kind} model")
+    if config.frames_per_clip:
+        raise ValueError(f"--frames_per_clip applies to an image model on video records; --model={config.model} "
+                         f"on {spec.kind} records reads whole {'clips' if kind == 'video' else 'images'}: "
+                         "leave it unset")
+    return None
 
 
 def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) -> dict:
@@ -252,11 +278,8 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
 
     meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
     spec = meta.preprocessing
-    kind = models.model_kind(config.model)
-    if kind != spec.kind:
-        raise ValueError(f"--model={config.model} is a {kind} model but {config.data} holds {spec.kind} "
-                         f"records; use a {kind} dataset or a {spec.kind} model")
-    input_shape = pipeline.output_shape(config.data)
+    frames = frames_per_clip(config, spec)
+    input_shape = pipeline.output_shape(config.data, frames=frames is not None)
     weights = class_weights(meta, config.class_weight_threshold)
 
     precision = resolve_precision(config.precision)
@@ -273,21 +296,25 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
             # Tested with two CPU workers; several GPUs in one process are untested here.
             _build_from_local_batch(model, strategy)
 
-        augment = pipeline.Augment(flip=config.augment_flip, brightness=config.augment_brightness,
-                                   contrast=config.augment_contrast)
         # The training set repeats and fit counts steps: every worker of a multi-worker run then
         # takes the same number of steps, whatever its share of the shards.
         train_data, num_train = pipeline.make_dataset(
             config.data, "train", batch_size=config.batch_size, training=True, cache=config.cache,
-            augment=augment, deterministic=config.deterministic, seed=config.seed,
+            augment=train_flags.host_augment(config), frames_per_clip=frames,
+            deterministic=config.deterministic, seed=config.seed,
             expected_shape=model.input_shape, shuffle_buffer=config.shuffle_buffer, repeat=True)
         val_data, num_val = pipeline.make_dataset(
             config.data, "val", batch_size=config.batch_size, training=False,
             cache=config.cache, expected_shape=model.input_shape,
+            # Frame-level validation on every frame of each val clip: deterministic, so val_auc (which
+            # picks the best epoch) does not move with the frames drawn, and the same frame-level ROC
+            # AUC that dfd.evaluate reports; it costs one inference per stored frame.
+            frames_per_clip=None if frames is None else "all",
             # Every worker evaluates the whole validation split: shards of unequal size would give
             # workers unequal step counts and hang the all-reduce; the metrics come out the same.
             shard_files=config.strategy != "multi_worker")
-        steps = pipeline.steps_per_epoch(num_train, config.batch_size, training=True)
+        # With frames_per_clip=K an epoch shows every clip once as K frames: num_train * K examples.
+        steps = pipeline.steps_per_epoch(num_train * (frames or 1), config.batch_size, training=True)
 
         if chief:
             layout.root.mkdir(parents=True, exist_ok=True)
@@ -318,8 +345,10 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
                                                                patience=config.reduce_lr_patience))
         callbacks += list(extra_callbacks or [])
 
-        print(f"dfd.train: {config.model} on {config.data} ({num_train} train / {num_val} val clips of "
-              f"{input_shape}), {steps} steps/epoch, precision {precision}, "
+        reading = (f"{frames} random frame(s) per train clip, every frame of the val clips, as images of "
+                   if frames else "")
+        print(f"dfd.train: {config.model} on {config.data} ({num_train} train / {num_val} val clips, "
+              f"{reading}{input_shape}), {steps} steps/epoch, precision {precision}, "
               f"{strategy.num_replicas_in_sync} replica(s), run dir {config.run_dir}")
         if weights:
             print(f"dfd.train: imbalanced train split {meta.class_counts('train')}: class weights {weights}")
