@@ -166,7 +166,8 @@ def _check_expected_shape(example_shape, expected_shape, data_dir) -> None:
         raise ValueError(
             f"{data_dir} holds examples of shape {example_shape} but the model expects {expected} "
             f"({detail}). Convert the data with matching --num_frames/--size, or pick a model "
-            "for this data (image models need an image dataset, video models a video dataset).")
+            "for this data (image models need an image dataset or frames of video records with "
+            "--frames_per_clip, video models a video dataset).")
 
 
 def make_dataset(
