@@ -269,13 +269,17 @@ def make_dataset(
             clips = tf.reshape(clips, (-1,) + example_shape)
         return clips, labels
 
+    features = schema.training_features(shape)
+    if frames_per_clip is not None:
+        # Frame sampling avoids a short video's padding. Parsed only then: whole clips need no
+        # per-record count, and the clip path stays as close to the decode limit as it can (P1).
+        features[schema.PADDED_FRAMES] = tf.io.FixedLenFeature([], tf.int64, default_value=0)
+
     def parse_and_decode(serialized):
-        parsed = tf.io.parse_example(serialized, {
-            **schema.training_features(shape),
-            # Frame sampling avoids a short video's padding; a scalar per record, nearly free to parse.
-            schema.PADDED_FRAMES: tf.io.FixedLenFeature([], tf.int64, default_value=0)})
+        parsed = tf.io.parse_example(serialized, features)
         clips = schema.decode_frames(parsed[schema.FRAMES], shape)
-        return clips, tf.cast(parsed[schema.LABEL], tf.int32), parsed[schema.PADDED_FRAMES]
+        padded = parsed.get(schema.PADDED_FRAMES, tf.zeros_like(parsed[schema.LABEL]))
+        return clips, tf.cast(parsed[schema.LABEL], tf.int32), padded
 
     def parse_decode_finish(serialized):
         return finish(*parse_and_decode(serialized))
