@@ -136,3 +136,13 @@ def test_two_stage_cnn_lstm_finds_frame_features_inside_a_wrapped_image_cnn(tmp_
                               lstm_units=4, head_units=4)
     assert video_model.get_layer("frame_cnn").layer.output.shape[-1] == 8
     assert not video_model.get_layer("frame_cnn").trainable
+
+
+def test_every_op_compiles_with_xla():
+    """--jit_compile=True: every op has an XLA kernel (tf.image.crop_and_resize, for one, has none)."""
+    inner = build_model("image_cnn", (12, 12, 3), conv_filters="4", kernel_sizes="3", dense_units=4)
+    everything = {key: value for op in OPS.values() for key, value in op.items()}
+    wrapped = augmentation.wrap(inner, DeviceAugment(**everything), seed=0)
+    wrapped.compile(optimizer="adam", loss=loss_for(wrapped), jit_compile=True)
+    loss = wrapped.train_on_batch(_clips((4, 12, 12, 3)), np.array([0, 1, 0, 1]))
+    assert np.isfinite(loss)

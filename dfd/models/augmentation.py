@@ -21,7 +21,7 @@ untouched. It has no weights, only a seed generator's state, so a wrapped model 
 count of the model inside (the seed's cnn_lstm stays at 552,609).
 
 The ops, in the order they run (0 / False turns one off):
-  flip        mirror left-right with probability 1/2.
+  flip        mirror left-right with probability 1/2 (on the uint8 input: flip alone needs no float math).
   crop        random resized crop: a box of height and width drawn from [1 - crop, 1] of the frame's, at
               a random position, resized back to the frame size (bilinear): zoom and shift in one op.
   brightness  add a delta drawn from [-brightness, brightness] × 255.
@@ -111,13 +111,18 @@ class ClipAugmentation(keras.layers.Layer):
         if not training or not self.augment.enabled:
             return inputs
         clips = inputs[:, None] if len(inputs.shape) == 4 else inputs   # images are clips of one frame
-        x = tf.cast(clips, tf.float32)
-        per_clip = tf.stack([tf.shape(x)[0], 1, 1, 1, 1])
         augment = self.augment
-        if augment.crop:
-            x = random_resized_crop(x, self._uniform(tf.stack([tf.shape(x)[0], 4]), 0.0, 1.0), augment.crop)
+        batch = tf.shape(clips)[0]
         if augment.flip:
-            x = tf.where(self._uniform(per_clip, 0.0, 1.0) < 0.5, tf.reverse(x, axis=[3]), x)
+            # On the uint8 clips, before anything else: the default flip-only model then does no float
+            # math at all. (Flipping before the crop is the same distribution: crop boxes are symmetric.)
+            clips = flip(clips, self._uniform(tf.reshape(batch, [1]), 0.0, 1.0) < 0.5)
+        if augment == DeviceAugment(flip=augment.flip):
+            return clips[:, 0] if len(inputs.shape) == 4 else clips
+        x = tf.cast(clips, tf.float32)
+        per_clip = tf.stack([batch, 1, 1, 1, 1])
+        if augment.crop:
+            x = random_resized_crop(x, self._uniform(tf.stack([batch, 4]), 0.0, 1.0), augment.crop)
         if augment.brightness:
             x = x + 255.0 * self._uniform(per_clip, -augment.brightness, augment.brightness)
         if augment.contrast:
@@ -145,6 +150,22 @@ class ClipAugmentation(keras.layers.Layer):
 
 _LUMA = tf.constant([0.299, 0.587, 0.114], tf.float32)
 _RGB_TO_YIQ = tf.constant([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], tf.float32)
+
+
+def flip(clips, flipped):
+    """Mirrors the clips (B, T, H, W, C) where `flipped` (B,) is True, every frame alike.
+
+    A gather of per-clip column indices, on any dtype: measured on 2 CPU cores for 32 clips of
+    16x64x64 uint8, 16 ms against 35 ms for tf.where(mask, tf.reverse(x), x) (which computes both
+    and selects) and 51 ms for the same in float32. dynamic_partition/stitch was faster still
+    (3 ms) but has no XLA kernel, and --jit_compile must keep working.
+    """
+    shape = tf.shape(clips)
+    width = shape[3]
+    columns = tf.range(width)[None]
+    indices = tf.where(flipped[:, None], width - 1 - columns, columns)                  # (B, W)
+    rows = tf.reshape(clips, tf.stack([shape[0], -1, width, shape[4]]))                # (B, T*H, W, C)
+    return tf.reshape(tf.gather(rows, indices, axis=2, batch_dims=1), shape)
 
 
 def random_resized_crop(clips, uniforms, strength):
