@@ -41,6 +41,26 @@ def _augmentations():
                                       blur=1.5, noise=0.03, cutout=0.3))]
 
 
+def _layer_cost(augment, batch, calls: int = 10) -> tuple[float, float]:
+    """(CPU ms, wall ms) per batch of the augmentation layer alone, in training mode, traced once.
+
+    CPU time of this process is what the op costs and moves little with other jobs on a shared
+    machine, where step times (wall) do.
+    """
+    import tensorflow as tf
+
+    from dfd.models.augmentation import ClipAugmentation
+
+    layer = ClipAugmentation(**{field: getattr(augment, field) for field in augment.__dataclass_fields__}, seed=0)
+    apply = tf.function(lambda clips: layer(clips, training=True))
+    batch = tf.constant(batch)
+    apply(batch)
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(calls):
+        apply(batch).numpy()
+    return 1000 * (time.process_time() - cpu) / calls, 1000 * (time.perf_counter() - wall) / calls
+
+
 def _epoch_timer():
     import keras
 
@@ -119,6 +139,7 @@ def main(argv) -> None:
         memory_speed = run(model, **in_memory)
         pipeline_speed = run(model, x=feed, steps_per_epoch=steps, shuffle=False)
         augmented_speeds = [(name, run(compiled(augment), **in_memory)) for name, augment in _augmentations()]
+        layer_costs = [(name, _layer_cost(augment, clips[:batch_size])) for name, augment in _augmentations()]
         utilisation = _gpu_utilisation() if tf.config.list_physical_devices("GPU") else None
     finally:
         if not flag_values.workdir:
@@ -138,5 +159,7 @@ def main(argv) -> None:
     costs = ", ".join(f"{name} +{1000 * batch_size / speed - base_ms:.1f} ms ({memory_speed / speed - 1:+.0%})"
                       for name, speed in augmented_speeds)
     print(f"on-device augmentation step-time cost over {base_ms:.1f} ms/step: {costs}")
+    print("augmentation layer alone, per batch: " + ", ".join(
+        f"{name} {cpu:.1f} ms CPU ({wall:.1f} ms wall)" for name, (cpu, wall) in layer_costs))
     print(f"P2 fit on TFRecord pipeline / fit on in-memory batches = {pipeline_speed / memory_speed:.2f} "
           "(target >= 0.95)")
