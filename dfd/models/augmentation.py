@@ -129,7 +129,7 @@ class ClipAugmentation(keras.layers.Layer):
             mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)   # per clip and channel
             x = (x - mean) * self._uniform(per_clip, 1.0 - augment.contrast, 1.0 + augment.contrast) + mean
         if augment.saturation:
-            grey = tf.reduce_sum(x * _LUMA, axis=-1, keepdims=True)
+            grey = tf.reduce_sum(x * tf.constant(_LUMA, tf.float32), axis=-1, keepdims=True)
             x = grey + (x - grey) * self._uniform(per_clip, 1.0 - augment.saturation, 1.0 + augment.saturation)
         if augment.hue:
             x = rotate_hue(x, self._uniform(tf.shape(x)[:1], -augment.hue, augment.hue))
@@ -148,8 +148,10 @@ class ClipAugmentation(keras.layers.Layer):
 # The ops, on float32 clips (B, T, H, W, C) in [0, 255]; random numbers come in per clip
 # --------------------------------------------------------------------------
 
-_LUMA = tf.constant([0.299, 0.587, 0.114], tf.float32)
-_RGB_TO_YIQ = tf.constant([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], tf.float32)
+# Plain tuples, not tensors: a tensor made at import would start TensorFlow's runtime before
+# dfd.train can configure a multi-worker strategy ("Collective ops must be configured at program startup").
+_LUMA = (0.299, 0.587, 0.114)
+_RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
 
 
 def flip(clips, flipped):
@@ -201,7 +203,8 @@ def rotate_hue(clips, turns):
     cos, sin, zero, one = tf.cos(angle), tf.sin(angle), tf.zeros_like(angle), tf.ones_like(angle)
     rotation = tf.stack([tf.stack([one, zero, zero], -1), tf.stack([zero, cos, -sin], -1),
                          tf.stack([zero, sin, cos], -1)], axis=1)                      # (B, 3, 3)
-    matrix = tf.linalg.inv(_RGB_TO_YIQ)[None] @ rotation @ _RGB_TO_YIQ[None]           # RGB → RGB per clip
+    to_yiq = tf.constant(_RGB_TO_YIQ, tf.float32)
+    matrix = tf.linalg.inv(to_yiq)[None] @ rotation @ to_yiq[None]                     # RGB → RGB per clip
     return tf.einsum("bthwc,bdc->bthwd", clips, matrix)
 
 
