@@ -3,7 +3,8 @@
     evaluate(run_dir, split="test", data=None, threshold_method="0.5", aggregate="mean") -> dict
 
 Writes into the run directory (dfd.run_layout.RunLayout):
-  eval/<split>/metrics.json       both metric sets, the threshold and where it came from
+  eval/<split>/metrics.json       both metric sets, the threshold and where it came from; for an
+                                  image model on video records also frame_level and video_level
   eval/<split>/*.png              confusion matrix, ROC, precision-recall, score histogram
   eval/<split>/predictions.csv    source, label, score, predicted: open the misclassified files
   tb/eval/<split>/                the same plots as TensorBoard images
