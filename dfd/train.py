@@ -280,10 +280,15 @@ def _profile_batch(value: str):
 def build_and_compile(config: train_flags.TrainConfig, input_shape: tuple, hparams: dict):
     """The model of `config` compiled as the trainer compiles it (the tuner's build_model(hp) calls this).
 
-    Call inside the distribution strategy's scope and after setting the dtype policy.
+    The model is wrapped behind the on-device augmentation layer when any --augment_* op (other than
+    the host's --augment_jpeg) is on (dfd.models.augmentation.wrap): every model gets the same
+    augmentation, which acts in training only. Call inside the distribution strategy's scope and
+    after setting the dtype policy.
     """
     from dfd import models
+    from dfd.models import augmentation
     model = models.build_model(config.model, input_shape, **hparams)
+    model = augmentation.wrap(model, train_flags.device_augment(config), seed=config.seed)
     compile_model(model, config, config.learning_rate)
     return model
 
@@ -294,6 +299,27 @@ def compile_model(model, config: train_flags.TrainConfig, learning_rate: float) 
     from dfd import models
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=models.loss_for(model),
                   metrics=models.metrics_for(model), jit_compile=config.jit_compile)
+
+
+def frames_per_clip(config: train_flags.TrainConfig, spec) -> int | None:
+    """K frames per clip when an image model trains on video records (None: the data's own examples).
+
+    An image model on video data reads frames: --frames_per_clip=K random ones per clip and epoch, 1 when
+    unset (an epoch then has as many steps as with clips). Video models need video data; image data
+    has one frame per record, so --frames_per_clip applies to neither.
+    """
+    from dfd import models
+    kind = models.model_kind(config.model)
+    if kind == "image" and spec.kind == "video":
+        return config.frames_per_clip or 1
+    if kind != spec.kind:
+        raise ValueError(f"--model={config.model} is a {kind} model but {config.data} holds {spec.kind} "
+                         f"records; use a {kind} dataset or a {spec.kind} model")
+    if config.frames_per_clip:
+        raise ValueError(f"--frames_per_clip applies to an image model on video records; --model={config.model} "
+                         f"on {spec.kind} records reads whole {'clips' if kind == 'video' else 'images'}: "
+                         "leave it unset")
+    return None
 
 
 def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None, overwrite: bool = False) -> dict:
@@ -345,14 +371,10 @@ def _recorded_metadata(meta: DatasetMetadata) -> dict:
 
 def _checked_data(config: train_flags.TrainConfig) -> DatasetMetadata:
     """The data's metadata, checked to suit config.model (a clear error, not a traceback later)."""
-    from dfd import models
     from dfd.data import pipeline
 
     meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
-    kind, data_kind = models.model_kind(config.model), meta.preprocessing.kind
-    if kind != data_kind:
-        raise ValueError(f"--model={config.model} is a {kind} model but {config.data} holds {data_kind} "
-                         f"records; use a {kind} dataset or a {data_kind} model")
+    frames_per_clip(config, meta.preprocessing)   # refuses a model that cannot read these records
     return meta
 
 
@@ -372,7 +394,8 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
 
     meta = meta or _checked_data(config)
     spec = meta.preprocessing
-    input_shape = pipeline.output_shape(config.data)
+    frames = frames_per_clip(config, spec)
+    input_shape = pipeline.output_shape(config.data, frames=frames is not None)
     weights = class_weights(meta, config.class_weight_threshold, config.pseudo_fake_spec, config.train_classes)
 
     precision = resolve_precision(config.precision)
@@ -389,22 +412,26 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
             # Tested with two CPU workers; several GPUs in one process are untested here.
             _build_from_local_batch(model, strategy)
 
-        augment = pipeline.Augment(flip=config.augment_flip, brightness=config.augment_brightness,
-                                   contrast=config.augment_contrast)
         # The training set repeats and fit counts steps: every worker of a multi-worker run then
         # takes the same number of steps, whatever its share of the shards.
         train_data, num_train = pipeline.make_dataset(
             config.data, "train", batch_size=config.batch_size, training=True, cache=config.cache,
-            augment=augment, deterministic=config.deterministic, seed=config.seed,
+            augment=train_flags.host_augment(config), frames_per_clip=frames,
+            deterministic=config.deterministic, seed=config.seed,
             expected_shape=model.input_shape, shuffle_buffer=config.shuffle_buffer, repeat=True,
             pseudo_fakes=config.pseudo_fake_spec, classes=config.train_classes)
         val_data, num_val = pipeline.make_dataset(
             config.data, "val", batch_size=config.batch_size, training=False,
             cache=config.cache, expected_shape=model.input_shape,
+            # Frame-level validation on every frame of each val clip: deterministic, so val_auc (which
+            # picks the best epoch) does not move with the frames drawn, and the same frame-level ROC
+            # AUC that dfd.evaluate reports; it costs one inference per stored frame.
+            frames_per_clip=None if frames is None else "all",
             # Every worker evaluates the whole validation split: shards of unequal size would give
             # workers unequal step counts and hang the all-reduce; the metrics come out the same.
             shard_files=config.strategy != "multi_worker")
-        steps = pipeline.steps_per_epoch(num_train, config.batch_size, training=True)
+        # With frames_per_clip=K an epoch shows every clip once as K frames: num_train * K examples.
+        steps = pipeline.steps_per_epoch(num_train * (frames or 1), config.batch_size, training=True)
 
         if chief:
             layout.root.mkdir(parents=True, exist_ok=True)
@@ -439,8 +466,10 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
         callbacks += list(extra_callbacks or [])
 
         resuming = f", resuming after epoch {completed}" if completed else ""
-        print(f"dfd.train: {config.model} on {config.data} ({num_train} train / {num_val} val clips of "
-              f"{input_shape}), {steps} steps/epoch, precision {precision}, "
+        reading = (f"{frames} random frame(s) per train clip, every frame of the val clips, as images of "
+                   if frames else "")
+        print(f"dfd.train: {config.model} on {config.data} ({num_train} train / {num_val} val clips, "
+              f"{reading}{input_shape}), {steps} steps/epoch, precision {precision}, "
               f"{strategy.num_replicas_in_sync} replica(s), run dir {config.run_dir}{resuming}")
         if weights:
             print(f"dfd.train: imbalanced train split {meta.class_counts('train')}: class weights {weights}")

@@ -47,13 +47,36 @@ def define_data_flags(flag_values=None) -> None:
     _define(flags.DEFINE_boolean, "deterministic", False,
             "Fixed data order and seeded augmentation while training (slower input pipeline).", flag_values=flag_values)
     _define(flags.DEFINE_integer, "shuffle_buffer", 1024, "Records held for shuffling while training.", flag_values=flag_values)
+    _define(flags.DEFINE_integer, "frames_per_clip", 0,
+            "Image model on video data: K random frames of each clip per epoch (new ones every epoch), batched "
+            "as images (batch_size // K clips per batch; batch_size must be a multiple of K). 0: 1 for an "
+            "image model on video data; video models and image data take no frames_per_clip.", flag_values=flag_values)
+    # Training augmentation. All but --augment_jpeg run on the accelerator (dfd.models.augmentation),
+    # with one random transform per clip shared by its frames; none acts at evaluation or prediction.
     _define(flags.DEFINE_boolean, "augment_flip", True, "Random horizontal flip (same for every frame of a clip).", flag_values=flag_values)
+    _define(flags.DEFINE_float, "augment_crop", 0.0,
+            "Random resized crop: box height and width drawn from [1-x, 1] of the frame, random position, "
+            "resized back (zoom + shift), e.g. 0.2; 0 turns it off.", flag_values=flag_values)
+    _define(flags.DEFINE_float, "augment_color", 0.0,
+            "Colour jitter: brightness, contrast and saturation change up to x, hue up to x/4 of a turn "
+            "(e.g. 0.2); 0 turns it off.", flag_values=flag_values)
     _define(flags.DEFINE_float, "augment_brightness", 0.0,
-            "Max brightness change as a fraction of 255, per clip (e.g. 0.1); 0 turns it off. "
-            "Costs host CPU: float math over every pixel.", flag_values=flag_values)
+            "Max brightness change as a fraction of 255, per clip (e.g. 0.1); overrides the brightness "
+            "part of --augment_color when set.", flag_values=flag_values)
     _define(flags.DEFINE_float, "augment_contrast", 0.0,
-            "Max contrast change: factor in [1-x, 1+x] per clip (e.g. 0.1); 0 turns it off. "
-            "Costs host CPU like --augment_brightness.", flag_values=flag_values)
+            "Max contrast change: factor in [1-x, 1+x] per clip (e.g. 0.1); overrides the contrast part "
+            "of --augment_color when set.", flag_values=flag_values)
+    _define(flags.DEFINE_float, "augment_blur", 0.0,
+            "Gaussian blur with sigma drawn from [0, x] pixels per clip (e.g. 1.5); 0 turns it off.", flag_values=flag_values)
+    _define(flags.DEFINE_float, "augment_noise", 0.0,
+            "Gaussian noise with standard deviation drawn from [0, x] x 255 per clip (e.g. 0.03); 0 turns it off.",
+            flag_values=flag_values)
+    _define(flags.DEFINE_float, "augment_cutout", 0.0,
+            "Cutout: on half the clips a mid-grey box of x times the frame's height and width at a random "
+            "place, the same on every frame (e.g. 0.3); 0 turns it off.", flag_values=flag_values)
+    _define(flags.DEFINE_string, "augment_jpeg", "none",
+            "JPEG re-compression on the host at a quality drawn from LOW,HIGH per clip (e.g. 30,95); none "
+            "turns it off. Costs host CPU (see README).", flag_values=flag_values)
     _define(flags.DEFINE_enum, "pseudo_fakes", "none", list(PSEUDO_FAKE_METHODS),
             "sbi: turn real training clips into self-blended fakes on the fly (Shiohara & Yamasaki, "
             "CVPR 2022), from the face keypoints stored at conversion (a centred ellipse without them).",
@@ -172,12 +195,19 @@ class TrainConfig:
     cache: str = "none"
     deterministic: bool = False
     shuffle_buffer: int = 1024
+    frames_per_clip: int = 0
     augment_flip: bool = True
+    augment_crop: float = 0.0
+    augment_color: float = 0.0
     augment_brightness: float = 0.0
     augment_contrast: float = 0.0
     pseudo_fakes: str = "none"
     pseudo_fake_fraction: float = 0.5
     train_classes: str = "all"
+    augment_blur: float = 0.0
+    augment_noise: float = 0.0
+    augment_cutout: float = 0.0
+    augment_jpeg: str = "none"
     patience: int = 5
     reduce_lr_patience: int = 0
     class_weight_threshold: float = 1.2
@@ -218,6 +248,11 @@ class TrainConfig:
         self.pseudo_fake_spec   # checks --pseudo_fakes and --pseudo_fake_fraction
         if self.warmup_epochs:
             self._check_warmup()
+        if self.frames_per_clip < 0:
+            raise ValueError(f"--frames_per_clip must be >= 1 (or 0: the default), got {self.frames_per_clip}")
+        # Raise now, not after the data is opened: ranges of every augmentation flag.
+        device_augment(self)
+        host_augment(self)
 
     @property
     def pseudo_fake_spec(self) -> PseudoFakes:
@@ -264,6 +299,26 @@ def _hparam_problems(hparams: dict) -> list[str]:
         elif name.endswith("units") and value < 1:
             problems.append(f"--{name}={value} must be at least 1")
     return problems
+
+
+def device_augment(config: TrainConfig):
+    """The on-device augmentation of `config` (dfd.models.augmentation.DeviceAugment).
+
+    --augment_color sets brightness, contrast and saturation to x and hue to x/4 of a turn;
+    --augment_brightness / --augment_contrast (the older flags) override their part when set.
+    """
+    from dfd.models.augmentation import DeviceAugment
+    color = config.augment_color
+    return DeviceAugment(flip=config.augment_flip, crop=config.augment_crop,
+                         brightness=config.augment_brightness or color, contrast=config.augment_contrast or color,
+                         saturation=color, hue=color / 4, blur=config.augment_blur, noise=config.augment_noise,
+                         cutout=config.augment_cutout)
+
+
+def host_augment(config: TrainConfig):
+    """The host-side augmentation of `config` (dfd.data.pipeline.Augment: JPEG re-compression)."""
+    from dfd.data import pipeline
+    return pipeline.Augment(jpeg_quality=pipeline.parse_jpeg_quality(config.augment_jpeg))
 
 
 def model_hparams(flag_values, model: str) -> dict:

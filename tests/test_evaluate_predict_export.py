@@ -20,6 +20,7 @@ from dfd.data import schema
 from dfd.data.metadata import DatasetMetadata
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.evaluation import evaluate, export, loading, plots, predict
+from dfd.models import augmentation
 from dfd.run_layout import RunLayout
 from dfd.testing.fake_shards import write_fake_dataset
 
@@ -50,7 +51,10 @@ def fitted_image_model(data_dir: Path) -> keras.Model:
         frames.append(clips.reshape((-1, SIZE, SIZE, 3)))
         labels.append(np.repeat(parsed[schema.LABEL].numpy(), shape.num_frames))
     keras.utils.set_random_seed(0)
-    model = models.build_model("image_cnn", (SIZE, SIZE, 3), **SMALL_CNN)
+    # Behind the trainer's on-device augmentation layer, as dfd.train saves it: evaluate, predict and
+    # export must treat it as the identity.
+    model = augmentation.wrap(models.build_model("image_cnn", (SIZE, SIZE, 3), **SMALL_CNN),
+                              augmentation.DeviceAugment(flip=True, crop=0.1, brightness=0.1, blur=0.5), seed=0)
     model.compile(keras.optimizers.Adam(0.01), loss=models.loss_for(model), metrics=models.metrics_for(model))
     model.fit(np.concatenate(frames), np.concatenate(labels), epochs=6, batch_size=16, verbose=0)
     return model
@@ -90,6 +94,13 @@ def test_evaluate_writes_metrics_plots_predictions_and_tensorboard(video_run, ca
     assert list((layout.tensorboard / "eval" / "test").glob("events.out.tfevents.*"))
     printed = capsys.readouterr().out
     assert "Classification Report:" in printed and "threshold val_eer" in printed and "ROC AUC" in printed
+    # Frame-level beside video-level, with the counts behind each: 8 test videos of 4 frames.
+    assert saved["frame_level"]["num_frames"] == 32 and saved["frame_level"]["num_videos"] == 8
+    assert saved["video_level"]["num_videos"] == 8 and saved["video_level"]["aggregate"] == "mean"
+    assert saved["frame_level"]["roc_auc"] > 0.8
+    assert saved["video_level"]["roc_auc"] == saved["at_0.5"]["roc_auc"]
+    assert "Frame-level ROC AUC: " in printed and "on 32 frames of 8 videos" in printed
+    assert "Video-level ROC AUC: " in printed
     # A later fixed-0.5 evaluation of another split keeps the chosen threshold for predict.
     evaluate.evaluate(layout.root, split="val", print_report=False)
     assert json.loads(layout.threshold.read_text())["threshold"] == pytest.approx(threshold)
@@ -288,3 +299,23 @@ def test_backbone_models_through_evaluate_predict_and_export(media_files, tmp_pa
     [image] = predict.predict_files(loading.load(image_layout.root), [str(media_files / "images" / "face.jpg")],
                                     progress=None)
     assert image.error is None and image.kind == "image" and 0 <= image.fake_probability <= 1
+
+
+def test_a_run_trained_on_frames_evaluates_at_both_levels_and_predicts_videos(media_files, tmp_path):
+    """dfd.train with --frames_per_clip=2 on video records, then dfd.evaluate and dfd.predict on the run."""
+    from dfd import train_flags
+    from dfd.train import train
+
+    data_dir = write_fake_dataset(tmp_path / "data", kind="video", num_frames=4, size=SIZE,
+                                  counts={"train": (8, 8), "val": (4, 4), "test": (3, 3)})
+    config = train_flags.TrainConfig(
+        data=str(data_dir), run_dir=str(tmp_path / "run"), model="image_cnn", hparams=dict(SMALL_CNN),
+        frames_per_clip=2, epochs=1, batch_size=8, verbose=0, patience=0, precision="float32",
+        augment_crop=0.1, augment_noise=0.02)
+    train(config)
+    result = evaluate.evaluate(config.run_dir, split="test", print_report=False)
+    assert result["frame_level"]["num_frames"] == 24 and result["video_level"]["num_videos"] == 6
+    assert result["frame_level"]["roc_auc"] is not None and result["video_level"]["roc_auc"] is not None
+    loaded = loading.load(config.run_dir)
+    [video] = predict.predict_files(loaded, [str(media_files / "videos" / "clip.mp4")], progress=None)
+    assert video.error is None and len(video.frame_scores) == 4   # the training records' 4 frames

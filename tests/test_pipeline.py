@@ -80,55 +80,107 @@ def test_training_shuffles_differently_each_epoch(video_raw):
     assert epochs[0] != epochs[1]                   # ... in another order
 
 
-def test_augmentation_is_one_transform_per_clip():
-    rng = np.random.default_rng(0)
-    frame = rng.integers(0, 256, (16, 1, 8, 8, 3), dtype=np.uint8)
-    clips = np.repeat(frame, 4, axis=1)   # 16 clips whose 4 frames are identical
-    augment = pipeline.Augment(flip=True, brightness=0.2, contrast=0.2)
-    for run in (lambda: pipeline.augment_clips(tf.constant(clips), augment),
-                # inside tf.data too: graph and eager code paths can differ
-                lambda: next(iter(tf.data.Dataset.from_tensors(clips).map(
-                    lambda c: pipeline.augment_clips(c, augment))))):
-        out = run().numpy()
-        assert out.dtype == np.uint8 and out.shape == clips.shape
-        assert (out == out[:, :1]).all()            # every frame of a clip got the same transform
-        assert (out != clips).any(axis=(1, 2, 3, 4)).sum() >= 12   # and clips were transformed
-
-
-def test_flip_only_mirrors_whole_clips():
-    clips = np.arange(2 * 3 * 4 * 5 * 3, dtype=np.uint8).reshape(2, 3, 4, 5, 3)
-    out = pipeline.augment_clips(tf.constant(np.repeat(clips, 10, axis=0)),
-                                 pipeline.Augment(flip=True, brightness=0.0, contrast=0.0)).numpy()
-    for index, clip in enumerate(out):
-        original = clips[index // 10]
-        assert (clip == original).all() or (clip == original[:, :, ::-1]).all()
-
-
 @pytest.mark.parametrize("fixture,cache", [("video_raw", "none"), ("video_raw", "memory"), ("images", "none")])
-def test_training_pipeline_flips_whole_clips_with_their_labels(fixture, cache, request):
-    """The flip inside the decode map (and after the cache) mirrors every frame of a clip or none."""
+def test_training_pipeline_hands_over_records_unchanged(fixture, cache, request):
+    """The flip (and all other augmentation but JPEG) moved onto the accelerator (dfd.models.augmentation):
+    by default the training pipeline delivers the records exactly, with their labels."""
     data_dir = request.getfixturevalue(fixture)
     originals = _records_numpy(data_dir, "train")
-    dataset, _ = pipeline.make_dataset(data_dir, "train", batch_size=4, training=True, seed=5, cache=cache,
-                                       augment=pipeline.Augment(flip=True))
-    kinds = []
-    for _ in range(3):
-        for clips, labels in dataset:
-            for clip, label in zip(clips.numpy(), labels.numpy()):
-                clip = clip[None] if fixture == "images" else clip   # (T, H, W, 3); W is axis 2
-                if _digest(clip) in originals:
-                    kinds.append("as is")
-                    assert originals[_digest(clip)] == label
-                else:
-                    mirrored = _digest(clip[:, :, ::-1])
-                    assert mirrored in originals, "a clip is neither a record nor a whole-clip mirror of one"
-                    assert originals[mirrored] == label
-                    kinds.append("mirrored")
-    assert 0.2 < kinds.count("mirrored") / len(kinds) < 0.8
+    dataset, _ = pipeline.make_dataset(data_dir, "train", batch_size=4, training=True, seed=5, cache=cache)
+    seen = _collect(dataset, squeeze_image=fixture == "images")
+    assert seen == originals
 
 
-def test_no_augmentation_at_evaluation(video_raw):
-    strong = pipeline.Augment(flip=True, brightness=0.5, contrast=0.5)
+def _frames_of_records(data_dir, split):
+    """digest of every frame → (digest of its clip, label)."""
+    meta = DatasetMetadata.load(data_dir)
+    shape = meta.preprocessing.record_shape
+    out = {}
+    for path in meta.shard_paths(split):
+        for serialized in tf.data.TFRecordDataset(str(path)):
+            parsed = schema.parse_example_numpy(serialized.numpy(), shape)
+            for frame in parsed[schema.FRAMES]:
+                out[_digest(frame)] = (_digest(parsed[schema.FRAMES]), int(parsed[schema.LABEL]))
+    return out
+
+
+@pytest.mark.parametrize("cache", ["none", "memory"])
+def test_frames_per_clip_gives_k_distinct_random_frames_of_each_clip(video_raw, cache):
+    frames_of = _frames_of_records(video_raw, "train")
+    dataset, count = pipeline.make_dataset(video_raw, "train", batch_size=4, training=True, seed=2, cache=cache,
+                                           frames_per_clip=2, expected_shape=(None, 16, 16, 3))
+    assert pipeline.output_shape(video_raw, frames=True) == (16, 16, 3)
+    epochs = []
+    for _ in range(2):
+        drawn = []
+        for frames, labels in dataset:
+            assert frames.shape == (4, 16, 16, 3) and frames.dtype == tf.uint8   # 2 clips x 2 frames
+            digests = [_digest(frame) for frame in frames.numpy()]
+            for digest, label in zip(digests, labels.numpy()):
+                assert frames_of[digest][1] == label
+            for first, second in zip(digests[0::2], digests[1::2]):   # a clip's K frames lie together
+                assert first != second and frames_of[first][0] == frames_of[second][0]
+            drawn += digests
+        assert len(drawn) == count * 2 and len({frames_of[d][0] for d in drawn}) == count   # every clip once
+        epochs.append(set(drawn))
+    assert epochs[0] != epochs[1]   # new frames every epoch
+
+
+def test_frames_per_clip_all_reads_every_frame_in_order(video_raw):
+    dataset, count = pipeline.make_dataset(video_raw, "val", batch_size=6, training=False, frames_per_clip="all")
+    batches = [(frames.numpy(), labels.numpy()) for frames, labels in dataset]
+    assert all(len(frames) == 6 for frames, _ in batches[:-1])   # 6 // 3 = 2 clips per batch
+    seen = {_digest(frame): int(label) for frames, labels in batches for frame, label in zip(frames, labels)}
+    assert seen == {digest: label for digest, (_, label) in _frames_of_records(video_raw, "val").items()}
+    assert len(seen) == count * 3
+
+
+def test_frame_sampling_skips_padding_and_all_frames_drops_it():
+    clips = np.arange(2 * 4, dtype=np.uint8).reshape(2, 4, 1, 1, 1) * np.ones((1, 1, 2, 2, 3), np.uint8)
+    padded = tf.constant([2, 0], tf.int64)   # clip 0: frames 2 and 3 repeat frame 1
+    for seed in range(5):
+        sampled = pipeline.sample_frames(tf.constant(clips), padded, 2, seed=seed).numpy()[:, :, 0, 0, 0]
+        assert sorted(sampled[0]) == [0, 1] and len(set(sampled[1])) == 2
+    frames, labels = pipeline.all_frames(tf.constant(clips), tf.constant([0, 1]), padded)
+    assert frames.numpy()[:, 0, 0, 0].tolist() == [0, 1, 4, 5, 6, 7] and labels.numpy().tolist() == [0, 0, 1, 1, 1, 1]
+
+
+def test_frames_per_clip_errors(video_raw, images):
+    with pytest.raises(ValueError, match="holds images"):
+        pipeline.make_dataset(images, "train", batch_size=4, training=True, frames_per_clip=1)
+    with pytest.raises(ValueError, match="between 1 and the 3 frames"):
+        pipeline.make_dataset(video_raw, "train", batch_size=4, training=True, frames_per_clip=4)
+    with pytest.raises(ValueError, match="multiple of --frames_per_clip=3"):
+        pipeline.make_dataset(video_raw, "train", batch_size=4, training=True, frames_per_clip=3)
+
+
+def test_jpeg_recompression_is_one_quality_per_clip_in_eager_and_in_tf_data():
+    rng = np.random.default_rng(0)
+    smooth = np.repeat(np.repeat(rng.integers(0, 256, (6, 1, 4, 4, 3), dtype=np.uint8), 4, axis=2), 4, axis=3)
+    clips = np.repeat(smooth, 3, axis=1)   # 6 clips of 3 identical 16x16 frames
+    for run in (lambda: pipeline.recompress_jpeg(tf.constant(clips), (5, 40), seed=1),
+                # inside tf.data too: graph and eager code paths can differ
+                lambda: next(iter(tf.data.Dataset.from_tensors(clips).map(
+                    lambda c: pipeline.recompress_jpeg(c, (5, 40), seed=1))))):
+        out = run().numpy()
+        assert out.dtype == np.uint8 and out.shape == clips.shape
+        assert (out == out[:, :1]).all()                    # the same quality for every frame of a clip
+        assert (out != clips).any(axis=(1, 2, 3, 4)).all()  # every clip re-compressed
+        assert np.abs(out.astype(int) - clips).mean() < 40  # and still the same picture
+
+
+def test_jpeg_option_parses_and_checks_its_range():
+    assert pipeline.parse_jpeg_quality("none") is None and pipeline.parse_jpeg_quality("30,95") == (30, 95)
+    with pytest.raises(ValueError, match="LOW,HIGH"):
+        pipeline.parse_jpeg_quality("high")
+    with pytest.raises(ValueError, match="1 <= LOW <= HIGH <= 100"):
+        pipeline.parse_jpeg_quality("90,30")
+
+
+def test_training_pipeline_recompresses_and_evaluation_never_augments(video_raw):
+    strong = pipeline.Augment(jpeg_quality=(5, 20))
+    training, _ = pipeline.make_dataset(video_raw, "train", batch_size=4, training=True, augment=strong, seed=1)
+    assert not set(_collect(training)) & set(_records_numpy(video_raw, "train"))
     dataset, _ = pipeline.make_dataset(video_raw, "val", batch_size=4, training=False, augment=strong)
     assert _collect(dataset) == _records_numpy(video_raw, "val")
 

@@ -8,6 +8,7 @@ import pytest
 
 from dfd import models, train_flags
 from dfd.data import pipeline
+from dfd.models import augmentation
 from dfd.run_layout import RunLayout
 from dfd.testing.fake_shards import write_fake_dataset
 from dfd.train import NaNLossError, train
@@ -143,13 +144,54 @@ def test_mixed_precision_outputs_float32(clips, tmp_path):
     dataset, _ = pipeline.make_dataset(clips, "val", batch_size=4, training=False)
     batch, _ = next(iter(dataset))
     outputs = model(batch)
-    assert model.layers[-1].dtype_policy.compute_dtype == "float32"
+    # The head inside the on-device augmentation wrapper (the flip is on by default).
+    assert augmentation.unwrap(model).layers[-1].dtype_policy.compute_dtype == "float32"
     assert outputs.dtype == "float32" and np.isfinite(models.fake_probability(outputs.numpy())).all()
 
 
 def test_wrong_model_kind_for_the_data_is_a_clear_error(clips, tmp_path):
-    with pytest.raises(ValueError, match="image model but .* holds video records"):
-        train(_config(clips, tmp_path / "run", model="image_cnn", hparams={}))
+    images = write_fake_dataset(tmp_path / "images", kind="image", size=16, counts={"train": (4, 4), "val": (2, 2)})
+    with pytest.raises(ValueError, match="video model but .* holds image records"):
+        train(_config(images, tmp_path / "run"))
+    with pytest.raises(ValueError, match="frames_per_clip applies to an image model on video records"):
+        train(_config(clips, tmp_path / "run", frames_per_clip=2))
+    with pytest.raises(ValueError, match="multiple of --frames_per_clip=3"):
+        train(_config(clips, tmp_path / "run", model="image_cnn", hparams=dict(IMAGE_TINY), frames_per_clip=3))
+
+
+# A small image_cnn for frame-level training on the 16x16 clips.
+IMAGE_TINY = {"conv_filters": "4,4", "kernel_sizes": "3", "dense_units": 8}
+
+
+def test_frame_level_training_of_an_image_model_on_video_records(clips, tmp_path):
+    """frames_per_clip=2: 16 clips x 2 frames = 32 frames per epoch = 4 steps of 8; validated on all frames."""
+    steps = []
+
+    class CountSteps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(batch)
+
+    config = _config(clips, tmp_path / "run", model="image_cnn", hparams=dict(IMAGE_TINY), frames_per_clip=2,
+                     augment_crop=0.1, augment_color=0.1)
+    summary = train(config, extra_callbacks=[CountSteps()])
+    assert len(steps) == 16 * 2 // 8
+    assert "auc" in summary["best_val"]
+    run = RunLayout(config.run_dir)
+    model = keras.saving.load_model(run.best_model, safe_mode=True)
+    assert model.input_shape == (None, 16, 16, 3)
+    assert "--frames_per_clip=2" in run.flags.read_text()
+
+
+def test_an_image_model_on_video_records_defaults_to_one_frame_per_clip(clips, tmp_path):
+    steps = []
+
+    class CountSteps(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            steps.append(batch)
+
+    train(_config(clips, tmp_path / "run", model="image_cnn", hparams=dict(IMAGE_TINY)),
+          extra_callbacks=[CountSteps()])
+    assert len(steps) == 16 // 8
 
 
 def test_class_weights_only_for_an_imbalanced_train_split(tmp_path):

@@ -4,6 +4,8 @@
        memory (numpy arrays), same model, same batch size. Target >= 0.95. Printed on the last line.
 On a GPU it also reports the step time at batch 32 of the seed's CNN+LSTM under mixed precision
 (target <= 12 ms; the seed took 376 ms).
+Side by side, on the in-memory batches: the step time of the same model behind the on-device
+augmentation layer (dfd.models.augmentation) with the default flip, and with every op on.
 """
 
 from __future__ import annotations
@@ -30,6 +32,33 @@ def define_flags(flag_values) -> None:
                       "auto: mixed_float16 on a GPU, float32 on CPU.", flag_values=flag_values)
     flags.DEFINE_string("workdir", None, "Where to write the data (default: a temporary folder, removed).",
                         flag_values=flag_values)
+
+
+def _augmentations():
+    from dfd.models.augmentation import DeviceAugment
+    return [("flip (default)", DeviceAugment(flip=True)),
+            ("all ops", DeviceAugment(flip=True, crop=0.2, brightness=0.2, contrast=0.2, saturation=0.2, hue=0.05,
+                                      blur=1.5, noise=0.03, cutout=0.3))]
+
+
+def _layer_cost(augment, batch, calls: int = 10) -> tuple[float, float]:
+    """(CPU ms, wall ms) per batch of the augmentation layer alone, in training mode, traced once.
+
+    CPU time of this process is what the op costs and moves little with other jobs on a shared
+    machine, where step times (wall) do.
+    """
+    import tensorflow as tf
+
+    from dfd.models.augmentation import ClipAugmentation
+
+    layer = ClipAugmentation(**{field: getattr(augment, field) for field in augment.__dataclass_fields__}, seed=0)
+    apply = tf.function(lambda clips: layer(clips, training=True))
+    batch = tf.constant(batch)
+    apply(batch)
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(calls):
+        apply(batch).numpy()
+    return 1000 * (time.process_time() - cpu) / calls, 1000 * (time.perf_counter() - wall) / calls
 
 
 def _epoch_timer():
@@ -69,6 +98,7 @@ def main(argv) -> None:
 
     from dfd import models
     from dfd.data import pipeline
+    from dfd.models import augmentation
     from dfd.testing.fake_shards import write_fake_dataset
     from dfd.train import resolve_precision
 
@@ -89,18 +119,27 @@ def main(argv) -> None:
         clips = np.concatenate([x.numpy() for x, _ in evaluation])[: steps * batch_size]
         labels = np.concatenate([y.numpy() for _, y in evaluation])[: steps * batch_size]
 
-        model = models.build_model("cnn_lstm", clips.shape[1:])
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=models.loss_for(model),
-                      metrics=models.metrics_for(model))
-        model.fit(clips, labels, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)   # trace once
+        def compiled(augment=None):
+            keras.utils.set_random_seed(0)
+            built = models.build_model("cnn_lstm", clips.shape[1:])
+            if augment is not None:
+                built = augmentation.wrap(built, augment, seed=0)
+            built.compile(optimizer=keras.optimizers.Adam(1e-3), loss=models.loss_for(built),
+                          metrics=models.metrics_for(built))
+            built.fit(clips, labels, batch_size=batch_size, epochs=1, verbose=0, shuffle=False)   # trace once
+            return built
 
-        def run(**fit_args) -> float:
+        def run(fitted, **fit_args) -> float:
             timer = _epoch_timer()
-            model.fit(epochs=epochs + 1, verbose=0, callbacks=[timer], **fit_args)
+            fitted.fit(epochs=epochs + 1, verbose=0, callbacks=[timer], **fit_args)
             return steps * batch_size / statistics.median(timer.seconds[1:])
 
-        memory_speed = run(x=clips, y=labels, batch_size=batch_size, shuffle=False)
-        pipeline_speed = run(x=feed, steps_per_epoch=steps, shuffle=False)
+        in_memory = dict(x=clips, y=labels, batch_size=batch_size, shuffle=False)
+        model = compiled()
+        memory_speed = run(model, **in_memory)
+        pipeline_speed = run(model, x=feed, steps_per_epoch=steps, shuffle=False)
+        augmented_speeds = [(name, run(compiled(augment), **in_memory)) for name, augment in _augmentations()]
+        layer_costs = [(name, _layer_cost(augment, clips[:batch_size])) for name, augment in _augmentations()]
         utilisation = _gpu_utilisation() if tf.config.list_physical_devices("GPU") else None
     finally:
         if not flag_values.workdir:
@@ -111,9 +150,16 @@ def main(argv) -> None:
           f"{flag_values.num_frames}x{flag_values.size}x{flag_values.size}x3 uint8, batch {batch_size}, "
           f"{precision}, {device}, median of {epochs} epochs")
     print(f"{'feed':<34} {'clips/s':>9} {'ms/step':>9}")
-    for name, speed in (("TFRecord pipeline (shuffle, flip)", pipeline_speed), ("numpy arrays in memory", memory_speed)):
+    for name, speed in (("TFRecord pipeline (shuffle)", pipeline_speed), ("numpy arrays in memory", memory_speed),
+                        *[(f"in memory + on-device {name}", speed) for name, speed in augmented_speeds]):
         print(f"{name:<34} {speed:>9.1f} {1000 * batch_size / speed:>9.1f}")
     if utilisation:
         print(f"GPU utilisation after the pipeline-fed epochs: {utilisation}")
+    base_ms = 1000 * batch_size / memory_speed
+    costs = ", ".join(f"{name} +{1000 * batch_size / speed - base_ms:.1f} ms ({memory_speed / speed - 1:+.0%})"
+                      for name, speed in augmented_speeds)
+    print(f"on-device augmentation step-time cost over {base_ms:.1f} ms/step: {costs}")
+    print("augmentation layer alone, per batch: " + ", ".join(
+        f"{name} {cpu:.1f} ms CPU ({wall:.1f} ms wall)" for name, (cpu, wall) in layer_costs))
     print(f"P2 fit on TFRecord pipeline / fit on in-memory batches = {pipeline_speed / memory_speed:.2f} "
           "(target >= 0.95)")

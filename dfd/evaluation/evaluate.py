@@ -3,7 +3,8 @@
     evaluate(run_dir, split="test", data=None, threshold_method="0.5", aggregate="mean") -> dict
 
 Writes into the run directory (dfd.run_layout.RunLayout):
-  eval/<split>/metrics.json       both metric sets, the threshold and where it came from
+  eval/<split>/metrics.json       both metric sets, the threshold and where it came from; for an
+                                  image model on video records also frame_level and video_level
   eval/<split>/*.png              confusion matrix, ROC, precision-recall, score histogram
   eval/<split>/predictions.csv    source, label, score, predicted: open the misclassified files
   tb/eval/<split>/                the same plots as TensorBoard images
@@ -103,6 +104,37 @@ def score_split(loaded: loading.LoadedModel, data: DatasetMetadata, split: str, 
             "scores": clip_scores, "frame_scores": frame_scores}
 
 
+def frame_and_video_level(scored: dict, video_metrics: dict, aggregate: str) -> dict:
+    """ROC AUC (and AP, accuracy at 0.5) of every frame score and of the video scores, with their counts.
+
+    The field reports both (DeepfakeBench, SBI): frame-level scores each frame against its video's
+    label; video-level scores the `aggregate` of each video's frames (the metrics of this evaluation).
+    """
+    label_of = dict(zip(scored["sources"], scored["labels"]))
+    frame_labels = [label_of[source] for source, scores in scored["frame_scores"].items() for _ in scores]
+    frame_scores = [score for scores in scored["frame_scores"].values() for score in scores]
+    frames = metrics.compute_metrics(frame_labels, frame_scores, 0.5)
+    return {
+        "frame_level": {"roc_auc": frames["roc_auc"], "average_precision": frames["average_precision"],
+                        "accuracy": frames["accuracy"], "num_frames": frames["count"],
+                        "class_counts": frames["class_counts"], "num_videos": len(scored["sources"])},
+        "video_level": {"roc_auc": video_metrics["roc_auc"], "average_precision": video_metrics["average_precision"],
+                        "accuracy": video_metrics["accuracy"], "num_videos": video_metrics["count"],
+                        "class_counts": video_metrics["class_counts"], "aggregate": aggregate},
+    }
+
+
+def format_levels(result: dict) -> str:
+    frame, video = result["frame_level"], result["video_level"]
+
+    def auc(value):
+        return "undefined" if value is None else f"{value:.4f}"
+
+    return (f"Frame-level ROC AUC: {auc(frame['roc_auc'])} on {frame['num_frames']} frames of {frame['num_videos']} "
+            f"videos\nVideo-level ROC AUC: {auc(video['roc_auc'])} on {video['num_videos']} videos "
+            f"({video['aggregate']} of frame scores)")
+
+
 def write_predictions(path: Path, scored: dict, threshold: float) -> None:
     # surrogateescape: a source name that is not UTF-8 is written back as its own bytes.
     with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
@@ -144,6 +176,8 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
         "threshold": {"method": threshold_method, "value": threshold, "chosen_on": chosen_on},
         "at_0.5": at_half, "at_threshold": at_chosen,
     }
+    if "frame_scores" in scored:
+        result.update(frame_and_video_level(scored, at_half, aggregate))
 
     out = layout.eval_dir(split)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,6 +201,7 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
         extra = [f"Model: {loaded.model_path}", f"Data: {data_dir}"]
         if "frame_scores" in scored:
             extra.append(f"Image model on video records: clip score = {aggregate} of frame scores")
+            extra.append(format_levels(result))
         print(report.format_report(results, split, scored["sources"], scored["labels"], scored["scores"], extra))
         print(f"Wrote {out}/metrics.json, predictions.csv, plots; TensorBoard images in "
               f"{layout.tensorboard / 'eval' / split}")

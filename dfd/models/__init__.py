@@ -12,6 +12,7 @@
     fake_probability(outputs) -> P(fake), shape (B,)            # numpy or tensor
     loss_for(model) -> keras loss for integer labels (0 real, 1 fake)
     metrics_for(model) -> [accuracy, auc, precision, recall] on P(fake)
+    augmentation.wrap(model, DeviceAugment(...)) / unwrap(model)  # training augmentation on the accelerator
 
 Inputs are uint8 batches; each model's first layer scales them to float on the accelerator. The last
 layer computes in float32, so outputs are float32 under mixed precision. Heads: every model ends in

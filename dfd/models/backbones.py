@@ -163,6 +163,12 @@ def find_backbone(model: keras.Model):
         inner = layer.layer if isinstance(layer, keras.layers.TimeDistributed) else layer
         if inner.name in names:
             return layer
+    # One level down: the trainer wraps models behind its augmentation layer (models.augmentation.wrap).
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            found = find_backbone(layer)
+            if found is not None:
+                return found
     return None
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import keras
 
+from dfd.models import augmentation
 from dfd.models.image_cnn import check_conv_stack_fits
 from dfd.models.layers import conv_feature_extractor, uint8_input
 from dfd.run_layout import RunLayout
@@ -58,7 +59,8 @@ def _model_file(frame_cnn: str) -> Path:
 def load_frame_features(frame_cnn: str, frame_shape: tuple) -> keras.Model:
     """The trained feature extractor (without its Rescaling and its sigmoid head) of an image_cnn."""
     path = _model_file(frame_cnn)
-    image_model = keras.saving.load_model(path, compile=False, safe_mode=True)
+    # A run trained with on-device augmentation saves the image_cnn behind its augmentation layer.
+    image_model = augmentation.unwrap(keras.saving.load_model(path, compile=False, safe_mode=True))
     try:
         features = image_model.get_layer(FRAME_FEATURES)
     except ValueError:

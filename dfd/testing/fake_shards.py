@@ -25,6 +25,26 @@ def fake_clip(rng: np.random.Generator, label: int, num_frames: int, size: int) 
     return clip
 
 
+def face_clip(rng: np.random.Generator, label: int, num_frames: int, size: int) -> np.ndarray:
+    """A face-cropped clip as the converter writes one: a real face (scikit-image's astronaut) filling
+    the frame, jittered by a few pixels per frame as a face track is, with mild sensor noise. JPEG
+    sizes of such frames are those of real face crops (noise frames compress far worse)."""
+    import cv2
+
+    from dfd.testing.face_frames import astronaut_head
+
+    head = astronaut_head()
+    margin = max(2, size // 16)
+    base = cv2.resize(head, (size + 2 * margin, size + 2 * margin), interpolation=cv2.INTER_AREA)
+    frames = []
+    for _ in range(num_frames):
+        top, left = rng.integers(0, 2 * margin + 1, 2)
+        frame = base[top:top + size, left:left + size].astype(np.int16)
+        frame += rng.normal(0, 2, frame.shape).astype(np.int16) + (8 if label else 0)
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+    return np.stack(frames)
+
+
 def write_fake_dataset(
     directory: str | Path,
     *,
@@ -35,8 +55,14 @@ def write_fake_dataset(
     counts: dict[str, tuple[int, int]] | None = None,
     shards_per_split: int = 2,
     seed: int = 0,
+    content: str = "noise",
 ) -> Path:
-    """Writes `counts[split] = (num_real, num_fake)` examples per split; returns the folder."""
+    """Writes `counts[split] = (num_real, num_fake)` examples per split; returns the folder.
+
+    content: "noise" (fake_clip: separable classes, for tests) or "face" (face_clip: realistic bytes
+    per frame, for benchmarks of disk size and JPEG decoding).
+    """
+    make_clip = {"noise": fake_clip, "face": face_clip}[content]
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     counts = counts or {"train": (8, 8), "val": (4, 4), "test": (4, 4)}
@@ -49,7 +75,7 @@ def write_fake_dataset(
         rng.shuffle(labels)
         shards = [[] for _ in range(shards_per_split)]
         for index, label in enumerate(labels):
-            clip = fake_clip(rng, label, num_frames, size)
+            clip = make_clip(rng, label, num_frames, size)
             source = f"{split}/{schema.LABEL_NAMES[label]}/clip{index:04d}.mp4"
             common = dict(height=size, width=size, label=label, source=source, group=f"g{index}",
                           source_frame_count=num_frames, frame_indices=list(range(num_frames)))

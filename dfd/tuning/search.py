@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from dfd import models, train, train_flags
+from dfd import train, train_flags
 from dfd.data import pipeline
 from dfd.data.metadata import DatasetMetadata
 from dfd.locks import folder_lock
@@ -91,20 +91,19 @@ def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions)
                                   "(search with --freeze_backbone or without), then train the best flags with it")
     layout = RunLayout(config.run_dir)
     meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
-    kind = models.model_kind(config.model)
-    if kind != meta.preprocessing.kind:
-        data_kind = meta.preprocessing.kind
-        raise SearchSettingsError(f"--model={config.model} takes {kind}s but {config.data} holds {data_kind} "
-                                  f"records; tune on {kind} data or pick a {data_kind} model")
-    input_shape = pipeline.output_shape(config.data)
+    try:
+        frames = train.frames_per_clip(config, meta.preprocessing)
+    except ValueError as error:
+        raise SearchSettingsError(str(error)) from None
+    input_shape = pipeline.output_shape(config.data, frames=frames is not None)
     weights = train.class_weights(meta, config.class_weight_threshold, config.pseudo_fake_spec, config.train_classes)
 
     # One search per run dir; the lock is released when this process ends, however it ends.
     with folder_lock(layout.root, "tuning"):
-        return _locked_search(config, options, layout, meta, input_shape, weights)
+        return _locked_search(config, options, layout, meta, input_shape, weights, frames)
 
 
-def _locked_search(config, options, layout, meta, input_shape, weights) -> SearchResult:
+def _locked_search(config, options, layout, meta, input_shape, weights, frames) -> SearchResult:
     if options.overwrite:
         _start_over(layout)
     identity_file = layout.tuner / "search.json"
@@ -118,17 +117,18 @@ def _locked_search(config, options, layout, meta, input_shape, weights) -> Searc
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     try:
-        augment = pipeline.Augment(flip=config.augment_flip, brightness=config.augment_brightness,
-                                   contrast=config.augment_contrast)
-        # Built once for all trials; the training set repeats and fit counts steps, as in dfd.train.
+        # Built once for all trials; the training set repeats and fit counts steps, as in dfd.train
+        # (frames of video records for an image model, validation on every frame: see dfd.train).
         train_data, num_train = pipeline.make_dataset(
             config.data, "train", batch_size=config.batch_size, training=True, cache=config.cache,
-            augment=augment, deterministic=config.deterministic, seed=config.seed, expected_shape=input_shape,
+            augment=train_flags.host_augment(config), frames_per_clip=frames,
+            deterministic=config.deterministic, seed=config.seed, expected_shape=input_shape,
             shuffle_buffer=config.shuffle_buffer, repeat=True, pseudo_fakes=config.pseudo_fake_spec,
             classes=config.train_classes)
         val_data, num_val = pipeline.make_dataset(config.data, "val", batch_size=config.batch_size,
-                                                  training=False, cache=config.cache, expected_shape=input_shape)
-        steps = pipeline.steps_per_epoch(num_train, config.batch_size, training=True)
+                                                  training=False, cache=config.cache, expected_shape=input_shape,
+                                                  frames_per_clip=None if frames is None else "all")
+        steps = pipeline.steps_per_epoch(num_train * (frames or 1), config.batch_size, training=True)
 
         hypermodel = DfdHyperModel(config, input_shape, precision, options.objective)
         board = HParamsBoard(layout.tensorboard)
