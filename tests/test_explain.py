@@ -89,3 +89,45 @@ def test_heatmap_peak_falls_on_a_planted_fake_patch():
     inside = heatmaps[:, PATCH[0], PATCH[1]].mean()
     outside = (heatmaps.sum() - heatmaps[:, PATCH[0], PATCH[1]].sum()) / (heatmaps.size - 64 * len(heatmaps))
     assert inside > 3 * outside, (inside, outside)
+
+
+def test_predict_explain_writes_a_picture_per_scored_file(image_run, media_files, tmp_path):  # noqa: F811
+    from dfd.predict import predict_command
+
+    output = tmp_path / "predictions.json"
+    code = predict_command(str(image_run.root), [str(media_files)], output=str(output), video_frames=5,
+                           explain=str(tmp_path / "explain"))
+    assert code == 0
+    entries = {Path(entry["path"]).name: entry for entry in json.loads(output.read_text())}
+    assert "explanation" not in entries["broken.mp4"]
+    for name in ("face.jpg", "clip.mp4"):
+        picture = Path(entries[name]["explanation"])
+        assert picture.parent == tmp_path / "explain" and picture.read_bytes()[:4] == b"\x89PNG"
+    assert len(list((tmp_path / "explain").glob("*.png"))) == 2
+
+
+@pytest.mark.parametrize("kind", ["image model on video records", "cnn_lstm"])
+def test_evaluate_explain_writes_confident_examples_and_tensorboard_images(kind, video_run, tmp_path):  # noqa: F811
+    layout, data_dir = video_run
+    if kind == "cnn_lstm":
+        spec = DatasetMetadata.load(data_dir).preprocessing
+        keras.utils.set_random_seed(0)
+        model = models.build_model("cnn_lstm", (4, SIZE, SIZE, 3), conv_filters=(4,), kernel_sizes=(3,),
+                                   frame_dense_units=4, lstm_units=4, head_units=4)
+        layout = make_run(tmp_path / "run", spec, model, data_dir)
+    result = evaluate.evaluate(layout.root, split="test", explain=1, print_report=False)
+    pictures = sorted((layout.eval_dir("test") / "explain").glob("*.png"))
+    assert [str(path.relative_to(layout.eval_dir("test"))) for path in pictures] == sorted(result["explained"])
+    groups = {"_".join(path.name.split("_")[:2]) for path in pictures}   # e.g. correct_real_00_clip0001.mp4.png
+    # One correct answer of each class at least (a test split of 4 real and 4 fake), at most 1 per group.
+    assert 2 <= len(pictures) <= 4 and len(groups) == len(pictures)
+    assert all(path.read_bytes()[:4] == b"\x89PNG" for path in pictures)
+    assert list((layout.tensorboard / "eval" / "test").glob("events.out.tfevents.*"))
+
+
+def test_select_examples_takes_the_most_confident_of_each_group():
+    labels = np.array([0, 0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.9, 0.6, 0.2, 0.95, 0.7])
+    groups = explain.select_examples(labels, scores, threshold=0.5, count=1)
+    assert groups == {"mistake_real": [1], "correct_real": [0], "mistake_fake": [3], "correct_fake": [4]}
+    assert explain.select_examples(labels, scores, 0.5, 5)["correct_fake"] == [4, 5]

@@ -175,7 +175,7 @@ def explanation_figure(frames: np.ndarray, heatmaps: np.ndarray, title: str, pro
     columns = min(count, 8)
     rows = -(-count // columns)
     figure = plt.figure(figsize=(max(1.3 * columns, 4.0), 1.3 * rows + 1.9), dpi=100)
-    grid = figure.add_gridspec(rows + 1, columns, height_ratios=[1.0] * rows + [1.1])
+    grid = figure.add_gridspec(rows + 1, columns, height_ratios=[1.0] * rows + [0.8])
     for index in range(count):
         axis = figure.add_subplot(grid[index // columns, index % columns])
         axis.imshow(frames[index])
@@ -187,7 +187,8 @@ def explanation_figure(frames: np.ndarray, heatmaps: np.ndarray, title: str, pro
         scores = list(frame_scores)[:count]
         strip.bar(range(len(scores)), scores, color=["tab:red" if s >= threshold else "tab:green" for s in scores])
         strip.axhline(threshold, color="black", linestyle="--", linewidth=1)
-        strip.set(xlabel="frame", ylabel="P(fake)", xlim=(-0.6, len(scores) - 0.4), ylim=(0, 1))
+        strip.set(xlabel="frame", ylabel="P(fake)", xlim=(-0.6, len(scores) - 0.4), ylim=(0, 1),
+                  xticks=range(len(scores)))
     else:                                                     # one score for the image or the whole clip
         strip.barh([0], [probability], color="tab:red" if probability >= threshold else "tab:green")
         strip.axvline(threshold, color="black", linestyle="--", linewidth=1)
