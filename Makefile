@@ -31,6 +31,8 @@ demo: $(STAMP)
 	printf 'not a video' > runs/demo/broken.mp4
 	$(PY) -m dfd.predict --model=runs/demo $(SAMPLE)/videos/test/fake/fake_0000.mp4 $(SAMPLE)/videos/test/real/real_0000.mp4 runs/demo/broken.mp4
 	$(PY) -m dfd.export --run_dir=runs/demo --output=runs/demo/export --overwrite
+	@echo "Check a file yourself on a local web page (http://127.0.0.1:8000/):"
+	@echo "  $(PY) -m dfd.serve --model=runs/demo"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
