@@ -1,4 +1,4 @@
-"""Grad-CAM explanations: found generically in every model kind, right on a planted patch, written by predict and evaluate."""
+"""Grad-CAM explanations: found in every model kind, right on a planted patch, written by predict and evaluate."""
 
 import json
 import sys
@@ -54,7 +54,8 @@ def test_heatmaps_have_the_crop_size_and_are_finite_for_every_model_kind(name, s
 
 def test_a_model_without_convolutions_is_refused():
     pixels = keras.Input((8, 8, 3), dtype="uint8")
-    output = keras.layers.Dense(1, activation="sigmoid")(keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(pixels)))
+    flat = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(pixels))
+    output = keras.layers.Dense(1, activation="sigmoid")(flat)
     with pytest.raises(ValueError, match="no spatial feature map"):
         explain.feature_map_path(keras.Model(pixels, output))
 

@@ -226,7 +226,10 @@ def explain_results(loaded, items, directory: str | Path) -> list[Path]:
 
 
 def select_examples(labels, scores, threshold: float, count: int) -> dict[str, list[int]]:
-    """Indices of the `count` most confident mistakes and correct answers of each class (farthest from the threshold)."""
+    """Indices of the `count` most confident mistakes and correct answers of each class.
+
+    Most confident: farthest from the threshold.
+    """
     labels, scores = np.asarray(labels), np.asarray(scores)
     predicted = (scores >= threshold).astype(int)
     distance = np.abs(scores - threshold)

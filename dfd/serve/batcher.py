@@ -90,16 +90,24 @@ class Batcher:
 
     def _score(self, items: list) -> None:
         crops: dict[int, np.ndarray] = {}
+
+        def keep(result, frames):
+            crops[id(result)] = frames
+
         results = predict.predict_files(
             self.loaded, [path for path, _, _, _ in items], batch_size=len(items), video_frames=self.video_frames,
-            aggregate=self.aggregate, progress=None, on_frames=lambda result, frames: crops.__setitem__(id(result), frames))
+            aggregate=self.aggregate, progress=None, on_frames=keep)
         self.batches += 1
         for (path, with_crops, future, started), result in zip(items, results):
             pictures = None
             if with_crops and id(result) in crops:
                 frames = crops[id(result)]
-                heatmaps = (explain.file_heatmaps(self.loaded, frames) if self.explainable
-                            else np.zeros(frames.shape[:3], np.float32))
+                heatmaps = np.zeros(frames.shape[:3], np.float32)
+                if self.explainable:
+                    try:
+                        heatmaps = explain.file_heatmaps(self.loaded, frames)
+                    except Exception:  # noqa: BLE001 - a failed heatmap still leaves the verdict to show
+                        pass
                 pictures = ["data:image/png;base64," + base64.b64encode(overlay_png(frame, heatmap)).decode()
                             for frame, heatmap in zip(frames, heatmaps)]
             future.set_result((result, pictures, time.perf_counter() - started))
