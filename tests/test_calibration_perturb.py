@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from dfd.data.metadata import DatasetMetadata
 from dfd.evaluation import calibration, evaluate, export, loading, perturb, predict
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))
 from test_evaluate_predict_export import SIZE, fitted_image_model, make_run  # noqa: E402
 
 from dfd.testing.fake_shards import write_fake_dataset  # noqa: E402
@@ -105,6 +106,21 @@ def test_evaluate_calibrate_and_perturb_then_predict_and_export_use_the_temperat
     exported = loading.load(tmp_path / "export")
     assert exported.temperature == temperature
     assert exported.threshold == pytest.approx(loaded.threshold)
+
+    # predict from the export: calibrated entries, and explanations from the model.keras beside the SavedModel.
+    import cv2
+
+    from dfd.predict import predict_command
+
+    photo = tmp_path / "face.png"
+    assert cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    capsys.readouterr()
+    assert predict_command(str(tmp_path / "export"), [str(photo)], output=str(tmp_path / "out.json"),
+                           explain=str(tmp_path / "explain")) == 0
+    entry = json.loads((tmp_path / "out.json").read_text())[0]
+    assert entry["temperature"] == pytest.approx(temperature, abs=1e-6) and Path(entry["explanation"]).is_file()
+    printed = capsys.readouterr().err
+    assert "calibrated P(fake)" in printed and "the SavedModel beside it has no layers" in printed
 
 
 def test_perturbed_scores_are_deterministic(run):
