@@ -46,7 +46,9 @@ def shrink(source: Path, target: Path, width: int) -> None:
     if image.shape[1] > width:
         image = cv2.resize(image, (width, round(image.shape[0] * width / image.shape[1])),
                            interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(target), image, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    from PIL import Image   # matplotlib's dependency: a 256-colour palette makes the PNG about 3x smaller
+
+    Image.fromarray(image[..., ::-1]).quantize(256).save(target, optimize=True)
     print(f"wrote {target} ({target.stat().st_size // 1024} KB)")
 
 
@@ -78,7 +80,7 @@ def screenshot(run_dir: Path, clip: Path, target: Path) -> None:
             driver.find_element(By.ID, "file").send_keys(str(clip))
             WebDriverWait(driver, 300).until(lambda d: d.find_element(By.ID, "verdict").text in ("REAL", "FAKE"))
             height = driver.execute_script("return document.body.scrollHeight")
-            driver.set_window_size(900, height + 140)
+            driver.set_window_size(900, height + 400)   # room for the browser's own frame
             full = Path(FLAGS.work) / "serve_full.png"
             driver.save_screenshot(str(full))
         finally:

@@ -61,6 +61,10 @@ def format_trust(result: dict) -> str:
             row = fit[name]
             lines.append(f"{name:8}{row['loss']:8.4f}{row['ece']:8.4f}{row['brier']:8.4f}{row['accuracy']:8.4f}"
                          f"{_number(row['roc_auc']):>8}")
+        if fit["after"]["loss"] > fit["before"]["loss"]:
+            lines.append("Note: the temperature made this split's loss worse: the val split is small, perfectly "
+                         "separated or unlike this one. Check it before trusting calibrated probabilities "
+                         "(delete calibration.json to go back)")
     robustness = result.get("robustness")
     if robustness:
         lines.append(f"Robustness (threshold {robustness['threshold']:.4f}; seed {robustness['seed']}):")

@@ -39,7 +39,7 @@ Files are scored on this machine and deleted after the answer; nothing leaves it
  <tr><td>time</td><td id="seconds"></td></tr></table>
  <h3>Face crops <span class="muted">(heatmap: where the model saw evidence of a fake)</span></h3>
  <div id="crops"></div>
- <h3>Per-frame P(fake)</h3><div id="chart"></div>
+ <h3 id="chart-title">Per-frame P(fake)</h3><div id="chart"></div>
 </div>
 <script id="model" type="application/json">__MODEL__</script>
 <script>
@@ -48,14 +48,14 @@ const $ = id => document.getElementById(id);
 let clock = null;
 function status(text, cls) { $('status').textContent = text; $('status').className = cls || ''; }
 function chart(scores, threshold) {
-  const w = 640, h = 140, n = scores.length, bar = w / Math.max(n, 1);
+  const w = 640, h = 140, n = scores.length, bar = Math.min(w / Math.max(n, 1), 48);
   let svg = `<svg width="${w}" height="${h + 20}" role="img">`;
   scores.forEach((s, i) => { const bh = s * h;
     svg += `<rect x="${i * bar + 1}" y="${h - bh}" width="${Math.max(bar - 2, 1)}" height="${bh}"
       fill="${s >= threshold ? '#c0392b' : '#1e8449'}"><title>frame ${i}: ${s.toFixed(3)}</title></rect>`; });
   const ty = h - threshold * h;
   svg += `<line x1="0" x2="${w}" y1="${ty}" y2="${ty}" stroke="#000" stroke-dasharray="4"/>`;
-  svg += `<text x="2" y="${h + 15}" font-size="11">threshold ${threshold.toFixed(3)}; ${n} frame(s)</text></svg>`;
+  svg += `<text x="2" y="${h + 15}" font-size="11">threshold ${threshold.toFixed(3)}${n > 1 ? `; ${n} frames` : ''}</text></svg>`;
   return svg;
 }
 function show(entry, code) {
@@ -73,6 +73,8 @@ function show(entry, code) {
   $('seconds').textContent = entry.seconds.toFixed(2) + ' s';
   $('crops').innerHTML = entry.crops.map((src, i) => `<img src="${src}" alt="frame ${i}">`).join('');
   const scores = entry.frame_scores || [entry.fake_probability];
+  $('chart-title').textContent = entry.frame_scores ? 'Per-frame P(fake)'
+    : (entry.kind === 'video' ? 'P(fake) of the clip (the video model scores all frames together)' : 'P(fake)');
   $('chart').innerHTML = chart(scores, entry.threshold);
   status(`${entry.path}: done`, 'done');
 }
