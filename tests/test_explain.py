@@ -116,7 +116,12 @@ def test_evaluate_explain_writes_confident_examples_and_tensorboard_images(kind,
         model = models.build_model("cnn_lstm", (4, SIZE, SIZE, 3), conv_filters=(4,), kernel_sizes=(3,),
                                    frame_dense_units=4, lstm_units=4, head_units=4)
         layout = make_run(tmp_path / "run", spec, model, data_dir)
-    result = evaluate.evaluate(layout.root, split="test", explain=1, print_report=False)
+    # With calibration and a perturbation too: every option of dfd.evaluate on both model kinds.
+    result = evaluate.evaluate(layout.root, split="test", explain=1, print_report=False, calibrate=True,
+                               perturbations=["blur:0,2"])
+    assert result["temperature"] > 0 and (layout.root / "calibration.json").is_file()
+    blurred = result["robustness"]["perturbations"]["blur"]
+    assert blurred[0] == {"level": 0.0, **result["robustness"]["unperturbed"]}
     pictures = sorted((layout.eval_dir("test") / "explain").glob("*.png"))
     assert [str(path.relative_to(layout.eval_dir("test"))) for path in pictures] == sorted(result["explained"])
     groups = {"_".join(path.name.split("_")[:2]) for path in pictures}   # e.g. correct_real_00_clip0001.mp4.png
