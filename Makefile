@@ -27,11 +27,13 @@ demo: $(STAMP)
 	$(PY) tools/make_tfrecords.py --source=$(SAMPLE)/videos --output=$(SHARDS)/videos
 	$(PY) tools/make_tfrecords.py --source=$(SAMPLE)/images --output=$(SHARDS)/images
 	$(PY) -m dfd.train --flagfile=configs/demo.flags
-	$(PY) -m dfd.evaluate --run_dir=runs/demo --threshold=val_eer
+	$(PY) -m dfd.evaluate --run_dir=runs/demo --threshold=val_eer --calibrate
 	@# A broken file among real ones: predict reports it and scores the others.
 	printf 'not a video' > runs/demo/broken.mp4
 	$(PY) -m dfd.predict --model=runs/demo $(SAMPLE)/videos/test/fake/fake_0000.mp4 $(SAMPLE)/videos/test/real/real_0000.mp4 runs/demo/broken.mp4
 	$(PY) -m dfd.export --run_dir=runs/demo --output=runs/demo/export --overwrite
+	@echo "Check a file yourself on a local web page (http://127.0.0.1:8000/):"
+	@echo "  $(PY) -m dfd.serve --model=runs/demo"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

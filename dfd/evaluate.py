@@ -1,4 +1,5 @@
-"""`python -m dfd.evaluate --run_dir=runs/X [--split=test] [--data=DIR] [--threshold=...] [--aggregate=...]`.
+"""`python -m dfd.evaluate --run_dir=runs/X [--split=test] [--data=DIR] [--threshold=...] [--aggregate=...]
+    [--calibrate] [--perturb=jpeg:90,70,50 ...] [--explain=N]`.
 
 Scores a split with the run's best model, prints a report and writes metrics,
 plots and predictions under runs/X/eval/<split>/ (see dfd.evaluation.evaluate).
@@ -27,6 +28,15 @@ def define_flags() -> None:
     flags.DEFINE_enum("aggregate", "mean", list(metrics.AGGREGATE_METHODS),
                       "Image model on video records: how frame scores become a video score.")
     flags.DEFINE_integer("batch_size", 64, "Records per inference batch.")
+    flags.DEFINE_bool("calibrate", False, "Fit temperature scaling on the val split (calibration.json beside "
+                      "threshold.json); report the split's metrics before and after. dfd.predict, dfd.export and "
+                      "dfd.serve then use calibrated probabilities.")
+    flags.DEFINE_multi_string("perturb", [], "Score the split again under a perturbation of the stored face crops, "
+                              "NAME:LEVEL[,LEVEL...] (repeatable): jpeg:90,70,50 (quality), scale:0.5,0.25 (down "
+                              "and back up), blur:1,2 (sigma, pixels), noise:5,10 (sigma, grey levels).")
+    flags.DEFINE_integer("perturb_seed", 0, "Seed of the --perturb noise.")
+    flags.DEFINE_integer("explain", 0, "Write Grad-CAM pictures (eval/<split>/explain/, TensorBoard) of the N most "
+                         "confident mistakes and N most confident correct answers of each class.")
 
 
 def main(argv) -> int:
@@ -34,7 +44,9 @@ def main(argv) -> int:
     from dfd.evaluation.evaluate import evaluate  # after flag parsing: TensorFlow import is slow
 
     values = flags.FLAGS
-    evaluate(values.run_dir, values.split, values.data, values.threshold, values.aggregate, values.batch_size)
+    evaluate(values.run_dir, values.split, values.data, values.threshold, values.aggregate, values.batch_size,
+             calibrate=values.calibrate, perturbations=values.perturb, perturb_seed=values.perturb_seed,
+             explain=values.explain)
     return 0
 
 

@@ -3,7 +3,9 @@
 PATHs are files or folders (searched recursively for images and videos). Output is
 a JSON array (or CSV) with, per file: path, kind, fake_probability, label at the
 model's threshold (threshold.json, written by dfd.evaluate; 0.5 without one),
-frames_used, and for a video scored by an image model its frame_scores. A file
+frames_used, and for a video scored by an image model its frame_scores. When the run has a
+calibration.json (dfd.evaluate --calibrate), P(fake) is the calibrated probability and each entry
+carries the temperature. --explain=DIR writes a Grad-CAM picture per scored file. A file
 that cannot be used gets an "error" entry; the exit code is 1 only when no file
 could be scored.
 """
@@ -22,7 +24,8 @@ from absl import flags
 from dfd import cli
 
 FORMATS = ("json", "csv")
-CSV_COLUMNS = ("path", "kind", "fake_probability", "label", "threshold", "frames_used", "frame_scores", "error")
+CSV_COLUMNS = ("path", "kind", "fake_probability", "label", "threshold", "frames_used", "frame_scores", "temperature",
+               "explanation", "error")
 
 
 def define_flags() -> None:
@@ -34,6 +37,9 @@ def define_flags() -> None:
                          "and scored. Models trained on video records use their training num_frames.")
     flags.DEFINE_enum("aggregate", "mean", ["mean", "max", "median"],
                       "Image model given a video: how its frame scores become the video's score.")
+    flags.DEFINE_string("explain", None, "Write a Grad-CAM picture per scored file into this folder (face crops "
+                        "with heatmaps, per-frame scores, verdict). From an export directory it uses the model.keras "
+                        "beside the SavedModel (a SavedModel has no layers to explain).")
 
 
 def format_results(results: list, output_format: str) -> str:
@@ -79,7 +85,8 @@ def write_atomically(path: str, text: str) -> None:
 
 
 def predict_command(model: str, paths: list[str], output_format: str = "json", output: str | None = None,
-                    batch_size: int = 32, video_frames: int = 16, aggregate: str = "mean", stdout=None) -> int:
+                    batch_size: int = 32, video_frames: int = 16, aggregate: str = "mean", stdout=None,
+                    explain: str | None = None) -> int:
     """The whole command behind main(); returns the exit code (1 when no file could be scored)."""
     from dfd.evaluation import loading, predict  # TensorFlow import is slow: only once there is work
 
@@ -92,7 +99,23 @@ def predict_command(model: str, paths: list[str], output_format: str = "json", o
     if output:
         check_output(output, paths, files)
     loaded = loading.load(model)
-    results = predict.predict_files(loaded, files, batch_size, video_frames, aggregate)
+    if loaded.temperature != 1.0:
+        print(f"dfd.predict: calibrated P(fake): {loaded.calibration_source}", file=sys.stderr)
+    crops = []
+    on_frames = (lambda result, frames: crops.append((result, frames))) if explain else None
+    if explain:
+        from dfd.evaluation import explain as explain_module
+
+        explain_module.feature_map_path(loaded.model)   # refuse a model without a feature map before scoring
+        if (Path(model) / "saved_model.pb").is_file():
+            print(f"dfd.predict: explaining with {loaded.model_path} (the SavedModel beside it has no layers "
+                  "to explain)", file=sys.stderr)
+    results = predict.predict_files(loaded, files, batch_size, video_frames, aggregate, on_frames=on_frames)
+    if explain:
+        order = {id(result): index for index, result in enumerate(results)}
+        written = explain_module.explain_results(
+            loaded, [(order[id(result)], result, frames) for result, frames in crops], explain)
+        print(f"dfd.predict: {len(written)} explanation pictures in {explain}", file=sys.stderr)
     text = format_results(results, output_format)
     if output:
         write_atomically(output, text)
@@ -107,7 +130,7 @@ def main(argv) -> int:
         raise ValueError("give one or more image/video files or folders after the flags")
     values = flags.FLAGS
     return predict_command(values.model, paths, values.format, values.output, values.batch_size,
-                           values.video_frames, values.aggregate)
+                           values.video_frames, values.aggregate, explain=values.explain)
 
 
 if __name__ == "__main__":

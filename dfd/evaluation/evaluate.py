@@ -10,6 +10,11 @@ Writes into the run directory (dfd.run_layout.RunLayout):
   tb/eval/<split>/                the same plots as TensorBoard images
   threshold.json                  the chosen threshold; dfd.predict applies it. A fixed-0.5 evaluation
                                   does not replace a threshold chosen on validation data earlier
+  calibration.json                --calibrate: the temperature fitted on the val split; loading applies it
+  eval/<split>/explain/           --explain=N: Grad-CAM pictures of confident mistakes and correct answers
+
+metrics.json always holds the expected calibration error, Brier score and reliability table
+("calibration"), and with --perturb the robustness table ("robustness").
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import tensorflow as tf
 
 from dfd.data import integrity, schema
 from dfd.data.metadata import DatasetMetadata
-from dfd.evaluation import loading, metrics, plots, report
+from dfd.evaluation import calibration, loading, metrics, perturb, plots, report
 from dfd.run_layout import RunLayout
 
 # Flag names under which a run's flags.txt may record its training data folder.
@@ -59,12 +64,13 @@ def open_data(loaded: loading.LoadedModel, data_dir: str | Path) -> DatasetMetad
 
 
 def score_split(loaded: loading.LoadedModel, data: DatasetMetadata, split: str, batch_size: int = 64,
-                aggregate: str = "mean") -> dict:
+                aggregate: str = "mean", transform=None) -> dict:
     """Scores every record of a split: {"sources", "labels", "scores"} (numpy arrays, one per example).
 
     An image model on video records scores every frame; a video's score is then the
     `aggregate` of its frame scores (all records of one source video together), and
-    "frame_scores" maps each source to its frame scores.
+    "frame_scores" maps each source to its frame scores. `transform(frames, batch_index)`, when
+    given, changes each uint8 (B, T, H, W, 3) batch before scoring (dfd.evaluation.perturb).
     """
     shape = data.preprocessing.record_shape
 
@@ -79,7 +85,9 @@ def score_split(loaded: loading.LoadedModel, data: DatasetMetadata, split: str, 
                .prefetch(2))
     sources, labels, scores, padded = [], [], [], []
     try:
-        for frames, batch_labels, batch_sources, batch_padded in dataset.as_numpy_iterator():
+        for batch_index, (frames, batch_labels, batch_sources, batch_padded) in enumerate(dataset.as_numpy_iterator()):
+            if transform is not None:
+                frames = transform(frames, batch_index)
             scores.append(loaded.score_clips(frames))
             labels.append(batch_labels)
             padded.append(batch_padded)
@@ -146,27 +154,69 @@ def write_predictions(path: Path, scored: dict, threshold: float) -> None:
 
 def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None = None,
              threshold_method: str = "0.5", aggregate: str = "mean", batch_size: int = 64,
-             print_report: bool = True) -> dict:
-    """Evaluates a run's best model on `split`; returns what metrics.json holds."""
+             print_report: bool = True, calibrate: bool = False, perturbations=(), perturb_seed: int = 0,
+             explain: int = 0) -> dict:
+    """Evaluates a run's best model on `split`; returns what metrics.json holds.
+
+    calibrate: fit temperature scaling on the val split first (calibration.json), report before/after.
+    perturbations: ("jpeg:90,70", ...) score the split again under each level (dfd.evaluation.perturb).
+    explain: write Grad-CAM pictures of the N most confident mistakes and correct answers per class.
+    """
     if threshold_method not in metrics.THRESHOLD_METHODS:
         raise ValueError(f"--threshold must be one of {metrics.THRESHOLD_METHODS}, got {threshold_method!r}")
     if aggregate not in metrics.AGGREGATE_METHODS:
         raise ValueError(f"--aggregate must be one of {metrics.AGGREGATE_METHODS}, got {aggregate!r}")
+    if explain < 0:
+        raise ValueError(f"--explain must be >= 0 examples per group, got {explain}")
+    parsed_perturbations = perturb.parse(perturbations)   # bad flags fail before minutes of scoring
     layout = RunLayout(run_dir)
     loaded = loading.load(layout.root)
     data_dir = Path(data) if data is not None else training_data_dir(layout)
     dataset = open_data(loaded, data_dir)
+    has_val = split == "val" or bool(dataset.raw.get("splits", {}).get("val", {}).get("count"))
 
+    calibration_fit = None
+    if calibrate:
+        if not has_val:
+            raise ValueError(f"--calibrate fits on the val split, and {data_dir} has no val examples; "
+                             "drop --calibrate or use data with a val split")
+        loaded.set_temperature(1.0)   # fit on raw outputs, whatever an earlier calibration.json said
     scored = score_split(loaded, dataset, split, batch_size, aggregate)
+    validation = None
+    if calibrate:
+        validation = scored if split == "val" else score_split(loaded, dataset, "val", batch_size, aggregate)
+        temperature = calibration.fit_temperature(validation["labels"], calibration.example_frame_scores(validation),
+                                                  aggregate)
+        raw_threshold = loaded.threshold
+        raw, raw_validation = scored, validation
+        scored = calibration.calibrated(scored, temperature, aggregate)
+        validation = calibration.calibrated(validation, temperature, aggregate)
+        loaded.set_temperature(temperature)
+        calibration_fit = {
+            "temperature": temperature, "fitted_on": f"val split of {data_dir}",
+            "before": calibration.summary(raw["labels"], raw["scores"], raw_threshold),
+            "after": calibration.summary(scored["labels"], scored["scores"], loaded.threshold),
+        }
+        calibration.write_calibration(
+            layout.root, temperature, calibration_fit["fitted_on"], aggregate if "frame_scores" in scored else None,
+            calibration.summary(raw_validation["labels"], raw_validation["scores"], raw_threshold),
+            calibration.summary(validation["labels"], validation["scores"], loaded.threshold))
+
     if threshold_method == "0.5":
         threshold, chosen_on = 0.5, "fixed"
     else:
-        if split != "val" and not dataset.raw.get("splits", {}).get("val", {}).get("count"):
+        if not has_val:
             raise ValueError(f"--threshold={threshold_method} is chosen on the val split, and {data_dir} has no "
                              "val examples; use --threshold=0.5 or data with a val split")
-        validation = scored if split == "val" else score_split(loaded, dataset, "val", batch_size, aggregate)
+        if validation is None:
+            validation = scored if split == "val" else score_split(loaded, dataset, "val", batch_size, aggregate)
         threshold = metrics.choose_threshold(validation["labels"], validation["scores"], threshold_method)
         chosen_on = f"val split of {data_dir}"
+    # A plain evaluation (fixed 0.5) never replaces a threshold chosen on validation data earlier:
+    # predict would silently switch back. Delete threshold.json to return to 0.5.
+    kept = threshold_method == "0.5" and layout.threshold.is_file()
+    # Decisions below use the threshold predict will use: a kept one (mapped to this temperature) or the new one.
+    decision_threshold = loaded.threshold if kept else threshold
 
     at_half = metrics.compute_metrics(scored["labels"], scored["scores"], 0.5)
     at_chosen = metrics.compute_metrics(scored["labels"], scored["scores"], threshold)
@@ -175,24 +225,43 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
         "aggregate": aggregate if "frame_scores" in scored else None,
         "threshold": {"method": threshold_method, "value": threshold, "chosen_on": chosen_on},
         "at_0.5": at_half, "at_threshold": at_chosen,
+        "temperature": loaded.temperature,
+        "calibration": calibration.calibration_metrics(scored["labels"], scored["scores"]),
     }
     if "frame_scores" in scored:
         result.update(frame_and_video_level(scored, at_half, aggregate))
+    if calibration_fit is not None:
+        result["calibration_fit"] = calibration_fit
 
     out = layout.eval_dir(split)
     out.mkdir(parents=True, exist_ok=True)
+    tensorboard_dir = layout.tensorboard / "eval" / split
+    figures = plots.evaluation_figures(scored["labels"], scored["scores"], at_chosen)
+    extra_curves = {f"T={loaded.temperature:.3f}": scored["scores"]} if calibration_fit else {}
+    figures["reliability"] = calibration.reliability_figure(
+        scored["labels"], raw["scores"] if calibration_fit else scored["scores"],
+        f"Reliability, {split} split", extra=extra_curves)
+    if parsed_perturbations:
+        result["robustness"] = perturb.robustness(
+            lambda transform: score_split(loaded, dataset, split, batch_size, aggregate, transform),
+            parsed_perturbations, decision_threshold, perturb_seed, baseline=scored)
+        figures["robustness"] = perturb.robustness_figure(result["robustness"])
     (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     write_predictions(out / "predictions.csv", scored, threshold)
     if "frame_scores" in scored:
         (out / "frame_scores.json").write_text(json.dumps(scored["frame_scores"]) + "\n")
-    plots.write_figures(plots.evaluation_figures(scored["labels"], scored["scores"], at_chosen), out,
-                        tensorboard_dir=layout.tensorboard / "eval" / split)
-    # A plain evaluation (fixed 0.5) never replaces a threshold chosen on validation data earlier:
-    # predict would silently switch back. Delete threshold.json to return to 0.5.
-    kept = threshold_method == "0.5" and layout.threshold.is_file()
+    plots.write_figures(figures, out, tensorboard_dir=tensorboard_dir)
+    if explain:
+        from dfd.evaluation import explain as explain_module   # imports Grad-CAM machinery only when asked
+
+        explained = explain_module.explain_split(loaded, dataset, split, scored, decision_threshold, explain,
+                                                 out / "explain", tensorboard_dir, batch_size)
+        result["explained"] = [str(path.relative_to(out)) for path in explained]
+        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     if not kept:
         layout.threshold.write_text(json.dumps(
-            {"threshold": threshold, "method": threshold_method, "chosen_on": chosen_on}, indent=2) + "\n")
+            {"threshold": threshold, "method": threshold_method, "chosen_on": chosen_on,
+             "temperature": loaded.temperature}, indent=2) + "\n")
 
     if print_report:
         results = {"threshold 0.5": at_half}
@@ -202,9 +271,14 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
         if "frame_scores" in scored:
             extra.append(f"Image model on video records: clip score = {aggregate} of frame scores")
             extra.append(format_levels(result))
+        if loaded.temperature != 1.0 and calibration_fit is None:
+            extra.append(f"Calibrated probabilities: {loaded.calibration_source}")
         print(report.format_report(results, split, scored["sources"], scored["labels"], scored["scores"], extra))
-        print(f"Wrote {out}/metrics.json, predictions.csv, plots; TensorBoard images in "
-              f"{layout.tensorboard / 'eval' / split}")
+        print(report.format_trust(result))
+        print(f"Wrote {out}/metrics.json, predictions.csv, plots; TensorBoard images in {tensorboard_dir}")
+        if calibration_fit is not None:
+            print(f"Temperature {loaded.temperature:.4f} written to {layout.root / calibration.CALIBRATION_FILE}; "
+                  "dfd.predict, dfd.export and dfd.serve use calibrated probabilities (delete the file to stop)")
         if kept:
             print(f"Kept the threshold in {layout.threshold} (dfd.predict uses it); delete the file to use 0.5")
         else:

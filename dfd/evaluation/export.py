@@ -6,6 +6,9 @@ The export directory holds:
   model.keras                  the same model for Keras (and for dfd.predict --model=DIR)
   preprocessing.json           how files must be preprocessed to feed it
   threshold.json               the decision threshold (copied from the run; 0.5 if evaluate never ran)
+  calibration.json             only when the run has one (dfd.evaluate --calibrate): the temperature. It is
+                               baked into the SavedModel's output (TF Serving clients get calibrated P(fake));
+                               model.keras stays the raw model and dfd.predict applies the file to it
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import tensorflow as tf
 
 from dfd.data import schema
 from dfd.data.metadata import DatasetMetadata
-from dfd.evaluation import loading
+from dfd.evaluation import calibration, loading
 from dfd.models import fake_probability
 from dfd.run_layout import RunLayout
 
@@ -28,10 +31,17 @@ from dfd.run_layout import RunLayout
 MAX_ABS_DIFFERENCE = 1e-5
 
 
-def serving_model(model: keras.Model) -> keras.Model:
-    """The model with its output reduced to P(fake) (B,), so serving clients need not know the head."""
+def serving_model(model: keras.Model, temperature: float = 1.0) -> keras.Model:
+    """The model with its output reduced to P(fake) (B,), so serving clients need not know the head.
+
+    A temperature other than 1 is applied on the logit, as dfd.evaluation.calibration does.
+    """
     pixels = keras.Input(shape=tuple(model.inputs[0].shape[1:]), dtype="uint8", name="pixels")
-    return keras.Model(pixels, fake_probability(model(pixels)), name=f"{model.name}_serving")
+    probability = fake_probability(model(pixels))
+    if temperature != 1.0:
+        clipped = keras.ops.clip(keras.ops.cast(probability, "float32"), calibration.EPSILON, 1.0 - calibration.EPSILON)
+        probability = keras.ops.sigmoid((keras.ops.log(clipped) - keras.ops.log1p(-clipped)) / temperature)
+    return keras.Model(pixels, probability, name=f"{model.name}_serving")
 
 
 def sample_batch(loaded: loading.LoadedModel, layout: RunLayout, size: int = 8) -> np.ndarray:
@@ -70,14 +80,17 @@ def export(run_dir: str | Path, output: str | Path, verbose: bool = True, overwr
     _clear_output(output, overwrite)
     output.mkdir(parents=True, exist_ok=True)
 
-    serving = serving_model(loaded.model)
+    serving = serving_model(loaded.model, loaded.temperature)
     serving.export(str(output), format="tf_saved_model", verbose=False,
                    input_signature=[tf.TensorSpec((None,) + loaded.input_shape, tf.uint8, name="pixels")])
     shutil.copyfile(loaded.model_path, output / loading.EXPORT_MODEL_FILE)
     loaded.spec.save(output / loading.PREPROCESSING_FILE)
     threshold, source = loaded.threshold, loaded.threshold_source
     (output / loading.THRESHOLD_FILE).write_text(json.dumps(
-        {"threshold": threshold, "method": f"copied from {source}"}, indent=2) + "\n")
+        {"threshold": threshold, "method": f"copied from {source}", "temperature": loaded.temperature},
+        indent=2) + "\n")
+    if loaded.temperature != 1.0:
+        shutil.copyfile(layout.root / calibration.CALIBRATION_FILE, output / calibration.CALIBRATION_FILE)
 
     batch = sample_batch(loaded, layout)
     expected = loaded.score(batch)
@@ -88,6 +101,9 @@ def export(run_dir: str | Path, output: str | Path, verbose: bool = True, overwr
     if verbose:
         print(f"Exported {loaded.model_path} to {output} (input uint8 {(None,) + loaded.input_shape}, "
               f"output P(fake)); threshold {threshold:.4f} from {source}")
+        if loaded.temperature != 1.0:
+            print(f"P(fake) is calibrated: {loaded.calibration_source}, baked into the SavedModel and copied "
+                  f"beside model.keras for dfd.predict")
         print(f"Reloaded SavedModel vs source model on a batch of {len(batch)}: max abs difference {difference:.3g}")
     if difference > MAX_ABS_DIFFERENCE:
         raise ValueError(f"the reloaded export disagrees with the source model (max abs difference {difference:.3g}); "

@@ -1,8 +1,9 @@
 """Loading a trained model with what it needs to be fed: run directories and export directories alike.
 
-Both hold a Keras file, preprocessing.json and (after dfd.evaluate) threshold.json:
-  run dir     checkpoints/best.keras (else model.keras), preprocessing.json, threshold.json
-  export dir  model.keras, preprocessing.json, threshold.json, saved_model.pb (for TF Serving)
+Both hold a Keras file, preprocessing.json and (after dfd.evaluate) threshold.json and calibration.json:
+  run dir     checkpoints/best.keras (else model.keras), preprocessing.json, threshold.json, calibration.json
+  export dir  model.keras, preprocessing.json, threshold.json, calibration.json, saved_model.pb (for TF Serving)
+A calibration.json (dfd.evaluate --calibrate) makes every score the temperature-scaled probability.
 
 Models are always loaded in Keras safe mode: a `.keras` file can carry a Lambda
 layer, i.e. pickled Python code that runs on load; dfd models never need one.
@@ -19,6 +20,7 @@ import keras
 import numpy as np
 
 from dfd.data.preprocessing import PreprocessSpec
+from dfd.evaluation import calibration
 from dfd.models import fake_probability  # importing dfd.models also registers its Keras objects for loading
 from dfd.run_layout import RunLayout
 
@@ -58,6 +60,14 @@ class LoadedModel:
     threshold: float              # P(fake) >= threshold is called fake
     threshold_source: str         # where the threshold came from, for the report
     model_path: Path
+    temperature: float = 1.0      # calibration.json (dfd.evaluate --calibrate); 1.0: raw model outputs
+    calibration_source: str | None = None
+
+    def set_temperature(self, temperature: float) -> None:
+        """Scores from now on divided on the logit by `temperature`; the threshold follows (same decisions)."""
+        self.threshold = calibration.to_calibrated_threshold(
+            calibration.to_calibrated_threshold(self.threshold, 1.0 / self.temperature), temperature)
+        self.temperature = temperature
 
     @property
     def input_shape(self) -> tuple:
@@ -83,7 +93,8 @@ class LoadedModel:
     def score(self, frames: np.ndarray) -> np.ndarray:
         """P(fake) per example of a uint8 batch in the model's input shape, float64 (B,)."""
         # predict_on_batch runs a traced function: far faster than an eager call per batch.
-        return np.asarray(fake_probability(np.asarray(self.model.predict_on_batch(frames))), dtype=np.float64)
+        raw = np.asarray(fake_probability(np.asarray(self.model.predict_on_batch(frames))), dtype=np.float64)
+        return calibration.apply_temperature(raw, self.temperature)
 
     def score_clips(self, clips: np.ndarray) -> np.ndarray:
         """uint8 (B, T, H, W, 3) clips: (B,) scores for a video model, (B, T) frame scores for an image model."""
@@ -93,7 +104,13 @@ class LoadedModel:
         return self.score(clips)
 
 
-def read_threshold(directory: Path) -> tuple[float, str]:
+def read_threshold(directory: Path, temperature: float = 1.0) -> tuple[float, str]:
+    """The threshold on the scale of scores calibrated with `temperature`.
+
+    threshold.json records the temperature its scores had ("temperature", 1.0 when absent): a threshold
+    chosen before calibrating (or after, with calibration.json since deleted) is mapped to make the
+    same decisions.
+    """
     path = directory / THRESHOLD_FILE
     if not path.is_file():
         return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD} (no {THRESHOLD_FILE}: run dfd.evaluate to choose one)"
@@ -106,6 +123,9 @@ def read_threshold(directory: Path) -> tuple[float, str]:
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"{path}: threshold {threshold} is not a probability in [0, 1]; re-run dfd.evaluate "
                          "to choose one, or delete it to use 0.5")
+    chosen_with = float(values.get("temperature", 1.0))
+    if chosen_with != temperature:
+        threshold = calibration.to_calibrated_threshold(threshold, temperature / chosen_with)
     return threshold, f"{path} ({values.get('method', '?')})"
 
 
@@ -131,5 +151,6 @@ def load(directory: str | Path) -> LoadedModel:
         raise ValueError(f"{spec_path} is missing: without it dfd cannot preprocess files the way the model "
                          "was trained. Copy the run's preprocessing.json there")
     spec = PreprocessSpec.load(spec_path)
-    threshold, source = read_threshold(directory)
-    return LoadedModel(load_keras_model(path), spec, threshold, source, path)
+    temperature, calibration_source = calibration.read_calibration(directory)
+    threshold, source = read_threshold(directory, temperature)
+    return LoadedModel(load_keras_model(path), spec, threshold, source, path, temperature, calibration_source)

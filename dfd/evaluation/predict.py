@@ -45,6 +45,8 @@ class FileResult:
     frames_used: int | None = None
     frame_indices: list[int] | None = None
     frame_scores: list[float] | None = None
+    temperature: float | None = None   # set when P(fake) is calibrated (calibration.json)
+    explanation: str | None = None     # the Grad-CAM picture (dfd.predict --explain=DIR)
     error: str | None = None
 
     def to_dict(self) -> dict:
@@ -129,8 +131,8 @@ def _prepare(path: str, loaded: LoadedModel, video_frames: int):
         return None, None, str(error).splitlines()[0] if str(error) else type(error).__name__
 
 
-def _score_group(loaded: LoadedModel, spec: PreprocessSpec, items: list, aggregate: str) -> None:
-    """Scores the records of one spec at once and fills their FileResults."""
+def _score_group(loaded: LoadedModel, spec: PreprocessSpec, items: list, aggregate: str, on_frames=None) -> None:
+    """Scores the records of one spec at once and fills their FileResults; on_frames(result, frames) sees the crops."""
     decoded = decode_records([record for _, record in items], spec)
     scores = loaded.score_clips(decoded[schema.FRAMES])
     for index, (result, _) in enumerate(items):
@@ -148,12 +150,20 @@ def _score_group(loaded: LoadedModel, spec: PreprocessSpec, items: list, aggrega
             probability = scores[index] if scores.ndim == 1 else scores[index][0]
         result.fake_probability = round(float(probability), 6)
         result.threshold = round(loaded.threshold, 6)
+        if loaded.temperature != 1.0:
+            result.temperature = round(loaded.temperature, 6)
         result.label = schema.LABEL_NAMES[int(probability >= loaded.threshold)]
+        if on_frames is not None:
+            on_frames(result, decoded[schema.FRAMES][index][:num_frames])
 
 
 def predict_files(loaded: LoadedModel, paths: list[str], batch_size: int = 32, video_frames: int = 16,
-                  aggregate: str = "mean", progress=sys.stderr) -> list[FileResult]:
-    """One FileResult per path, in order; unusable files carry `error` and never stop the others."""
+                  aggregate: str = "mean", progress=sys.stderr, on_frames=None) -> list[FileResult]:
+    """One FileResult per path, in order; unusable files carry `error` and never stop the others.
+
+    on_frames(result, frames): called for each scored file with its decoded crops uint8 (T, H, W, 3),
+    padding removed (dfd.predict --explain, dfd.serve).
+    """
     if batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
     if aggregate not in metrics.AGGREGATE_METHODS:
@@ -174,7 +184,7 @@ def predict_files(loaded: LoadedModel, paths: list[str], batch_size: int = 32, v
                 groups.setdefault(spec, []).append((results[index], record))
             for spec, items in groups.items():
                 try:
-                    _score_group(loaded, spec, items, aggregate)
+                    _score_group(loaded, spec, items, aggregate, on_frames)
                 except Exception as error:  # noqa: BLE001 - a failing batch must not lose the other batches
                     for result, _ in items:
                         result.error = f"scoring failed: {error}"

@@ -46,3 +46,32 @@ def format_report(results: dict, split: str, sources, labels, scores, extra: Seq
     blocks.append(format_samples(sources, labels, scores, chosen["threshold"]))
     blocks += [format_metrics(metrics, title) for title, metrics in results.items()]
     return "\n\n".join(blocks) + "\n"
+
+
+def format_trust(result: dict) -> str:
+    """Calibration (and its fit), robustness: the lines after the report."""
+    values = result["calibration"]
+    lines = [f"Calibration: ECE {values['ece']:.4f} ({values['ece_bins']} bins)  Brier {values['brier']:.4f}"
+             + (f"  (temperature {result['temperature']:.4f})" if result.get("temperature", 1.0) != 1.0 else "")]
+    fit = result.get("calibration_fit")
+    if fit:
+        lines.append(f"Temperature scaling fitted on the {fit['fitted_on']}: T = {fit['temperature']:.4f}")
+        lines.append(f"{'':8}{'loss':>8}{'ECE':>8}{'Brier':>8}{'acc':>8}{'AUC':>8}")
+        for name in ("before", "after"):
+            row = fit[name]
+            lines.append(f"{name:8}{row['loss']:8.4f}{row['ece']:8.4f}{row['brier']:8.4f}{row['accuracy']:8.4f}"
+                         f"{_number(row['roc_auc']):>8}")
+        if fit["after"]["loss"] > fit["before"]["loss"]:
+            lines.append("Note: the temperature made this split's loss worse: the val split is small, perfectly "
+                         "separated or unlike this one. Check it before trusting calibrated probabilities "
+                         "(delete calibration.json to go back)")
+    robustness = result.get("robustness")
+    if robustness:
+        lines.append(f"Robustness (threshold {robustness['threshold']:.4f}; seed {robustness['seed']}):")
+        lines.append(f"{'perturbation':16}{'level':>8}{'AUC':>10}{'accuracy':>10}")
+        base = robustness["unperturbed"]
+        lines.append(f"{'none':16}{'':>8}{_number(base['roc_auc']):>10}{base['accuracy']:10.4f}")
+        for name, rows in robustness["perturbations"].items():
+            for row in rows:
+                lines.append(f"{name:16}{row['level']:>8g}{_number(row['roc_auc']):>10}{row['accuracy']:10.4f}")
+    return "\n".join(lines)

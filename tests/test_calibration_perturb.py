@@ -1,0 +1,135 @@
+"""Calibration (ECE, Brier, temperature scaling) and robustness (--perturb) on tiny data, end to end."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dfd.data.metadata import DatasetMetadata
+from dfd.evaluation import calibration, evaluate, export, loading, perturb, predict
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_evaluate_predict_export import SIZE, fitted_image_model, make_run  # noqa: E402
+
+from dfd.testing.fake_shards import write_fake_dataset  # noqa: E402
+
+
+def test_ece_and_brier_by_hand():
+    labels = np.array([0, 0, 1, 1])
+    scores = np.array([0.1, 0.1, 0.9, 0.7])
+    # Bins: 0.1 (two real: fraction 0, mean 0.1), 0.7 (fake: 1 vs 0.7), 0.9 (fake: 1 vs 0.9).
+    assert calibration.expected_calibration_error(labels, scores) == pytest.approx((2 * 0.1 + 0.3 + 0.1) / 4)
+    assert calibration.brier_score(labels, scores) == pytest.approx((0.01 + 0.01 + 0.01 + 0.09) / 4)
+    assert calibration.expected_calibration_error([1, 0], [1.0, 0.0]) == 0.0   # 1.0 falls in the last bin
+    assert sum(row["count"] for row in calibration.bin_table(labels, scores)) == 4
+
+
+def test_temperature_recovers_an_overconfident_model():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, 4000)
+    labels = (rng.random(4000) < 1 / (1 + np.exp(-true_logits))).astype(int)
+    overconfident = 1 / (1 + np.exp(-3 * true_logits))      # logits three times too large
+    temperature = calibration.fit_temperature(labels, [[score] for score in overconfident])
+    assert temperature == pytest.approx(3.0, rel=0.1)
+    assert temperature == calibration.fit_temperature(labels, [[score] for score in overconfident])  # deterministic
+    fixed = calibration.apply_temperature(overconfident, temperature)
+    assert np.all(np.diff(fixed[np.argsort(overconfident)]) >= 0)   # order kept (ties only where clipped)
+    assert (calibration.expected_calibration_error(labels, fixed)
+            < calibration.expected_calibration_error(labels, overconfident) / 3)
+    # A threshold mapped to the calibrated scale makes the same decisions.
+    mapped = calibration.to_calibrated_threshold(0.3, temperature)
+    assert np.array_equal(overconfident >= 0.3, fixed >= mapped)
+    with pytest.raises(ValueError, match="both real and fake"):
+        calibration.fit_temperature([1, 1], [[0.5], [0.6]])
+
+
+def test_perturbations_change_frames_identity_levels_do_not_and_noise_is_seeded():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 3, 16, 16, 3), dtype=np.uint8)
+    for name, level in (("jpeg", 50), ("scale", 0.5), ("blur", 1), ("noise", 5)):
+        changed = perturb.perturb_frames(frames, name, level, np.random.default_rng(1))
+        assert changed.shape == frames.shape and changed.dtype == np.uint8
+        assert np.abs(changed.astype(int) - frames).mean() > 1, name
+    for name, level in (("scale", 1), ("blur", 0), ("noise", 0)):
+        assert np.array_equal(perturb.perturb_frames(frames, name, level, np.random.default_rng(1)), frames)
+    first = perturb.transform_for("noise", 5, seed=3, index=0)(frames, 0)
+    assert np.array_equal(first, perturb.transform_for("noise", 5, seed=3, index=0)(frames, 0))
+    assert not np.array_equal(first, perturb.transform_for("noise", 5, seed=4, index=0)(frames, 0))
+    assert perturb.parse(["jpeg:90,50", "blur:1"]) == [("jpeg", (90.0, 50.0)), ("blur", (1.0,))]
+    for bad in ("jpeg", "gamma:2", "jpeg:0", "scale:2", "noise:x"):
+        with pytest.raises(ValueError, match="--perturb"):
+            perturb.parse([bad])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("calibration_run")
+    data_dir = write_fake_dataset(root / "data", kind="video", num_frames=4, size=SIZE,
+                                  counts={"train": (8, 8), "val": (4, 4), "test": (4, 4)})
+    spec = DatasetMetadata.load(data_dir).preprocessing
+    return make_run(root / "run", spec, fitted_image_model(data_dir), data_dir), data_dir
+
+
+def test_evaluate_calibrate_and_perturb_then_predict_and_export_use_the_temperature(run, tmp_path, capsys):
+    layout, _ = run
+    # A threshold chosen earlier on raw scores: it must keep making the same decisions once calibrated.
+    layout.threshold.write_text(json.dumps({"threshold": 0.3, "method": "val_youden"}))
+    result = evaluate.evaluate(layout.root, calibrate=True, perturbations=["noise:0,40", "jpeg:60"])
+    printed = capsys.readouterr().out
+    assert "Temperature scaling fitted on the val split" in printed and "ECE" in printed
+    temperature = json.loads((layout.root / calibration.CALIBRATION_FILE).read_text())["temperature"]
+    assert temperature == result["temperature"] != 1.0
+    fit = result["calibration_fit"]
+    assert fit["after"]["roc_auc"] == pytest.approx(fit["before"]["roc_auc"])   # order unchanged
+    saved = json.loads((layout.eval_dir("test") / "metrics.json").read_text())
+    assert 0 <= saved["calibration"]["ece"] <= 1 and saved["calibration"]["ece_bins"] == 15
+    assert saved["calibration"]["brier"] == pytest.approx(fit["after"]["brier"])
+    table = saved["robustness"]
+    assert table["threshold"] == pytest.approx(calibration.to_calibrated_threshold(0.3, temperature))
+    assert table["perturbations"]["noise"][0] == {"level": 0.0, **table["unperturbed"]}   # identity level
+    assert [row["level"] for row in table["perturbations"]["jpeg"]] == [60.0]
+    for name in ("reliability", "robustness"):
+        assert (layout.eval_dir("test") / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+    loaded = loading.load(layout.root)
+    assert loaded.temperature == temperature and "calibration.json" in loaded.calibration_source
+    assert loaded.threshold == pytest.approx(calibration.to_calibrated_threshold(0.3, temperature))
+    frames = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    raw = np.asarray(loaded.model.predict_on_batch(frames))[:, 0]
+    assert np.allclose(loaded.score(frames), calibration.apply_temperature(raw, temperature), atol=1e-6)
+
+    # The export bakes the temperature into the SavedModel (verified inside export) and keeps the file.
+    export.export(layout.root, tmp_path / "export", verbose=False)
+    assert (tmp_path / "export" / calibration.CALIBRATION_FILE).is_file()
+    exported = loading.load(tmp_path / "export")
+    assert exported.temperature == temperature
+    assert exported.threshold == pytest.approx(loaded.threshold)
+
+    # predict from the export: calibrated entries, and explanations from the model.keras beside the SavedModel.
+    import cv2
+
+    from dfd.predict import predict_command
+
+    photo = tmp_path / "face.png"
+    assert cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
+    capsys.readouterr()
+    assert predict_command(str(tmp_path / "export"), [str(photo)], output=str(tmp_path / "out.json"),
+                           explain=str(tmp_path / "explain")) == 0
+    entry = json.loads((tmp_path / "out.json").read_text())[0]
+    assert entry["temperature"] == pytest.approx(temperature, abs=1e-6) and Path(entry["explanation"]).is_file()
+    printed = capsys.readouterr().err
+    assert "calibrated P(fake)" in printed and "the SavedModel beside it has no layers" in printed
+
+
+def test_perturbed_scores_are_deterministic(run):
+    layout, data_dir = run
+    loaded = loading.load(layout.root)
+    dataset = evaluate.open_data(loaded, data_dir)
+    transform = perturb.transform_for("noise", 30, seed=0, index=0)
+    first = evaluate.score_split(loaded, dataset, "test", 4, transform=transform)["scores"]
+    again = evaluate.score_split(loaded, dataset, "test", 4, transform=transform)["scores"]
+    plain = evaluate.score_split(loaded, dataset, "test", 4)["scores"]
+    assert np.array_equal(first, again)
+    assert np.abs(np.log(first) - np.log(plain)).max() > 0.1   # saturated scores: compare log P
