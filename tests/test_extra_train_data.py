@@ -94,11 +94,11 @@ def test_frame_size_and_clip_length_must_match(videos, tmp_path):
         pipeline.make_training_data([videos, small], batch_size=4, frames_per_clip=2)
     config = train_flags.TrainConfig(data=str(videos), extra_train_data=str(small), run_dir=str(tmp_path / "run"),
                                      model="image_cnn", hparams=dict(IMAGE_TINY), verbose=0)
-    with pytest.raises(ValueError, match="same --size"):
+    with pytest.raises(ValueError, match="--image_size=16 for images"):
         train(config)
     assert not (tmp_path / "run").exists()     # refused before anything was written
     longer = write_fake_dataset(tmp_path / "longer", num_frames=4, size=16, counts={"train": (2, 2)})
-    with pytest.raises(ValueError, match="same --num_frames"):
+    with pytest.raises(ValueError, match="--frames=3"):
         pipeline.make_training_data([videos, longer], batch_size=4, frames_per_clip=None)
 
 

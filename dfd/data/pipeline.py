@@ -371,14 +371,15 @@ def check_extra_data(main: DatasetMetadata, extras: list[DatasetMetadata], frame
         if (extra_height, extra_width) != (height, width):
             raise ValueError(
                 f"--extra_train_data folder {extra.directory} holds {extra_height}x{extra_width} frames but --data "
-                f"{main.directory} holds {height}x{width} ones (height x width); convert it again with the same "
-                "--size as --data")
+                f"{main.directory} holds {height}x{width} ones (height x width); convert it again at --data's size "
+                f"(tools/make_tfrecords.py --frame_size={width} for videos, --image_size={width} for images)")
         if not frames and (other.kind, other.record_shape.num_frames) != (spec.kind, spec.record_shape.num_frames):
             raise ValueError(
                 f"--extra_train_data folder {extra.directory} holds {other.kind} records of "
                 f"{other.record_shape.num_frames} frame(s) but --data {main.directory} holds {spec.kind} records of "
-                f"{spec.record_shape.num_frames}: a video model trains on clips of one length; convert it with the "
-                "same --num_frames, or train an image model (it reads frames of both)")
+                f"{spec.record_shape.num_frames}: a video model trains on clips of one length; convert it with "
+                f"tools/make_tfrecords.py --frames={spec.record_shape.num_frames}, or train an image model (it reads "
+                "frames of both)")
 
 
 def make_training_data(
