@@ -5,7 +5,8 @@ finished run, or another run (refused unless --overwrite).
 visibly or on what hardware it trains (RESUMABLE_FLAGS): --epochs, --patience, --verbose,
 --profile_batch, --cache, --strategy and --jit_compile. The data is the same when its metadata.json
 is the same folder (resolved path) and its metadata.json lists the same shards (names, counts, bytes)
-and preprocessing: a dataset converted again with other files is other data. Everything
+and preprocessing: a dataset converted again with other files is other data. --extra_train_data folders
+count as data too (data_metadata.json lists them): other (or no) extra folders make another run. Everything
 else (model, hparams, learning rate, batch size, seed, augmentation, precision...) must match: a resumed
 run restores the backup's weights and optimizer state, and mixing two settings in one run would leave
 files no single command produced.
@@ -57,7 +58,7 @@ def _flag_lines(text: str) -> dict[str, str]:
 def _data_identity(metadata: dict) -> dict:
     # The folder as well as its listing: raw-encoded datasets of equal counts have shards of equal size.
     return {"directory": metadata.get("directory"), "splits": metadata.get("splits"),
-            "preprocessing": metadata.get("preprocessing")}
+            "preprocessing": metadata.get("preprocessing"), "extra_train_data": metadata.get("extra_train_data")}
 
 
 def differences(layout: RunLayout, config: train_flags.TrainConfig, data_metadata: dict) -> list[str]:
@@ -72,11 +73,15 @@ def differences(layout: RunLayout, config: train_flags.TrainConfig, data_metadat
     now = _flag_lines(train_flags.flagfile_text(config))
     changed = [f"{before.get(name, f'no --{name}')} there, {now.get(name, f'no --{name}')} now"
                for name in sorted(set(before) | set(now))
-               if name not in RESUMABLE_FLAGS and name != "data" and before.get(name) != now.get(name)]
+               # The data folders are compared below, by resolved path and contents, not as typed.
+               if name not in RESUMABLE_FLAGS and name not in ("data", "extra_train_data")
+               and before.get(name) != now.get(name)]
     if layout.data_metadata.is_file():
         recorded = json.loads(layout.data_metadata.read_text())
         if _data_identity(recorded) != _data_identity(data_metadata):
-            changed.append(f"it was trained on other data ({recorded.get('directory', '?')})")
+            extra = [entry.get("directory") for entry in recorded.get("extra_train_data") or []]
+            changed.append(f"it was trained on other data ({recorded.get('directory', '?')}"
+                           + (f" with --extra_train_data {', '.join(map(str, extra))}" if extra else "") + ")")
     return changed
 
 

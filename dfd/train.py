@@ -243,22 +243,33 @@ def _build_from_local_batch(model, strategy) -> None:
 
 
 def class_weights(meta: DatasetMetadata, threshold: float, pseudo_fakes=None,
-                  train_classes: str = "all") -> dict[int, float] | None:
+                  train_classes: str = "all", extras: list[DatasetMetadata] = (),
+                  frames_per_clip: int | None = None) -> dict[int, float] | None:
     """Balanced weights n / (2 * n_class) when one class outnumbers the other by `threshold`.
 
-    Counted as training sees them: without the fakes with train_classes="real", and with the
-    expected share of real clips turned into pseudo-fakes (a dfd.data.pseudo_fakes.PseudoFakes).
+    Counted as training sees them: without the fakes with train_classes="real", with the
+    expected share of real clips turned into pseudo-fakes (a dfd.data.pseudo_fakes.PseudoFakes),
+    and over the train splits of `meta` and the --extra_train_data folders `extras`, a video
+    record counting `frames_per_clip` times when an image model reads K frames of it.
     """
-    counts = meta.class_counts("train")
-    num_real, num_fake = counts.get("real", 0), counts.get("fake", 0) if train_classes == "all" else 0
+    counts, num_real, num_fake = {}, 0, 0
+    for source in (meta, *extras):
+        source_counts = source.class_counts("train")
+        times = frames_per_clip if frames_per_clip and source.preprocessing.kind == "video" else 1
+        for name, count in source_counts.items():
+            counts[name] = counts.get(name, 0) + count
+        num_real += source_counts.get("real", 0) * times
+        num_fake += source_counts.get("fake", 0) * times if train_classes == "all" else 0
     if pseudo_fakes is not None:
         num_real, num_fake = pseudo_fakes.expected_counts(num_real, num_fake)
     if min(num_real, num_fake) == 0:
         hint = ("; with --train_classes=real add --pseudo_fakes=sbi (and --pseudo_fake_fraction < 1)"
                 if train_classes == "real" or pseudo_fakes is not None and pseudo_fakes.enabled else
                 "; or train on real clips only with --train_classes=real --pseudo_fakes=sbi")
-        raise ValueError(f"the train split of {meta.directory} has only one class ({counts}) as trained "
-                         f"on; a detector needs real and fake examples{hint}")
+        where = (f"the train split of {meta.directory}" if not extras else
+                 f"the train splits of {', '.join(str(source.directory) for source in (meta, *extras))}")
+        raise ValueError(f"{where} has only one class ({counts}) as trained on; a detector needs real and fake "
+                         f"examples{hint}")
     if max(num_real, num_fake) / min(num_real, num_fake) < threshold:
         return None
     total = num_real + num_fake
@@ -301,12 +312,13 @@ def compile_model(model, config: train_flags.TrainConfig, learning_rate: float) 
                   metrics=models.metrics_for(model), jit_compile=config.jit_compile)
 
 
-def frames_per_clip(config: train_flags.TrainConfig, spec) -> int | None:
+def frames_per_clip(config: train_flags.TrainConfig, spec, extra_kinds=()) -> int | None:
     """K frames per clip when an image model trains on video records (None: the data's own examples).
 
     An image model on video data reads frames: --frames_per_clip=K random ones per clip and epoch, 1 when
     unset (an epoch then has as many steps as with clips). Video models need video data; image data
-    has one frame per record, so --frames_per_clip applies to neither.
+    has one frame per record, so --frames_per_clip applies to neither (unless an --extra_train_data
+    folder holds video: `extra_kinds`, see train_frames_per_clip).
     """
     from dfd import models
     kind = models.model_kind(config.model)
@@ -315,11 +327,33 @@ def frames_per_clip(config: train_flags.TrainConfig, spec) -> int | None:
     if kind != spec.kind:
         raise ValueError(f"--model={config.model} is a {kind} model but {config.data} holds {spec.kind} "
                          f"records; use a {kind} dataset or a {spec.kind} model")
-    if config.frames_per_clip:
+    if config.frames_per_clip and not (kind == "image" and "video" in extra_kinds):
         raise ValueError(f"--frames_per_clip applies to an image model on video records; --model={config.model} "
                          f"on {spec.kind} records reads whole {'clips' if kind == 'video' else 'images'}: "
                          "leave it unset")
     return None
+
+
+def train_frames_per_clip(config: train_flags.TrainConfig, spec, extras: list[DatasetMetadata]) -> int | None:
+    """The frames_per_clip of dfd.data.pipeline.make_training_data: K for an image model (video records of
+    --data or of --extra_train_data give K frames each, image records one), None for a video model."""
+    from dfd import models
+    frames = frames_per_clip(config, spec, [extra.preprocessing.kind for extra in extras])
+    if frames is None and extras and models.model_kind(config.model) == "image":
+        return config.frames_per_clip or 1
+    return frames
+
+
+def extra_train_data(config: train_flags.TrainConfig, meta: DatasetMetadata) -> list[DatasetMetadata]:
+    """The --extra_train_data folders' metadata, checked to join --data's training set (clear errors)."""
+    from dfd import models
+    from dfd.data import pipeline
+
+    extras = [DatasetMetadata.load(pipeline._checked_dir(directory)) for directory in config.extra_train_dirs]
+    for extra in extras:
+        extra.shard_paths("train")   # a ValueError naming the folder when it has no train split
+    pipeline.check_extra_data(meta, extras, frames=models.model_kind(config.model) == "image")
+    return extras
 
 
 def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None, overwrite: bool = False) -> dict:
@@ -333,6 +367,7 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None, 
     if not is_chief():
         return _train(config, extra_callbacks, chief=False)
     meta = _checked_data(config)   # before the lock: a typo in --data leaves no empty run dir behind
+    extras = extra_train_data(config, meta)
     layout = RunLayout(config.run_dir)
     with folder_lock(layout.root, "training"):
         if overwrite:
@@ -340,7 +375,7 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None, 
             if removed:
                 print(f"dfd.train: --overwrite: removed {len(removed)} file(s)/folder(s) dfd wrote in {layout.root}")
         else:
-            run_state.check_same_run(layout, config, _recorded_metadata(meta))
+            run_state.check_same_run(layout, config, _recorded_metadata(meta, extras))
             finished = run_state.finished_summary(layout)
             if finished is not None:
                 if finished.get("epochs_requested", config.epochs) != config.epochs:
@@ -357,16 +392,24 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None, 
 
 def holds_another_run(config: train_flags.TrainConfig) -> bool:
     """True when config.run_dir holds a run other than `config` (which train() would refuse)."""
-    return bool(run_state.differences(RunLayout(config.run_dir), config, _recorded_metadata(_checked_data(config))))
+    meta = _checked_data(config)
+    return bool(run_state.differences(RunLayout(config.run_dir), config,
+                                      _recorded_metadata(meta, extra_train_data(config, meta))))
 
 
-def _recorded_metadata(meta: DatasetMetadata) -> dict:
+def _recorded_metadata(meta: DatasetMetadata, extras: list[DatasetMetadata] = ()) -> dict:
     """The data's metadata.json as the run keeps it (data_metadata.json): with the folder's absolute path.
 
     flags.txt has --data as typed, relative to where training ran, and dfd.evaluate --run_dir must
-    find the data from any working directory.
+    find the data from any working directory. With --extra_train_data, "extra_train_data" lists those
+    folders (absolute path, train split, preprocessing): dfd.run_state compares them as it does --data.
     """
-    return {**meta.raw, "directory": str(meta.directory.resolve())}
+    recorded = {**meta.raw, "directory": str(meta.directory.resolve())}
+    if extras:
+        recorded["extra_train_data"] = [
+            {"directory": str(extra.directory.resolve()), "splits": {"train": extra.raw["splits"]["train"]},
+             "preprocessing": extra.raw.get("preprocessing")} for extra in extras]
+    return recorded
 
 
 def _checked_data(config: train_flags.TrainConfig) -> DatasetMetadata:
@@ -374,7 +417,9 @@ def _checked_data(config: train_flags.TrainConfig) -> DatasetMetadata:
     from dfd.data import pipeline
 
     meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
-    frames_per_clip(config, meta.preprocessing)   # refuses a model that cannot read these records
+    extra_kinds = [DatasetMetadata.load(pipeline._checked_dir(directory)).preprocessing.kind
+                   for directory in config.extra_train_dirs]
+    frames_per_clip(config, meta.preprocessing, extra_kinds)   # refuses a model that cannot read these records
     return meta
 
 
@@ -393,10 +438,13 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
     own = RunLayout(write_root)
 
     meta = meta or _checked_data(config)
+    extras = extra_train_data(config, meta)
     spec = meta.preprocessing
-    frames = frames_per_clip(config, spec)
+    frames = frames_per_clip(config, spec, [extra.preprocessing.kind for extra in extras])   # --data's and validation's
+    train_frames = train_frames_per_clip(config, spec, extras)
     input_shape = pipeline.output_shape(config.data, frames=frames is not None)
-    weights = class_weights(meta, config.class_weight_threshold, config.pseudo_fake_spec, config.train_classes)
+    weights = class_weights(meta, config.class_weight_threshold, config.pseudo_fake_spec, config.train_classes,
+                            extras, train_frames)
 
     precision = resolve_precision(config.precision)
     previous_policy = keras.config.dtype_policy()
@@ -414,9 +462,10 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
 
         # The training set repeats and fit counts steps: every worker of a multi-worker run then
         # takes the same number of steps, whatever its share of the shards.
-        train_data, num_train = pipeline.make_dataset(
-            config.data, "train", batch_size=config.batch_size, training=True, cache=config.cache,
-            augment=train_flags.host_augment(config), frames_per_clip=frames,
+        # With --extra_train_data the train split of every folder, mixed in proportion to its size.
+        train_data, num_train, num_train_examples = pipeline.make_training_data(
+            [config.data, *config.extra_train_dirs], batch_size=config.batch_size, cache=config.cache,
+            augment=train_flags.host_augment(config), frames_per_clip=train_frames,
             deterministic=config.deterministic, seed=config.seed,
             expected_shape=model.input_shape, shuffle_buffer=config.shuffle_buffer, repeat=True,
             pseudo_fakes=config.pseudo_fake_spec, classes=config.train_classes)
@@ -430,13 +479,13 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
             # Every worker evaluates the whole validation split: shards of unequal size would give
             # workers unequal step counts and hang the all-reduce; the metrics come out the same.
             shard_files=config.strategy != "multi_worker")
-        # With frames_per_clip=K an epoch shows every clip once as K frames: num_train * K examples.
-        steps = pipeline.steps_per_epoch(num_train * (frames or 1), config.batch_size, training=True)
+        # With frames_per_clip=K an epoch shows every clip once as K frames (and every image once).
+        steps = pipeline.steps_per_epoch(num_train_examples, config.batch_size, training=True)
 
         if chief:
             layout.root.mkdir(parents=True, exist_ok=True)
             layout.flags.write_text(train_flags.flagfile_text(config))
-            layout.data_metadata.write_text(json.dumps(_recorded_metadata(meta), indent=2) + "\n")
+            layout.data_metadata.write_text(json.dumps(_recorded_metadata(meta, extras), indent=2) + "\n")
             spec.save(layout.preprocessing)
         own.best_model.parent.mkdir(parents=True, exist_ok=True)
 
@@ -468,6 +517,9 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
         resuming = f", resuming after epoch {completed}" if completed else ""
         reading = (f"{frames} random frame(s) per train clip, every frame of the val clips, as images of "
                    if frames else "")
+        if extras:   # num_train counts them too
+            reading = (f"with the train split of {', '.join(config.extra_train_dirs)}: "
+                       f"{num_train_examples} train examples per epoch, " + reading)
         print(f"dfd.train: {config.model} on {config.data} ({num_train} train / {num_val} val clips, "
               f"{reading}{input_shape}), {steps} steps/epoch, precision {precision}, "
               f"{strategy.num_replicas_in_sync} replica(s), run dir {config.run_dir}{resuming}")
@@ -484,6 +536,9 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
             else:
                 fit(epochs=config.epochs, callbacks=callbacks)
         except tf.errors.DataLossError as error:   # a shard failed its CRC: name it, say how to repair
+            for extra in extras:
+                if integrity.find_corrupt_shards(extra, ("train",)):
+                    raise integrity.corrupt_data_error(extra, ("train",), error) from None
             raise integrity.corrupt_data_error(meta, ("train", "val"), error) from None
         wall_seconds = time.perf_counter() - start
         _save_model_atomically(model, own.final_model)

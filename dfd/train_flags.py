@@ -42,6 +42,11 @@ def _define(define, name, default, *args, flag_values=None, **kwargs):
 def define_data_flags(flag_values=None) -> None:
     _define(flags.DEFINE_string, "data", None,
             "TFRecord folder holding metadata.json and the shards (tools/make_tfrecords.py --output).", flag_values=flag_values)
+    _define(flags.DEFINE_string, "extra_train_data", None,
+            "More TFRecord folders (DIR[,DIR...]) whose train split joins the training set of --data, e.g. real "
+            "face photos next to videos for --pseudo_fakes=sbi. Same frame size as --data; video or image "
+            "records for an image model (video ones read as --frames_per_clip frames), clips of --data's length "
+            "for a video model. Validation, evaluation and preprocessing stay those of --data.", flag_values=flag_values)
     _define(flags.DEFINE_string, "cache", "none",
             "none | memory | DIR: cache decoded examples (before augmentation) in RAM or in files under DIR.", flag_values=flag_values)
     _define(flags.DEFINE_boolean, "deterministic", False,
@@ -185,6 +190,7 @@ class TrainConfig:
     data: str
     run_dir: str
     model: str = "cnn_lstm"
+    extra_train_data: str | None = None   # DIR[,DIR...]; None (or ""): none
     hparams: dict = dataclasses.field(default_factory=dict)
     epochs: int = 40
     batch_size: int = 32
@@ -222,6 +228,9 @@ class TrainConfig:
             raise ValueError("--data is required: a TFRecord folder with metadata.json")
         if not self.run_dir:
             raise ValueError("--run_dir is required, e.g. --run_dir=runs/video")
+        if not (self.extra_train_data or "").strip(", "):
+            # "" is "none": flags.txt then has no line for it, as for runs from before the flag.
+            object.__setattr__(self, "extra_train_data", None)
         problems = [f"--{name}={getattr(self, name)} must be {rule}" for name, rule, ok in (
             ("epochs", "at least 1", self.epochs >= 1),
             ("batch_size", "at least 1", self.batch_size >= 1),
@@ -253,6 +262,11 @@ class TrainConfig:
         # Raise now, not after the data is opened: ranges of every augmentation flag.
         device_augment(self)
         host_augment(self)
+
+    @property
+    def extra_train_dirs(self) -> list[str]:
+        """--extra_train_data as a list of folders (as typed)."""
+        return [part.strip() for part in (self.extra_train_data or "").split(",") if part.strip()]
 
     @property
     def pseudo_fake_spec(self) -> PseudoFakes:

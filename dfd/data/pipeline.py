@@ -190,6 +190,7 @@ def make_dataset(
     shard_files: bool = True,
     pseudo_fakes: pseudo_fakes_lib.PseudoFakes = pseudo_fakes_lib.NO_PSEUDO_FAKES,
     classes: str = "all",
+    _examples: bool = False,
 ) -> tuple[tf.data.Dataset, int]:
     """Batches of (uint8 clips, int32 labels) for `split` of the TFRecord folder `data_dir`.
 
@@ -211,6 +212,8 @@ def make_dataset(
         self-blended fakes (label 1) right after decoding, before frame sampling.
     classes: "all", or "real" to read only the real examples (the SBI recipe trains on real faces
         and lets pseudo_fakes make the fakes).
+    _examples: make_training_data's per-folder stream: single examples (the decoded batches
+        unbatched, the last partial one kept), no size check or stated cardinality.
     Returns the dataset and the number of records (clips or images) it reads from the split
     (from metadata.json).
     """
@@ -232,7 +235,7 @@ def make_dataset(
     if num_examples == 0:
         raise ValueError(f"split '{split}' of {data_dir} has no real examples to train on "
                          "(--train_classes=real); use --train_classes=all")
-    if training and num_examples < clips_per_batch:
+    if training and num_examples < clips_per_batch and not _examples:
         raise ValueError(f"split '{split}' of {data_dir} has {num_examples} examples, fewer than "
                          f"one batch of {clips_per_batch}: lower --batch_size")
     deterministic = deterministic or not training
@@ -318,7 +321,7 @@ def make_dataset(
         # per batch (vectorized) instead of once per record.
         if training:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(clips_per_batch, drop_remainder=training)
+        dataset = dataset.batch(clips_per_batch, drop_remainder=training and not _examples)
         # Frame sampling and host augmentation run in the same map as the decoding, on the batch that
         # decode_raw just wrote (still in the CPU cache), instead of in a later map: one stage fewer
         # to schedule on 2 cores (measured: ~5 % less CPU per clip than a separate map for the old flip).
@@ -335,10 +338,13 @@ def make_dataset(
             dataset = dataset.repeat()
         if training:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(clips_per_batch, drop_remainder=training)
+        dataset = dataset.batch(clips_per_batch, drop_remainder=training and not _examples)
         # After the cache (which holds whole decoded clips): fresh pseudo-fakes, frames and
         # qualities every epoch.
         dataset = dataset.map(finish, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+
+    if _examples:
+        return dataset.unbatch().with_options(options), num_examples
 
     if not repeat:
         # interleave hides the size; stating it lets Keras show a progress bar and end the epoch
@@ -348,6 +354,95 @@ def make_dataset(
 
     dataset = dataset.prefetch(AUTOTUNE)
     return dataset.with_options(options), num_examples
+
+
+def check_extra_data(main: DatasetMetadata, extras: list[DatasetMetadata], frames: bool) -> None:
+    """Refuses extra training folders (--extra_train_data) that the model of --data could not read alongside it.
+
+    frames: the model is an image model (it reads video records as frames and image records whole),
+    so every extra folder needs only the frame size of --data; else (a video model) each must hold
+    video records of --data's shape (num_frames too).
+    """
+    spec = main.preprocessing
+    height, width = spec.record_shape.clip_shape[1:3]
+    for extra in extras:
+        other = extra.preprocessing
+        extra_height, extra_width = other.record_shape.clip_shape[1:3]
+        if (extra_height, extra_width) != (height, width):
+            raise ValueError(
+                f"--extra_train_data folder {extra.directory} holds {extra_height}x{extra_width} frames but --data "
+                f"{main.directory} holds {height}x{width} ones (height x width); convert it again at --data's size "
+                f"(tools/make_tfrecords.py --frame_size={width} for videos, --image_size={width} for images)")
+        if not frames and (other.kind, other.record_shape.num_frames) != (spec.kind, spec.record_shape.num_frames):
+            raise ValueError(
+                f"--extra_train_data folder {extra.directory} holds {other.kind} records of "
+                f"{other.record_shape.num_frames} frame(s) but --data {main.directory} holds {spec.kind} records of "
+                f"{spec.record_shape.num_frames}: a video model trains on clips of one length; convert it with "
+                f"tools/make_tfrecords.py --frames={spec.record_shape.num_frames}, or train an image model (it reads "
+                "frames of both)")
+
+
+def make_training_data(
+    data_dirs: list[str | Path],
+    *,
+    batch_size: int,
+    frames_per_clip: int | None = None,
+    seed: int | None = None,
+    repeat: bool = False,
+    cache: str = "none",
+    expected_shape: tuple | None = None,
+    **options,
+) -> tuple[tf.data.Dataset, int, int]:
+    """Training batches of the train splits of `data_dirs` together: --data, then --extra_train_data.
+
+    One folder is exactly make_dataset (the benchmarked path, P1 of dfd.bench pipeline). With several,
+    each folder is read by make_dataset's own stages (shard interleave, class filter, record
+    shuffle, vectorised parse and decode, pseudo-fakes on whole decoded clips, frame sampling, JPEG)
+    as single examples, and sample_from_datasets draws from them at random in proportion to their
+    examples per epoch before the batching: every batch mixes the folders as the data does, whatever
+    their sizes. (Batches of one folder at a time would give a small folder's examples whole batches
+    of their own, a different class mix per step.)
+
+    frames_per_clip: None: whole examples, of one shape in every folder (a video model; or an image
+        model on image folders only). K: an image model; video records give K random frames per clip,
+        image records one frame each.
+    options: make_dataset's other training arguments (augment, deterministic, shuffle_buffer,
+        shard_files, pseudo_fakes, classes), the same for every folder.
+    Returns the dataset, the records it reads per epoch (clips and images) and the examples (frames
+    for an image model) per epoch: steps per epoch are examples // batch_size.
+    """
+    if len(data_dirs) == 1:
+        frames = frames_per_clip if DatasetMetadata.load(_checked_dir(data_dirs[0])).preprocessing.kind == "video" else None
+        dataset, num_records = make_dataset(data_dirs[0], "train", batch_size=batch_size, training=True,
+                                            frames_per_clip=frames, seed=seed, repeat=repeat, cache=cache,
+                                            expected_shape=expected_shape, **options)
+        return dataset, num_records, num_records * (frames or 1)
+    metas = [DatasetMetadata.load(_checked_dir(data_dir)) for data_dir in data_dirs]
+    check_extra_data(metas[0], metas[1:], frames=frames_per_clip is not None)
+    sources, num_records, num_examples = [], [], []
+    for index, meta in enumerate(metas):
+        frames = frames_per_clip if meta.preprocessing.kind == "video" else None
+        # Folders of one name must not share a cache file (make_dataset names it after the folder).
+        source_cache = cache if cache in ("none", "memory") or index == 0 else os.path.join(cache, f"extra{index}")
+        dataset, count = make_dataset(
+            meta.directory, "train", batch_size=batch_size, training=True, frames_per_clip=frames,
+            seed=None if seed is None else seed + 1000 * index, repeat=repeat, cache=source_cache,
+            expected_shape=expected_shape, _examples=True, **options)
+        sources.append(dataset)
+        num_records.append(count)
+        num_examples.append(count * (frames or 1))
+    total = sum(num_examples)
+    if total < batch_size:
+        raise ValueError(f"the train splits of {', '.join(str(d) for d in data_dirs)} have {total} examples "
+                         f"together, fewer than one batch of {batch_size}: lower --batch_size")
+    # Drawn in proportion to the examples per epoch: an epoch shows each folder's examples about once
+    # (exactly once without repeat: a finished folder is skipped until all are).
+    dataset = tf.data.Dataset.sample_from_datasets(
+        sources, weights=[count / total for count in num_examples], seed=seed, stop_on_empty_dataset=False)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    if not repeat:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(total // batch_size))
+    return dataset.prefetch(AUTOTUNE), sum(num_records), total
 
 
 def _clips_per_batch(frames_per_clip, batch_size: int, training: bool, spec, data_dir) -> int:

@@ -51,6 +51,9 @@ class SearchResult:
 def _search_identity(config, options, input_shape) -> dict:
     """What makes two runs the same search; anything else (--max_trials, --verbose...) may change on resume."""
     return {"model": config.model, "data": str(Path(config.data).resolve()), "input_shape": list(input_shape),
+            # Only when given: searches from before --extra_train_data resume.
+            **({"extra_train_data": [str(Path(directory).resolve()) for directory in config.extra_train_dirs]}
+               if config.extra_train_dirs else {}),
             "pinned_hparams": {name: str(value) for name, value in sorted(config.hparams.items())},
             "tuner": options.tuner, "objective": options.objective, "max_epochs": options.max_epochs,
             "hyperband_factor": options.hyperband_factor, "max_gap": options.max_gap}
@@ -60,8 +63,8 @@ def _check_same_search(path: Path, identity: dict, run_dir) -> None:
     if not path.is_file():
         return
     previous = json.loads(path.read_text())
-    changed = [f"{key}: {previous.get(key)!r} -> {value!r}" for key, value in identity.items()
-               if previous.get(key) != value]
+    changed = [f"{key}: {previous.get(key)!r} -> {identity.get(key)!r}"
+               for key in [*identity, *({"extra_train_data"} - set(identity))] if previous.get(key) != identity.get(key)]
     if changed:
         raise SearchSettingsError(f"{run_dir} holds a search with other settings ({'; '.join(changed)}). Re-run with the "
                          "same flags to resume it, add --overwrite to start over, or use another --run_dir.")
@@ -92,18 +95,21 @@ def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions)
     layout = RunLayout(config.run_dir)
     meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
     try:
-        frames = train.frames_per_clip(config, meta.preprocessing)
+        extras = train.extra_train_data(config, meta)
+        frames = train.frames_per_clip(config, meta.preprocessing, [extra.preprocessing.kind for extra in extras])
+        train_frames = train.train_frames_per_clip(config, meta.preprocessing, extras)
     except ValueError as error:
         raise SearchSettingsError(str(error)) from None
     input_shape = pipeline.output_shape(config.data, frames=frames is not None)
-    weights = train.class_weights(meta, config.class_weight_threshold, config.pseudo_fake_spec, config.train_classes)
+    weights = train.class_weights(meta, config.class_weight_threshold, config.pseudo_fake_spec, config.train_classes,
+                                  extras, train_frames)
 
     # One search per run dir; the lock is released when this process ends, however it ends.
     with folder_lock(layout.root, "tuning"):
-        return _locked_search(config, options, layout, meta, input_shape, weights, frames)
+        return _locked_search(config, options, layout, meta, input_shape, weights, frames, train_frames)
 
 
-def _locked_search(config, options, layout, meta, input_shape, weights, frames) -> SearchResult:
+def _locked_search(config, options, layout, meta, input_shape, weights, frames, train_frames) -> SearchResult:
     if options.overwrite:
         _start_over(layout)
     identity_file = layout.tuner / "search.json"
@@ -119,16 +125,16 @@ def _locked_search(config, options, layout, meta, input_shape, weights, frames) 
     try:
         # Built once for all trials; the training set repeats and fit counts steps, as in dfd.train
         # (frames of video records for an image model, validation on every frame: see dfd.train).
-        train_data, num_train = pipeline.make_dataset(
-            config.data, "train", batch_size=config.batch_size, training=True, cache=config.cache,
-            augment=train_flags.host_augment(config), frames_per_clip=frames,
+        train_data, num_train, num_train_examples = pipeline.make_training_data(
+            [config.data, *config.extra_train_dirs], batch_size=config.batch_size, cache=config.cache,
+            augment=train_flags.host_augment(config), frames_per_clip=train_frames,
             deterministic=config.deterministic, seed=config.seed, expected_shape=input_shape,
             shuffle_buffer=config.shuffle_buffer, repeat=True, pseudo_fakes=config.pseudo_fake_spec,
             classes=config.train_classes)
         val_data, num_val = pipeline.make_dataset(config.data, "val", batch_size=config.batch_size,
                                                   training=False, cache=config.cache, expected_shape=input_shape,
                                                   frames_per_clip=None if frames is None else "all")
-        steps = pipeline.steps_per_epoch(num_train * (frames or 1), config.batch_size, training=True)
+        steps = pipeline.steps_per_epoch(num_train_examples, config.batch_size, training=True)
 
         hypermodel = DfdHyperModel(config, input_shape, precision, options.objective)
         board = HParamsBoard(layout.tensorboard)
