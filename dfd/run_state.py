@@ -17,6 +17,7 @@ folder inside the run is removed only when it holds a saved_model.pb.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -55,6 +56,11 @@ def _flag_lines(text: str) -> dict[str, str]:
     return lines
 
 
+def _field_defaults() -> dict:
+    return {field.name: field.default for field in dataclasses.fields(train_flags.TrainConfig)
+            if field.default is not dataclasses.MISSING and field.default is not None}
+
+
 def _data_identity(metadata: dict) -> dict:
     # The folder as well as its listing: raw-encoded datasets of equal counts have shards of equal size.
     return {"directory": metadata.get("directory"), "splits": metadata.get("splits"),
@@ -71,6 +77,10 @@ def differences(layout: RunLayout, config: train_flags.TrainConfig, data_metadat
         return []
     before = _flag_lines(layout.flags.read_text())
     now = _flag_lines(train_flags.flagfile_text(config))
+    # A flag added to dfd after the run was trained (absent from its flags.txt) at its default is the same run.
+    for name, default in _field_defaults().items():
+        if name not in before and now.get(name) == train_flags._flag_line(name, default):
+            before[name] = now[name]
     changed = [f"{before.get(name, f'no --{name}')} there, {now.get(name, f'no --{name}')} now"
                for name in sorted(set(before) | set(now))
                # The data folders are compared below, by resolved path and contents, not as typed.

@@ -293,13 +293,14 @@ def build_and_compile(config: train_flags.TrainConfig, input_shape: tuple, hpara
 
     The model is wrapped behind the on-device augmentation layer when any --augment_* op (other than
     the host's --augment_jpeg) is on (dfd.models.augmentation.wrap): every model gets the same
-    augmentation, which acts in training only. Call inside the distribution strategy's scope and
+    augmentation, which acts in training only. With --input_size=N the model is built for N×N frames
+    behind a resize layer (dfd.models.resize), so the wrapped model still takes `input_shape`. Call inside the distribution strategy's scope and
     after setting the dtype policy.
     """
     from dfd import models
-    from dfd.models import augmentation
-    model = models.build_model(config.model, input_shape, **hparams)
-    model = augmentation.wrap(model, train_flags.device_augment(config), seed=config.seed)
+    from dfd.models import augmentation, resize
+    model = models.build_model(config.model, resize.resized_shape(input_shape, config.input_size), **hparams)
+    model = augmentation.wrap(model, train_flags.device_augment(config), seed=config.seed, input_shape=input_shape)
     compile_model(model, config, config.learning_rate)
     return model
 

@@ -153,6 +153,10 @@ def define_train_flags(flag_values=None) -> None:
     _define(flags.DEFINE_float, "fine_tune_learning_rate", None,
             "Adam learning rate after the warm-up (--warmup_epochs); unset means --learning_rate / 10.",
             flag_values=flag_values)
+    _define(flags.DEFINE_integer, "input_size", 0,
+            "Resize frames to NxN on the accelerator, in front of the model (dfd.models.resize): the saved model "
+            "still takes the data's frames, so evaluate, predict and export need nothing else. 0: the data's "
+            "own frame size.", flag_values=flag_values)
     _define(flags.DEFINE_integer, "seed", 0, "Seed for weights, shuffling and augmentation.", flag_values=flag_values)
     _define(flags.DEFINE_integer, "patience", 5, "EarlyStopping patience in epochs on val_auc; 0 turns it off.", flag_values=flag_values)
     _define(flags.DEFINE_integer, "reduce_lr_patience", 0,
@@ -197,6 +201,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     warmup_epochs: int = 0
     fine_tune_learning_rate: float | None = None   # None: learning_rate / 10
+    input_size: int = 0                            # 0: the data's frame size
     seed: int = 0
     cache: str = "none"
     deterministic: bool = False
@@ -236,6 +241,7 @@ class TrainConfig:
             ("batch_size", "at least 1", self.batch_size >= 1),
             ("learning_rate", "a positive finite number", _finite(self.learning_rate) and self.learning_rate > 0),
             ("shuffle_buffer", "at least 1", self.shuffle_buffer >= 1),
+            ("input_size", "0 (the data's size) or a frame size in pixels", self.input_size >= 0),
             ("augment_brightness", "between 0 and 1", _finite(self.augment_brightness)
              and 0 <= self.augment_brightness <= 1),
             ("augment_contrast", "between 0 and 1", _finite(self.augment_contrast) and 0 <= self.augment_contrast <= 1),

@@ -2,6 +2,7 @@
 
     augment = DeviceAugment(flip=True, crop=0.2, brightness=0.2, blur=1.5, cutout=0.3)
     model = wrap(model, augment, seed=0)    # uint8 in → ClipAugmentation → the unchanged model
+    wrap(model, augment, input_shape=data)  # uint8 in → FrameResize (--input_size) → ClipAugmentation → model
     unwrap(model)                           # the model inside (e.g. to find image_cnn's frame_features)
 
 Why in the model and not in the input pipeline: the host has few cores and every float operation over
@@ -41,6 +42,8 @@ import math
 
 import keras
 import tensorflow as tf
+
+from dfd.models import resize
 
 LAYER_NAME = "augmentation"
 _FIELDS = ("flip", "crop", "brightness", "contrast", "saturation", "hue", "blur", "noise", "cutout")
@@ -251,20 +254,35 @@ def cutout(clips, uniforms, fraction: float, fill: float = 127.5):
 # Wrapping a model
 # --------------------------------------------------------------------------
 
-def wrap(model: keras.Model, augment: DeviceAugment, seed: int | None = None) -> keras.Model:
+def wrap(model: keras.Model, augment: DeviceAugment, seed: int | None = None,
+         input_shape: tuple | None = None) -> keras.Model:
     """`model` behind a ClipAugmentation layer (same input shape, name and outputs); `model` itself when
-    no op is on, so a run without augmentation saves exactly the model it built."""
-    if not augment.enabled:
+    no op is on and nothing is resized, so a run without either saves exactly the model it built.
+
+    input_shape: the data's example shape when the model was built for smaller or larger frames
+    (--input_size, dfd.models.resize): a FrameResize layer then comes first, and the augmentation acts
+    on the resized frames (fewer pixels to transform, and --augment_blur's pixels are the model's).
+    """
+    model_shape = tuple(model.inputs[0].shape[1:])
+    input_shape = model_shape if input_shape is None else tuple(input_shape)
+    if not augment.enabled and input_shape == model_shape:
         return model
-    inputs = keras.Input(shape=tuple(model.inputs[0].shape[1:]), dtype="uint8", name=model.inputs[0].name)
-    augmented = ClipAugmentation(**dataclasses.asdict(augment), seed=seed, name=LAYER_NAME)(inputs)
-    return keras.Model(inputs, model(augmented), name=model.name)
+    inputs = keras.Input(shape=input_shape, dtype="uint8", name=model.inputs[0].name)
+    x = inputs
+    if input_shape != model_shape:
+        if input_shape[:-3] != model_shape[:-3] or input_shape[-1] != model_shape[-1]:
+            raise ValueError(f"a model taking {model_shape} cannot be fed {input_shape} examples by resizing "
+                             "frames: only the frame height and width may differ")
+        x = resize.FrameResize(model_shape[-3], name=resize.LAYER_NAME)(x)
+    if augment.enabled:
+        x = ClipAugmentation(**dataclasses.asdict(augment), seed=seed, name=LAYER_NAME)(x)
+    return keras.Model(inputs, model(x), name=model.name)
 
 
 def unwrap(model: keras.Model) -> keras.Model:
     """The model inside a wrap()ped one (e.g. to reach image_cnn's frame_features); others unchanged."""
     layers = getattr(model, "layers", [])
-    if any(isinstance(layer, ClipAugmentation) for layer in layers):
+    if any(isinstance(layer, (ClipAugmentation, resize.FrameResize)) for layer in layers):
         inner = [layer for layer in layers if isinstance(layer, keras.Model)]
         if len(inner) == 1:
             return inner[0]

@@ -3,6 +3,11 @@
     define_tune_flags()                  # every training flag plus the search flags below
     options = options_from_flags(FLAGS)  # a plain TuneOptions
 
+The --search_* flags add the training recipe to the space (dfd.tuning.search_space.make_recipe):
+--search_models and --search_input_sizes when given; the augmentation strength when the training
+flags turn on an --augment_* op, the pseudo-fake fraction with --pseudo_fakes (an empty list turns
+either off).
+
 The training flags keep their meaning: --data, --model, --batch_size, --precision... shape every
 trial; hparam flags given there are pinned (not searched); --epochs and --patience apply only to
 --retrain_best (the full-length retraining of the winner), trials use --max_epochs and --trial_patience.
@@ -16,6 +21,7 @@ from absl import flags
 
 from dfd import train_flags
 from dfd.train_flags import _define
+from dfd.tuning import search_space
 
 TUNERS = ("hyperband", "bayesian", "random")
 OBJECTIVES = ("val_auc", "val_loss")
@@ -46,6 +52,22 @@ def define_tune_flags(flag_values=None) -> None:
     _define(flags.DEFINE_integer, "trial_patience", 3,
             "EarlyStopping patience (epochs without a better objective) inside each trial; 0 turns it off.",
             flag_values=flag_values)
+    _define(flags.DEFINE_list, "search_models", [],
+            "Search the model too, among these (e.g. image_cnn,efficientnet_b0,xception), each with its own "
+            "space; all of --model's kind (image models for frame-level training on video data). Empty: "
+            "--model only.", flag_values=flag_values)
+    _define(flags.DEFINE_list, "search_input_sizes", [],
+            "Search the frame size the model sees (--input_size, resized on the accelerator), among these "
+            "sizes in pixels, at most the data's (e.g. 64,96,128). Empty: --input_size only.",
+            flag_values=flag_values)
+    _define(flags.DEFINE_list, "search_augment_strengths", [str(value) for value in search_space.AUGMENT_STRENGTHS],
+            "When the training flags turn on --augment_crop/color/brightness/contrast/blur/noise/cutout (their "
+            "values are strength 1): search one factor scaling them all, among these. Empty: as given.",
+            flag_values=flag_values)
+    _define(flags.DEFINE_list, "search_pseudo_fake_fractions",
+            [str(value) for value in search_space.PSEUDO_FAKE_FRACTIONS],
+            "With --pseudo_fakes: search --pseudo_fake_fraction among these. Empty: as given.",
+            flag_values=flag_values)
     _define(flags.DEFINE_boolean, "overwrite", False,
             "Start over: delete the run dir's tuner/, tb/, best.flags and best/ first. Without it, re-running "
             "the same command resumes the search.", flag_values=flag_values)
@@ -66,10 +88,21 @@ class TuneOptions:
     objective: str = "val_auc"
     max_gap: float | None = None
     trial_patience: int = 3
+    search_models: tuple = ()
+    search_input_sizes: tuple = ()
+    search_augment_strengths: tuple = search_space.AUGMENT_STRENGTHS
+    search_pseudo_fake_fractions: tuple = search_space.PSEUDO_FAKE_FRACTIONS
     overwrite: bool = False
     retrain_best: bool = False
 
     def __post_init__(self):
+        for name, kind in (("search_models", str), ("search_input_sizes", int), ("search_augment_strengths", float),
+                           ("search_pseudo_fake_fractions", float)):
+            try:   # absl lists are strings: "64,96" -> (64, 96)
+                object.__setattr__(self, name, tuple(kind(str(value).strip()) for value in getattr(self, name)))
+            except ValueError:
+                raise ValueError(f"--{name} must be a comma-separated list of {kind.__name__} values, "
+                                 f"got {getattr(self, name)!r}") from None
         if self.tuner not in TUNERS:
             raise ValueError(f"tuner must be one of {TUNERS}, got {self.tuner!r}")
         if self.objective not in OBJECTIVES:

@@ -1,14 +1,15 @@
 """The keras-tuner HyperModel: the search space (search_space.py) built by the trainer's own builder.
 
-build(hp) calls dfd.train.build_and_compile, so a trial's model is compiled exactly as dfd.train
-compiles it (same loss, metrics, optimizer, jit setting); fit passes **kwargs through so the tuner's
-callbacks (checkpointing, EarlyStopping, TensorBoard) arrive, and returns the best epoch's metrics
-with the train-validation gaps and parameter counts.
+build(hp) calls dfd.train.build_and_compile with the trial's TrainConfig (search_space.define_trial),
+so a trial's model is compiled exactly as dfd.train compiles it (same loss, metrics, optimizer, jit
+setting, augmentation and resize layers); fit passes **kwargs through so the tuner's callbacks
+(checkpointing, EarlyStopping, TensorBoard) arrive, and returns the best epoch's metrics with the
+train-validation gaps and parameter counts. When the pseudo-fake fraction is searched, fit trains on
+the trial's own training set (training_sets: its fraction's input pipeline, class weights and steps).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import keras
@@ -16,7 +17,7 @@ import keras_tuner
 
 from dfd import train
 from dfd.train_flags import TrainConfig
-from dfd.tuning.search_space import define_search_space
+from dfd.tuning.search_space import Recipe, define_trial
 
 
 def best_epoch_metrics(history: keras.callbacks.History, model: keras.Model, objective: str) -> dict:
@@ -52,23 +53,32 @@ def best_epoch_metrics(history: keras.callbacks.History, model: keras.Model, obj
 
 
 class DfdHyperModel(keras_tuner.HyperModel):
-    """config: the trainer's settings (model, pinned hparams, jit...); its hparams are pinned, not searched."""
+    """config: the trainer's settings (model, pinned hparams, jit...); its hparams are pinned, not searched.
 
-    def __init__(self, config: TrainConfig, input_shape: tuple, precision: str, objective: str):
+    recipe: what else is searched (search_space.Recipe). training_sets: config -> (train dataset, steps
+    per epoch, class weights) for the trial's pseudo-fake fraction; needed when the recipe searches it.
+    """
+
+    def __init__(self, config: TrainConfig, input_shape: tuple, precision: str, objective: str,
+                 recipe: Recipe = Recipe(), training_sets=None):
         super().__init__(name=config.model, tunable=True)
+        if recipe.pseudo_fake_fractions and training_sets is None:
+            raise ValueError("searching the pseudo-fake fraction needs training_sets (one dataset per fraction)")
         self.config = config
         self.input_shape = tuple(input_shape)
         self.precision = precision
         self.objective = objective
+        self.recipe = recipe
+        self.training_sets = training_sets
         self.builds = 0   # models built (tests check that a resumed search builds none for finished trials)
 
     def declare_hyperparameters(self, hp) -> None:
-        define_search_space(hp, self.config.model, self.config.hparams, self.input_shape)
+        define_trial(hp, self.config, self.input_shape, self.recipe)
 
     def trial_config(self, hp) -> TrainConfig:
-        """The TrainConfig of the trial `hp` holds: the trainer's settings with its hparams and learning rate."""
-        hparams, learning_rate = define_search_space(hp, self.config.model, self.config.hparams, self.input_shape)
-        return dataclasses.replace(self.config, hparams=hparams, learning_rate=learning_rate)
+        """The TrainConfig of the trial `hp` holds: the trainer's settings with its model, hparams, learning
+        rate and recipe values (input size, augmentation strengths, pseudo-fake fraction)."""
+        return define_trial(hp, self.config, self.input_shape, self.recipe)
 
     def build(self, hp) -> keras.Model:
         # keras-tuner's Tuner._try_build calls keras.backend.clear_session() and gc.collect() before
@@ -80,5 +90,13 @@ class DfdHyperModel(keras_tuner.HyperModel):
         return train.build_and_compile(config, self.input_shape, config.hparams)
 
     def fit(self, hp, model, *args, **kwargs) -> dict:
+        if self.recipe.pseudo_fake_fractions:
+            # The fraction lives in the input pipeline, not in the model: swap in the trial's training set
+            # (and its class weights, which count the expected pseudo-fakes) for the one tuner.search got.
+            train_data, steps, weights = self.training_sets(self.trial_config(hp))
+            args = (train_data, *args[1:]) if args else args
+            if not args:
+                kwargs["x"] = train_data
+            kwargs.update(steps_per_epoch=steps, class_weight=weights)
         history = model.fit(*args, **kwargs)
         return best_epoch_metrics(history, model, self.objective)

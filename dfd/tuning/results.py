@@ -97,8 +97,11 @@ def write_csv(rows: list[dict], path: str | Path) -> None:
             writer.writerow({name: "" if row.get(name) is None else row[name] for name in writer.fieldnames})
 
 
-def best_flags_text(config, row: dict, objective: str, tune_run_dir: str, best_run_dir: str) -> str:
-    """The winner as flags: --model, its hparams, --learning_rate and --run_dir=<tune run>/best.
+def best_flags_text(config, row: dict, objective: str, tune_run_dir: str, best_run_dir: str,
+                    fields: tuple = ("model",)) -> str:
+    """The winner as flags: --model, the other searched recipe `fields` of its TrainConfig (--input_size,
+    the scaled --augment_*, --pseudo_fake_fraction: search_space.Recipe.fields), its hparams,
+    --learning_rate and --run_dir=<tune run>/best.
 
     Given after the training flagfile (later flags win), it turns that training into the winner's:
         python -m dfd.train --flagfile=configs/video.flags --flagfile=<run_dir>/best.flags
@@ -110,7 +113,7 @@ def best_flags_text(config, row: dict, objective: str, tune_run_dir: str, best_r
         f"{row['objective']:.4f}, train-val AUC gap {row['auc_gap']:+.3f}, {int(row['params']):,} parameters.",
         "# Retrain it at full length: the training flagfile first, then this file (later flags win):",
         "#   python -m dfd.train --flagfile=TRAINING_FLAGFILE --flagfile=THIS_FILE",
-        f"--model={config.model}",
+        *(train_flags._flag_line(name, getattr(config, name)) for name in dict.fromkeys(("model", *fields))),
         *(train_flags._flag_line(name, config.hparams[name]) for name in sorted(config.hparams)),
         f"--learning_rate={config.learning_rate!r}",
         f"--run_dir={best_run_dir}",

@@ -6,7 +6,8 @@ Run dir (dfd.run_layout.RunLayout):
                     search.json (what the search is; a re-run with other settings is refused),
                     trials.csv (the ranked table)
     tb/             TensorBoard: HParams dashboard, one session per trial (tuning/board.py)
-    best.flags      the winner's --model, hparams and --learning_rate (tuning/results.py)
+    best.flags      the winner's --model, hparams, --learning_rate and searched recipe values
+                    (--input_size, --augment_*, --pseudo_fake_fraction) (tuning/results.py)
     best/           --retrain_best: a full dfd.train run of the winner
 """
 
@@ -26,7 +27,7 @@ from dfd.data.metadata import DatasetMetadata
 from dfd.locks import folder_lock
 from dfd.run_layout import RunLayout
 from dfd.tuning import flags as tune_flags
-from dfd.tuning import results
+from dfd.tuning import results, search_space
 from dfd.tuning.board import HParamsBoard
 from dfd.tuning.hypermodel import DfdHyperModel
 from dfd.tuning.tuners import DIRECTIONS, make_tuner
@@ -48,15 +49,59 @@ class SearchResult:
     builds: int                          # models built in this call (0 when nothing was left to run)
 
 
-def _search_identity(config, options, input_shape) -> dict:
+def _search_identity(config, options, input_shape, recipe) -> dict:
     """What makes two runs the same search; anything else (--max_trials, --verbose...) may change on resume."""
-    return {"model": config.model, "data": str(Path(config.data).resolve()), "input_shape": list(input_shape),
-            # Only when given: searches from before --extra_train_data resume.
-            **({"extra_train_data": [str(Path(directory).resolve()) for directory in config.extra_train_dirs]}
-               if config.extra_train_dirs else {}),
-            "pinned_hparams": {name: str(value) for name, value in sorted(config.hparams.items())},
-            "tuner": options.tuner, "objective": options.objective, "max_epochs": options.max_epochs,
-            "hyperband_factor": options.hyperband_factor, "max_gap": options.max_gap}
+    identity = {"model": config.model, "data": str(Path(config.data).resolve()), "input_shape": list(input_shape),
+                # Only when given: searches from before --extra_train_data resume.
+                **({"extra_train_data": [str(Path(directory).resolve()) for directory in config.extra_train_dirs]}
+                   if config.extra_train_dirs else {}),
+                "pinned_hparams": {name: str(value) for name, value in sorted(config.hparams.items())},
+                "tuner": options.tuner, "objective": options.objective, "max_epochs": options.max_epochs,
+                "hyperband_factor": options.hyperband_factor, "max_gap": options.max_gap}
+    if recipe.identity():   # only then: a search without a recipe keeps the identity it always had
+        identity["recipe"] = recipe.identity()
+    return identity
+
+
+class TrainingSets:
+    """The training set of a trial, built through pipeline.make_dataset once per pseudo-fake fraction.
+
+    Called with a TrainConfig: (repeating train dataset, steps per epoch, class weights). Every trial of
+    a search shares the data, frame sampling and batch size; only --pseudo_fake_fraction changes the
+    pipeline (the model, frame size and augmentation are layers of the model). With --cache=memory each
+    fraction keeps its own cache.
+    """
+
+    def __init__(self, meta, frames, input_shape, extras=(), train_frames=None):
+        self.meta = meta
+        self.frames = frames                # validation: frames of video records for an image model
+        self.input_shape = input_shape
+        self.extras = list(extras)          # --extra_train_data's metadata
+        self.train_frames = train_frames    # K frames per training clip (see train.train_frames_per_clip)
+        self._built = {}
+
+    def __call__(self, config) -> tuple:
+        key = config.pseudo_fake_fraction
+        if key not in self._built:
+            # The training set repeats and fit counts steps, as in dfd.train (frames of video records
+            # for an image model: see dfd.train).
+            data, num_train, num_examples = pipeline.make_training_data(
+                [config.data, *config.extra_train_dirs], batch_size=config.batch_size, cache=config.cache,
+                augment=train_flags.host_augment(config), frames_per_clip=self.train_frames,
+                deterministic=config.deterministic, seed=config.seed, expected_shape=self.input_shape,
+                shuffle_buffer=config.shuffle_buffer, repeat=True, pseudo_fakes=config.pseudo_fake_spec,
+                classes=config.train_classes)
+            steps = pipeline.steps_per_epoch(num_examples, config.batch_size, training=True)
+            self._built[key] = (data, steps, self.weights(config), num_train)
+        return self._built[key][:3]
+
+    def weights(self, config):
+        return train.class_weights(self.meta, config.class_weight_threshold, config.pseudo_fake_spec,
+                                   config.train_classes, self.extras, self.train_frames)
+
+    def num_train(self, config) -> int:
+        self(config)
+        return self._built[config.pseudo_fake_fraction][3]
 
 
 def _check_same_search(path: Path, identity: dict, run_dir) -> None:
@@ -101,19 +146,28 @@ def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions)
     except ValueError as error:
         raise SearchSettingsError(str(error)) from None
     input_shape = pipeline.output_shape(config.data, frames=frames is not None)
-    weights = train.class_weights(meta, config.class_weight_threshold, config.pseudo_fake_spec, config.train_classes,
-                                  extras, train_frames)
+    try:
+        recipe = search_space.make_recipe(
+            config, input_shape, model_names=options.search_models, input_sizes=options.search_input_sizes,
+            augment_strengths=options.search_augment_strengths,
+            pseudo_fake_fractions=options.search_pseudo_fake_fractions)
+        training_sets = TrainingSets(meta, frames, input_shape, extras, train_frames)
+        for fraction in recipe.pseudo_fake_fractions or (config.pseudo_fake_fraction,):
+            # Raises now, not in a trial, for a fraction leaving one class (e.g. 1.0 with --train_classes=real).
+            training_sets.weights(dataclasses.replace(config, pseudo_fake_fraction=fraction))
+    except ValueError as error:
+        raise SearchSettingsError(str(error)) from None
 
     # One search per run dir; the lock is released when this process ends, however it ends.
     with folder_lock(layout.root, "tuning"):
-        return _locked_search(config, options, layout, meta, input_shape, weights, frames, train_frames)
+        return _locked_search(config, options, layout, input_shape, recipe, training_sets)
 
 
-def _locked_search(config, options, layout, meta, input_shape, weights, frames, train_frames) -> SearchResult:
+def _locked_search(config, options, layout, input_shape, recipe, training_sets) -> SearchResult:
     if options.overwrite:
         _start_over(layout)
     identity_file = layout.tuner / "search.json"
-    identity = _search_identity(config, options, input_shape)
+    identity = _search_identity(config, options, input_shape, recipe)
     _check_same_search(identity_file, identity, config.run_dir)
 
     strategy = train.make_strategy(config.strategy)
@@ -123,20 +177,14 @@ def _locked_search(config, options, layout, meta, input_shape, weights, frames, 
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     try:
-        # Built once for all trials; the training set repeats and fit counts steps, as in dfd.train
-        # (frames of video records for an image model, validation on every frame: see dfd.train).
-        train_data, num_train, num_train_examples = pipeline.make_training_data(
-            [config.data, *config.extra_train_dirs], batch_size=config.batch_size, cache=config.cache,
-            augment=train_flags.host_augment(config), frames_per_clip=train_frames,
-            deterministic=config.deterministic, seed=config.seed, expected_shape=input_shape,
-            shuffle_buffer=config.shuffle_buffer, repeat=True, pseudo_fakes=config.pseudo_fake_spec,
-            classes=config.train_classes)
+        # Built once for all trials (once per pseudo-fake fraction when it is searched: TrainingSets).
+        train_data, steps, weights = training_sets(config)
+        num_train = training_sets.num_train(config)
         val_data, num_val = pipeline.make_dataset(config.data, "val", batch_size=config.batch_size,
                                                   training=False, cache=config.cache, expected_shape=input_shape,
-                                                  frames_per_clip=None if frames is None else "all")
-        steps = pipeline.steps_per_epoch(num_train_examples, config.batch_size, training=True)
+                                                  frames_per_clip=None if training_sets.frames is None else "all")
 
-        hypermodel = DfdHyperModel(config, input_shape, precision, options.objective)
+        hypermodel = DfdHyperModel(config, input_shape, precision, options.objective, recipe, training_sets)
         board = HParamsBoard(layout.tensorboard)
         tuner = make_tuner(
             options.tuner, hypermodel, objective=options.objective, max_trials=options.max_trials,
@@ -154,9 +202,11 @@ def _locked_search(config, options, layout, meta, input_shape, weights, frames, 
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor=options.objective, mode=DIRECTIONS[options.objective], patience=options.trial_patience))
         finished = sum(trial.status in ("COMPLETED", "FAILED") for trial in tuner.oracle.trials.values())
+        searched = ", ".join(f"{name} {','.join(map(str, values))}" for name, values in recipe.identity().items())
         print(f"dfd.tune: {options.tuner} search over {config.model} on {config.data} ({num_train} train / "
               f"{num_val} val clips of {input_shape}), objective {options.objective}, up to {options.max_epochs} "
               f"epochs per trial, precision {precision}, run dir {config.run_dir}"
+              + (f"; recipe: {searched}" if searched else "")
               + (f"; resuming after {finished} finished trials" if finished else ""), flush=True)
         tuner.search(train_data, epochs=options.max_epochs, steps_per_epoch=steps, validation_data=val_data,
                      callbacks=callbacks, class_weight=weights, verbose=config.verbose, shuffle=False)
@@ -183,7 +233,7 @@ def _finish(tuner, hypermodel, config, options, layout) -> SearchResult:
     best_run_dir = str(layout.root / BEST_RUN)
     best_config = dataclasses.replace(hypermodel.trial_config(best.hyperparameters.copy()), run_dir=best_run_dir)
     best_flags.write_text(results.best_flags_text(best_config, rows[0], options.objective,
-                                                  str(config.run_dir), best_run_dir))
+                                                  str(config.run_dir), best_run_dir, hypermodel.recipe.fields))
     print(f"dfd.tune: best trial {rows[0]['trial_id']} written to {best_flags}; retrain it at full length with\n"
           f"  python -m dfd.train --flagfile=TRAINING_FLAGFILE --flagfile={best_flags}\n"
           "or re-run this command with --retrain_best")

@@ -1,7 +1,11 @@
-"""The tuner's search space, in one place: simplified variants of each dfd model.
+"""The tuner's search space, in one place: simplified variants of each dfd model, and the training recipe.
 
     hparams, learning_rate = define_search_space(hp, model_name, base_hparams, input_shape)
     models.build_model(model_name, input_shape, **hparams)
+
+    recipe = make_recipe(config, input_shape, model_names=..., input_sizes=..., augment_strengths=...,
+                         pseudo_fake_fractions=...)          # the dfd.tune --search_* flags, checked
+    trial_config = define_trial(hp, config, input_shape, recipe)   # a TrainConfig: what dfd.train trains
 
 Smoke test: define_search_space(keras_tuner.HyperParameters(), ...) gives every hparam its default,
 and the defaults are the seed's architecture (cnn_lstm: 552,609 parameters), so the search always
@@ -26,11 +30,33 @@ What is searched:
 
 Hparams given as flags (base_hparams, e.g. --lstm_units=32 in the flagfile) are pinned: they are not
 searched and reach every trial as given. --conv_filters or --kernel_sizes pins the whole conv stack.
+
+The recipe (define_trial; each part only when asked, so a plain search keeps the space above):
+  model                --search_models=a,b,c: the model itself, hp.Choice("model"), among models of
+                       --model's kind; each model's own space above under a conditional scope and the
+                       name scope "<model>/" (e.g. xception/dropout), active only when it is chosen.
+                       Hparams given as flags pin every searched model that has them.
+  input_size           --search_input_sizes=64,96,128: the frame size the model sees (--input_size, an
+                       on-device resize), at most the data's. image_cnn's conv-block range is fit for the
+                       smallest size, so every trial's stack fits its frames.
+  augment_strength     when the flags turn on any of --augment_crop/color/brightness/contrast/blur/noise/
+                       cutout (their values are strength 1): one factor scaling them all,
+                       --search_augment_strengths (0, 0.5, 1, 1.5; 0 keeps only --augment_flip). Strengths
+                       that would push a value out of its range are left out.
+  pseudo_fake_fraction with --pseudo_fakes: --search_pseudo_fake_fractions (0.25, 0.5, 0.75); each
+                       fraction trains on its own input pipeline (dfd.tuning.search.TrainingSets).
+The trial's TrainConfig carries the concrete values (scaled --augment_*, --pseudo_fake_fraction,
+--model, --input_size), so best.flags records them for dfd.train.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+import keras_tuner
+
 from dfd import models
+from dfd.models import backbones, resize
 from dfd.models.backbone_models import TEMPORAL_HEADS
 from dfd.models.layers import FEATURE_POOLINGS
 
@@ -41,6 +67,13 @@ DENSE_UNITS = (32, 64, 128, 256)
 RECURRENT_UNITS = (16, 32, 64)
 L2_WEIGHTS = (0.0, 1e-5, 1e-4, 1e-3)
 INCEPTION_HEAD_UNITS = (128, 256, 512, 1024)
+AUGMENT_STRENGTHS = (0.0, 0.5, 1.0, 1.5)
+PSEUDO_FAKE_FRACTIONS = (0.25, 0.5, 0.75)
+# The --augment_* strengths the recipe scales, with the largest value each op accepts
+# (dfd.models.augmentation.DeviceAugment; --augment_color also sets saturation and hue/4).
+SCALED_AUGMENTS = {"augment_crop": 0.999, "augment_color": 0.999, "augment_brightness": 0.999,
+                   "augment_contrast": 0.999, "augment_blur": 10.0, "augment_noise": 0.999,
+                   "augment_cutout": 0.999}
 # Keras clips probabilities to [1e-7, 1 - 1e-7] in its cross-entropies, so no model's mean
 # validation loss exceeds -ln(1e-7) = 16.12: the objective's worst value (see tuning.tuners).
 WORST_LOSS = 16.118095650958317
@@ -162,3 +195,155 @@ def define_search_space(hp, model_name: str, base_hparams: dict | None = None,
     if "l2" in defaults:
         hparams["l2"] = pick("l2", lambda: hp.Choice("l2", list(L2_WEIGHTS), default=float(defaults["l2"])))
     return hparams, _learning_rate(hp, model_name)
+
+
+# --------------------------------------------------------------------------
+# The recipe: model, frame size, augmentation strength, pseudo-fake fraction
+# --------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """What a search varies beyond config.model's own hparams; an empty tuple: not searched."""
+
+    models: tuple = ()
+    input_sizes: tuple = ()
+    augment_strengths: tuple = ()
+    pseudo_fake_fractions: tuple = ()
+
+    @property
+    def fields(self) -> tuple:
+        """The TrainConfig fields a trial may change beyond hparams and learning rate (written to best.flags)."""
+        names = ["model"]
+        names += ["input_size"] if self.input_sizes else []
+        names += list(SCALED_AUGMENTS) if self.augment_strengths else []
+        names += ["pseudo_fake_fraction"] if self.pseudo_fake_fractions else []
+        return tuple(names)
+
+    def identity(self) -> dict:
+        """The searched recipe, for the search's identity (search.json); {} when nothing is searched."""
+        return {name: list(value) for name, value in dataclasses.asdict(self).items() if value}
+
+
+def _scaled_augments(config, strength: float) -> dict:
+    return {name: round(getattr(config, name) * strength, 6) for name in SCALED_AUGMENTS}
+
+
+def make_recipe(config, input_shape: tuple, model_names: tuple = (), input_sizes: tuple = (),
+                augment_strengths: tuple = AUGMENT_STRENGTHS,
+                pseudo_fake_fractions: tuple = PSEUDO_FAKE_FRACTIONS) -> Recipe:
+    """The Recipe the --search_* flags ask for on `config` (its data's examples: input_shape), checked.
+
+    augment_strengths apply only when config turns a scalable augmentation on, pseudo_fake_fractions only
+    with config.pseudo_fakes; models and input_sizes only when given. Raises ValueError saying what to change.
+    """
+    kind = models.model_kind(config.model)
+    chosen = tuple(dict.fromkeys(model_names))
+    for name in chosen:
+        if name not in models.MODEL_NAMES:
+            raise ValueError(f"--search_models: unknown model {name!r}; valid: "
+                             f"{', '.join(models.MODEL_NAMES)}")
+        if models.model_kind(name) != kind:
+            same = [n for n in models.MODEL_NAMES if models.model_kind(n) == kind]
+            raise ValueError(f"--search_models: {name} is not a {kind} model like --model={config.model}; "
+                             f"the models searched together read the same examples: choose among {', '.join(same)}")
+    frame = tuple(input_shape)[-3:-1]
+    sizes = tuple(sorted({int(size) for size in input_sizes}))
+    if sizes and (sizes[0] < 1 or sizes[-1] > min(frame)):
+        raise ValueError(f"--search_input_sizes must be between 1 and the data's frame size {min(frame)} "
+                         f"(the resize only shrinks what was stored), got {','.join(map(str, sizes))}")
+    # Every searched model must take every searched size: a trial failing at build costs a slot.
+    smallest = sizes[0] if sizes else (config.input_size or min(frame))
+    for name in chosen or (config.model,):
+        if models.has_backbone(name):
+            backbone = name[:-len("_video")] if name.endswith("_video") else name
+            try:
+                backbones.check_frame_size(backbone, name, (smallest, smallest, 3))
+            except ValueError:
+                raise ValueError(f"{name} needs frames of at least {backbones.BACKBONES[backbone].min_size} "
+                                 f"pixels but the search would feed it {smallest}: drop {name} from "
+                                 "--search_models or the smaller sizes from --search_input_sizes") from None
+    strengths = ()
+    if any(getattr(config, name) for name in SCALED_AUGMENTS):
+        strengths = tuple(sorted({float(strength) for strength in augment_strengths
+                                  if strength >= 0 and all(value <= SCALED_AUGMENTS[name] for name, value
+                                                           in _scaled_augments(config, strength).items())}))
+        if augment_strengths and not strengths:
+            raise ValueError(f"--search_augment_strengths={','.join(map(str, augment_strengths))}: every strength "
+                             "takes an --augment_* value out of its range; give smaller strengths")
+    fractions = ()
+    if config.pseudo_fakes != "none":
+        fractions = tuple(sorted({float(fraction) for fraction in pseudo_fake_fractions}))
+        for fraction in fractions:
+            dataclasses.replace(config, pseudo_fake_fraction=fraction)   # raises for a fraction out of (0, 1]
+    return Recipe(chosen, sizes, strengths, fractions)
+
+
+def _default(values: tuple, preferred):
+    return preferred if preferred in values else values[0]
+
+
+class _InactiveDefaults:
+    """hp for one of several searched models: registers its hparams, and where the trial did not choose
+    that model (keras-tuner then returns None) gives their defaults, so define_search_space still runs;
+    its result is thrown away."""
+
+    def __init__(self, hp):
+        self._hp = hp
+
+    def __getattr__(self, name):   # conditional_scope, values... of the real container
+        return getattr(self._hp, name)
+
+    def _value(self, kind, *args, **kwargs):
+        value = getattr(self._hp, kind)(*args, **kwargs)
+        if value is None:
+            value = getattr(keras_tuner.HyperParameters(), kind)(*args, **kwargs)
+        return value
+
+    def Choice(self, *args, **kwargs):  # noqa: N802 (keras-tuner's names)
+        return self._value("Choice", *args, **kwargs)
+
+    def Int(self, *args, **kwargs):  # noqa: N802
+        return self._value("Int", *args, **kwargs)
+
+    def Float(self, *args, **kwargs):  # noqa: N802
+        return self._value("Float", *args, **kwargs)
+
+    def Boolean(self, *args, **kwargs):  # noqa: N802
+        return self._value("Boolean", *args, **kwargs)
+
+
+def define_trial(hp, config, input_shape: tuple, recipe: Recipe = Recipe()):
+    """Registers the whole space on `hp` and returns the TrainConfig of the trial `hp` holds.
+
+    config: the trainer's settings (pinned hparams, --augment_* at strength 1...); input_shape: the
+    data's example shape. Without a recipe this is define_search_space on config.model.
+    """
+    model = config.model
+    if recipe.models:
+        model = hp.Choice("model", list(recipe.models), default=_default(recipe.models, config.model))
+    input_size = config.input_size
+    if recipe.input_sizes:
+        input_size = hp.Choice("input_size", list(recipe.input_sizes),
+                               default=_default(recipe.input_sizes, config.input_size or max(recipe.input_sizes)))
+    # The conv blocks must fit the smallest frames any trial feeds the model.
+    smallest = min(recipe.input_sizes) if recipe.input_sizes else config.input_size
+    shape = resize.resized_shape(input_shape, smallest) if input_shape is not None else None
+    if recipe.models:
+        for name in recipe.models:
+            pinned = {key: value for key, value in config.hparams.items() if key in models.default_hparams(name)}
+            with hp.conditional_scope("model", [name]), hp.name_scope(name):
+                found = define_search_space(_InactiveDefaults(hp), name, pinned, shape)
+            if name == model:
+                hparams, learning_rate = found
+    else:
+        hparams, learning_rate = define_search_space(hp, model, config.hparams, shape)
+    changes = {"model": model, "hparams": hparams, "learning_rate": learning_rate, "input_size": input_size}
+    if recipe.augment_strengths:
+        strength = hp.Choice("augment_strength", list(recipe.augment_strengths),
+                             default=_default(recipe.augment_strengths, 1.0))
+        changes.update(_scaled_augments(config, strength))
+    if recipe.pseudo_fake_fractions:
+        changes["pseudo_fake_fraction"] = hp.Choice(
+            "pseudo_fake_fraction", list(recipe.pseudo_fake_fractions),
+            default=_default(recipe.pseudo_fake_fractions, config.pseudo_fake_fraction))
+    return dataclasses.replace(config, **changes)
