@@ -150,49 +150,6 @@ def is_chief() -> bool:
     return task_type == "worker" and task_index == 0 and "chief" not in config.get("cluster", {})
 
 
-def _build_from_local_batch(model, strategy) -> None:
-    """Works around Keras 3.15 fit under MultiWorkerMirroredStrategy (and several replicas).
-
-    Before the first step Keras builds the model from one batch it reduces with
-    strategy.reduce("MEAN", (x, y)); the collective strategy refuses a nested (x, y) structure
-    ("Attempt to convert a value (PerReplica ...) to a Tensor"). Only the batch's shapes and dtypes
-    matter for that build, so this model builds from this worker's local batch instead.
-    """
-    import tensorflow as tf
-    from keras import tree
-
-    original = model._maybe_symbolic_build
-
-    def maybe_symbolic_build(iterator=None, data_batch=None):
-        if iterator is not None:
-            for _, _, batches in iterator:
-                batch = next(batches)
-                data_batch = tree.map_structure(
-                    lambda value: strategy.experimental_local_results(value)[0]
-                    if isinstance(value, tf.distribute.DistributedValues) else value, batch)
-                break
-        return original(iterator=None, data_batch=data_batch)
-
-    model._maybe_symbolic_build = maybe_symbolic_build
-
-    # Keras 3.15 also averages each step's scalar logs with strategy.reduce("MEAN", v, axis=0), which
-    # fails on scalars ("Invalid reduction dimension 0 for input with 0 dimensions"). Averaging
-    # across workers without an axis is what is meant. The replacement acts only under the collective
-    # multi-worker strategy and defers to Keras otherwise.
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-    original_reduce = tf_trainer.reduce_per_replica
-    if getattr(original_reduce, "dfd_patched", False):
-        return
-
-    def reduce_per_replica(values, strategy_, reduction):
-        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy_):
-            return tree.map_structure(lambda value: strategy_.reduce("MEAN", value, axis=None), values)
-        return original_reduce(values, strategy_, reduction)
-
-    reduce_per_replica.dfd_patched = True
-    tf_trainer.reduce_per_replica = reduce_per_replica
-
-
 def class_weights(meta: DatasetMetadata, threshold: float, pseudo_fakes=None,
                   train_classes: str = "all") -> dict[int, float] | None:
     """Balanced weights n / (2 * n_class) when one class outnumbers the other by `threshold`.
@@ -280,8 +237,10 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
             model = build_and_compile(config, input_shape, config.hparams)
 
         if config.strategy == "multi_worker" or strategy.num_replicas_in_sync > 1:
-            # Tested with two CPU workers; several GPUs in one process are untested here.
-            _build_from_local_batch(model, strategy)
+            # Two patches of private Keras code, version-checked (dfd.training.keras_patches). Tested
+            # with two CPU workers; several GPUs in one process are untested here.
+            from dfd.training import keras_patches
+            keras_patches.build_from_local_batch(model, strategy)
 
         augment = pipeline.Augment(flip=config.augment_flip, brightness=config.augment_brightness,
                                    contrast=config.augment_contrast)
