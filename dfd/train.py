@@ -250,7 +250,7 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
             config.data, "train", batch_size=config.batch_size, training=True, cache=config.cache,
             augment=augment, deterministic=config.deterministic, seed=config.seed,
             expected_shape=model.input_shape, shuffle_buffer=config.shuffle_buffer, repeat=True,
-            pseudo_fakes=config.pseudo_fake_spec, classes=config.train_classes)
+            pseudo_fakes=config.pseudo_fake_spec, classes=config.train_classes, data_service=config.data_service)
         val_data, num_val = pipeline.make_dataset(
             config.data, "val", batch_size=config.batch_size, training=False,
             cache=config.cache, expected_shape=model.input_shape,

@@ -173,6 +173,7 @@ def make_dataset(
     shard_files: bool = True,
     pseudo_fakes: pseudo_fakes_lib.PseudoFakes = pseudo_fakes_lib.NO_PSEUDO_FAKES,
     classes: str = "all",
+    data_service: str = "",
 ) -> tuple[tf.data.Dataset, int]:
     """Batches of (uint8 clips, int32 labels) for `split` of the TFRecord folder `data_dir`.
 
@@ -189,6 +190,8 @@ def make_dataset(
         self-blended fakes (label 1) right after decoding, before augmentation.
     classes: "all", or "real" to read only the real examples (the SBI recipe trains on real faces
         and lets pseudo_fakes make the fakes).
+    data_service: training only; "grpc://HOST:PORT" of a tf.data service dispatcher: the workers
+        run everything up to the augmentation and this process re-batches (dfd.data_service).
     Returns the dataset and the number of examples it reads from the split (from metadata.json).
     """
     if batch_size < 1:
@@ -210,12 +213,18 @@ def make_dataset(
         raise ValueError(f"split '{split}' of {data_dir} has {num_examples} examples, fewer than "
                          f"one batch of {batch_size}: lower --batch_size")
     deterministic = deterministic or not training
+    served = training and bool(data_service)
+    if served and cache != "none":
+        raise ValueError("--cache cannot be combined with --data_service: the cache would live on the "
+                         "service workers, for one epoch; drop --cache (the workers decode every epoch)")
 
     options = tf.data.Options()
     options.deterministic = deterministic
     # Each worker of a multi-worker run reads its own shard files (no worker reads a record twice).
+    # With tf.data service the dispatcher shares out the files instead (dfd.data_service).
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.FILE if shard_files else tf.data.experimental.AutoShardPolicy.OFF)
+        tf.data.experimental.AutoShardPolicy.FILE if shard_files and not served
+        else tf.data.experimental.AutoShardPolicy.OFF)
     options.experimental_optimization.map_parallelization = True
 
     dataset = tf.data.Dataset.from_tensor_slices(files)
@@ -226,7 +235,7 @@ def make_dataset(
     # be refilled (reading `shuffle_buffer` records) before the next epoch's first batch, a stall the
     # accelerator waits through. The price: an epoch's last records may mix with the next epoch's
     # first ones, by at most `shuffle_buffer` records; steps per epoch stay count // batch_size.
-    repeat_files = repeat and cache == "none"
+    repeat_files = repeat and cache == "none" and not served   # served: repeated after distribution
     if repeat_files:
         dataset = dataset.repeat()
     dataset = dataset.interleave(
@@ -274,7 +283,8 @@ def make_dataset(
         # per batch (vectorized) instead of once per record.
         if training:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(batch_size, drop_remainder=training)
+        # Served: each worker keeps its last partial batch; this process re-batches (dfd.data_service).
+        dataset = dataset.batch(batch_size, drop_remainder=training and not served)
         # Augmentation runs in the same map as the decoding, on the batch that decode_raw just
         # wrote (still in the CPU cache), instead of in a later map: one stage fewer to schedule
         # on 2 cores, and the flip reads hot memory (measured: ~5 % less CPU per clip than a separate map).
@@ -295,7 +305,10 @@ def make_dataset(
         # After the cache (which holds un-augmented examples): a fresh flip and fresh pseudo-fakes every epoch.
         dataset = dataset.map(finish, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
 
-    if not repeat:
+    if served:
+        from dfd import data_service as data_service_lib
+        dataset = data_service_lib.distribute(dataset, data_service, batch_size=batch_size, repeat=repeat)
+    elif not repeat:
         # interleave hides the size; stating it lets Keras show a progress bar and end the epoch
         # without first running into the end of the data.
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(

@@ -115,7 +115,7 @@ def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions)
             config.data, "train", batch_size=config.batch_size, training=True, cache=config.cache,
             augment=augment, deterministic=config.deterministic, seed=config.seed, expected_shape=input_shape,
             shuffle_buffer=config.shuffle_buffer, repeat=True, pseudo_fakes=config.pseudo_fake_spec,
-            classes=config.train_classes)
+            classes=config.train_classes, data_service=config.data_service)
         val_data, num_val = pipeline.make_dataset(config.data, "val", batch_size=config.batch_size,
                                                   training=False, cache=config.cache, expected_shape=input_shape)
         steps = pipeline.steps_per_epoch(num_train, config.batch_size, training=True)
