@@ -26,12 +26,16 @@ stream to --batch_size (each worker's last batch of an epoch is partial), so an 
 count // batch_size steps from metadata.json, as without the service; an epoch's last
 count % batch_size examples open the next one, as the local pipeline's file repeat does.
 
-Failures (distributed_epoch is at-most-once): when a worker dies, the dispatcher drops it after
---worker_timeout_s without a heartbeat and the trainer goes on reading from the others; the
-files the dead worker had in hand are missing from that epoch only (the next epoch reads all
-files again). A replacement worker started with the same command joins the running job. With
-no worker left the trainer waits for one to join (it does not fail). A dispatcher restarted
-with the same --work_dir recovers its state from its journal.
+Failures: a worker killed mid-epoch leaves the trainer waiting. Measured on TF 2.21
+(tests/test_data_service.py): the dispatcher drops the dead worker after --worker_timeout_s,
+but the epoch's iteration still counts the dead worker's task as unfinished, and the client
+(DataServiceClient) skips an unreachable task and retries it for ever, so the training step
+never gets its batch. tf.data offers no timeout for that wait, so the trainer carries a
+watchdog (`StallWatchdog`, --data_service_timeout_s): when one training step has waited that
+long, it prints a clear error naming the dispatcher and exits the process (status 75,
+EX_TEMPFAIL); re-running the same command resumes from the last completed epoch
+(BackupAndRestore), on the workers still alive. A dispatcher restarted with the same
+--work_dir recovers its state from its journal.
 
 Several trainers (--strategy=multi_worker): each trainer reads from one shared job
 (`shared_job_name`), so the workers' output is split between the trainers and each example is
@@ -90,6 +94,50 @@ def distribute(dataset, service: str, *, batch_size: int, repeat: bool):
     # unbatch + batch re-forms full batches from the workers' partial epoch-end ones (a copy of the
     # decoded batch in this process: ~2 ms for 32 clips of 16x64x64, against ~90 ms to decode them).
     return served.unbatch().batch(batch_size, drop_remainder=True)
+
+
+STALL_EXIT_CODE = 75   # EX_TEMPFAIL: re-running the command is the remedy
+
+
+def stall_watchdog(service: str, timeout_s: float):
+    """A Keras callback that ends the process with a clear error when a training step waits more than
+    `timeout_s` for its batch from the tf.data service (see the module docstring for why)."""
+    import keras
+
+    class StallWatchdog(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self._armed_at = None
+            self._stop = threading.Event()
+            self._thread = None
+
+        def on_train_begin(self, logs=None):
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._watch, name="dfd-data-service-watchdog", daemon=True)
+            self._thread.start()
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self._armed_at = time.monotonic()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._armed_at = None
+
+        def on_train_end(self, logs=None):
+            self._armed_at = None
+            self._stop.set()
+
+        def _watch(self):
+            while not self._stop.wait(min(5.0, timeout_s / 4)):
+                armed_at = self._armed_at
+                if armed_at is not None and time.monotonic() - armed_at > timeout_s:
+                    print(f"dfd.train: error: no training batch from the tf.data service at {service} for "
+                          f"{timeout_s:.0f} s (--data_service_timeout_s). A service worker probably died holding "
+                          "part of this epoch (tf.data service cannot finish such an epoch), or no worker is "
+                          "running. Check the workers, then re-run the same command: it resumes from the last "
+                          "completed epoch.", file=sys.stderr, flush=True)
+                    os._exit(STALL_EXIT_CODE)   # the stuck step is inside TensorFlow: nothing else ends it
+
+    return StallWatchdog()
 
 
 # --------------------------------------------------------------------------

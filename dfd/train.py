@@ -286,6 +286,9 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None) 
         if config.reduce_lr_patience > 0:
             callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss",
                                                                patience=config.reduce_lr_patience))
+        if config.data_service:
+            from dfd import data_service
+            callbacks.append(data_service.stall_watchdog(config.data_service, config.data_service_timeout_s))
         callbacks += list(extra_callbacks or [])
 
         print(f"dfd.train: {config.model} on {config.data} ({num_train} train / {num_val} val clips of "

@@ -64,6 +64,9 @@ def define_data_flags(flag_values=None) -> None:
             "grpc://HOST:PORT of a tf.data service dispatcher (python -m dfd.data_service): its workers read, "
             "decode and augment the training batches; validation stays local. Empty: all input here.",
             flag_values=flag_values)
+    _define(flags.DEFINE_float, "data_service_timeout_s", 600.0,
+            "With --data_service: end the run with an error when one training step waits this long for its "
+            "batch (a dead service worker stalls an epoch for ever); re-running resumes.", flag_values=flag_values)
     _define(flags.DEFINE_enum, "train_classes", "all", list(TRAIN_CLASSES),
             "real: train on the train split's real clips only (with --pseudo_fakes=sbi, the SBI recipe); "
             "validation still uses the whole val split.", flag_values=flag_values)
@@ -157,6 +160,7 @@ class TrainConfig:
     pseudo_fake_fraction: float = 0.5
     train_classes: str = "all"
     data_service: str = ""
+    data_service_timeout_s: float = 600.0
     patience: int = 5
     reduce_lr_patience: int = 0
     class_weight_threshold: float = 1.2

@@ -307,7 +307,9 @@ def make_dataset(
 
     if served:
         from dfd import data_service as data_service_lib
-        dataset = data_service_lib.distribute(dataset, data_service, batch_size=batch_size, repeat=repeat)
+        # The options travel with the dataset to the workers (non-deterministic order, parallel maps).
+        dataset = data_service_lib.distribute(dataset.with_options(options), data_service, batch_size=batch_size,
+                                              repeat=repeat)
     elif not repeat:
         # interleave hides the size; stating it lets Keras show a progress bar and end the epoch
         # without first running into the end of the data.

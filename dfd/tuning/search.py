@@ -134,6 +134,9 @@ def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions)
 
         callbacks = [keras.callbacks.TerminateOnNaN(),
                      keras.callbacks.TensorBoard(str(layout.tensorboard))]   # log_dir set per trial
+        if config.data_service:
+            from dfd import data_service
+            callbacks.append(data_service.stall_watchdog(config.data_service, config.data_service_timeout_s))
         if options.trial_patience > 0:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor=options.objective, mode=DIRECTIONS[options.objective], patience=options.trial_patience))
