@@ -128,6 +128,7 @@ def test_a_worker_killed_mid_epoch_ends_the_trainer_with_a_clear_error(service, 
         if trainer.poll() is None:
             trainer.kill()
     epochs = len(json.loads((run / "history.json").read_text())["epochs"])
+    print(f"worker killed after epoch 1: trainer exit {trainer.returncode} after {epochs} epochs")
     if trainer.returncode == 0:   # recovered: the survivor served every remaining epoch
         assert epochs == 100, output[-3000:]
     else:   # the stalled step ended with the watchdog's error, and the run can be resumed
