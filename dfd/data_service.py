@@ -62,6 +62,12 @@ DEFAULT_WORKER_TIMEOUT_S = 10.0
 LOG_INTERVAL_S = 2.0
 
 
+# Batches travel uncompressed: they are decoded uint8 frames, which snappy (tf.data service's
+# default, "AUTO") barely shrinks, while compressing on the worker and decompressing here costs
+# CPU on both sides. Measured (bench data_service, 2 workers): 257 clips/s with "AUTO", 275 without.
+COMPRESSION = None
+
+
 def check_address(service: str) -> str:
     """The dispatcher address for --data_service, checked: grpc://HOST:PORT."""
     if not service.startswith("grpc://") or ":" not in service[len("grpc://"):]:
@@ -87,7 +93,7 @@ def distribute(dataset, service: str, *, batch_size: int, repeat: bool):
 
     served = dataset.apply(tf.data.experimental.service.distribute(
         processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
-        service=check_address(service), job_name=job_name))
+        service=check_address(service), job_name=job_name, compression=COMPRESSION))
     if repeat:
         # Each repetition is a new iteration of the job: one more pass over every file.
         served = served.repeat()
