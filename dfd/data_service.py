@@ -27,10 +27,11 @@ count // batch_size steps from metadata.json, as without the service; an epoch's
 count % batch_size examples open the next one, as the local pipeline's file repeat does.
 
 Failures: a worker killed mid-epoch leaves the trainer waiting. Measured on TF 2.21
-(tests/test_data_service.py): the dispatcher drops the dead worker after --worker_timeout_s,
-but the epoch's iteration still counts the dead worker's task as unfinished, and the client
-(DataServiceClient) skips an unreachable task and retries it for ever, so the training step
-never gets its batch. tf.data offers no timeout for that wait, so the trainer carries a
+(tests/test_data_service.py, dispatcher --worker_timeout_s=3): the training step never got its
+batch, long after the dispatcher's heartbeat timeout. TF's client (DataServiceClient) skips an
+unreachable worker's task and retries it until the dispatcher removes the task, which did not
+happen for the dead worker's unfinished part of the epoch. tf.data offers no timeout for that
+wait, so the trainer carries a
 watchdog (`StallWatchdog`, --data_service_timeout_s): when one training step has waited that
 long, it prints a clear error naming the dispatcher and exits the process (status 75,
 EX_TEMPFAIL); re-running the same command resumes from the last completed epoch
@@ -55,8 +56,8 @@ import time
 
 from absl import app, flags
 
-# A worker that misses heartbeats for this long is dropped and its tasks given up (TF's default
-# is 1 min); the trainer then stops waiting on it.
+# A worker that misses heartbeats for this long is dropped by the dispatcher (TF's default is
+# 1 min); no new work goes to it then (a stalled epoch is the trainer's watchdog's business).
 DEFAULT_WORKER_TIMEOUT_S = 10.0
 # How often a server checks whether what it serves changed (only then does it log).
 LOG_INTERVAL_S = 2.0
