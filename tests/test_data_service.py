@@ -135,3 +135,11 @@ def test_a_worker_killed_mid_epoch_ends_the_trainer_with_a_clear_error(service, 
         assert trainer.returncode == 75, output[-3000:]
         assert "no training batch from the tf.data service" in output and "re-run the same command" in output
         assert epochs < 100 and (run / "backup").is_dir()
+
+
+def test_bad_service_settings_are_refused_with_what_to_do(data, tmp_path):
+    with pytest.raises(ValueError, match="grpc://HOST:PORT"):
+        train_flags.TrainConfig(data=str(data), run_dir=str(tmp_path / "run"), data_service="127.0.0.1:5050")
+    with pytest.raises(ValueError, match="--cache cannot be combined with --data_service"):
+        pipeline.make_dataset(data, "train", batch_size=BATCH, training=True, cache="memory",
+                              data_service="grpc://127.0.0.1:1")
