@@ -132,7 +132,8 @@ def main(argv) -> None:
                 process.send_signal(signal.SIGTERM)
             for process in processes:
                 process.wait(timeout=30)
-    print(f"\nmachine: {os.cpu_count()} CPU cores; {values.clips} JPEG clips of 16 x 64 x 64, batch {values.batch_size}")
+    print(f"\nmachine: {os.cpu_count()} CPU cores; {values.clips} JPEG clips of 16 x 64 x 64, "
+          f"batch {values.batch_size}")
     print(f"{'setting':<8}{'(a) local, 1 core':>20}{'(b) service, 2 workers':>24}{'b/a':>7}")
     for setting, (local, served) in results.items():
         print(f"{setting:<8}{local:>20.1f}{served:>24.1f}{served / local:>7.2f}")
