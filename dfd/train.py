@@ -199,49 +199,6 @@ def is_chief() -> bool:
     return task_type == "worker" and task_index == 0 and "chief" not in config.get("cluster", {})
 
 
-def _build_from_local_batch(model, strategy) -> None:
-    """Works around Keras 3.15 fit under MultiWorkerMirroredStrategy (and several replicas).
-
-    Before the first step Keras builds the model from one batch it reduces with
-    strategy.reduce("MEAN", (x, y)); the collective strategy refuses a nested (x, y) structure
-    ("Attempt to convert a value (PerReplica ...) to a Tensor"). Only the batch's shapes and dtypes
-    matter for that build, so this model builds from this worker's local batch instead.
-    """
-    import tensorflow as tf
-    from keras import tree
-
-    original = model._maybe_symbolic_build
-
-    def maybe_symbolic_build(iterator=None, data_batch=None):
-        if iterator is not None:
-            for _, _, batches in iterator:
-                batch = next(batches)
-                data_batch = tree.map_structure(
-                    lambda value: strategy.experimental_local_results(value)[0]
-                    if isinstance(value, tf.distribute.DistributedValues) else value, batch)
-                break
-        return original(iterator=None, data_batch=data_batch)
-
-    model._maybe_symbolic_build = maybe_symbolic_build
-
-    # Keras 3.15 also averages each step's scalar logs with strategy.reduce("MEAN", v, axis=0), which
-    # fails on scalars ("Invalid reduction dimension 0 for input with 0 dimensions"). Averaging
-    # across workers without an axis is what is meant. The replacement acts only under the collective
-    # multi-worker strategy and defers to Keras otherwise.
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-    original_reduce = tf_trainer.reduce_per_replica
-    if getattr(original_reduce, "dfd_patched", False):
-        return
-
-    def reduce_per_replica(values, strategy_, reduction):
-        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy_):
-            return tree.map_structure(lambda value: strategy_.reduce("MEAN", value, axis=None), values)
-        return original_reduce(values, strategy_, reduction)
-
-    reduce_per_replica.dfd_patched = True
-    tf_trainer.reduce_per_replica = reduce_per_replica
-
-
 def class_weights(meta: DatasetMetadata, threshold: float, pseudo_fakes=None,
                   train_classes: str = "all", extras: list[DatasetMetadata] = (),
                   frames_per_clip: int | None = None) -> dict[int, float] | None:
@@ -458,8 +415,10 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
             model = build_and_compile(config, input_shape, config.hparams)
 
         if config.strategy == "multi_worker" or strategy.num_replicas_in_sync > 1:
-            # Tested with two CPU workers; several GPUs in one process are untested here.
-            _build_from_local_batch(model, strategy)
+            # Two patches of private Keras code, version-checked (dfd.training.keras_patches). Tested
+            # with two CPU workers; several GPUs in one process are untested here.
+            from dfd.training import keras_patches
+            keras_patches.build_from_local_batch(model, strategy)
 
         # The training set repeats and fit counts steps: every worker of a multi-worker run then
         # takes the same number of steps, whatever its share of the shards.
@@ -469,7 +428,7 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
             augment=train_flags.host_augment(config), frames_per_clip=train_frames,
             deterministic=config.deterministic, seed=config.seed,
             expected_shape=model.input_shape, shuffle_buffer=config.shuffle_buffer, repeat=True,
-            pseudo_fakes=config.pseudo_fake_spec, classes=config.train_classes)
+            pseudo_fakes=config.pseudo_fake_spec, classes=config.train_classes, data_service=config.data_service)
         val_data, num_val = pipeline.make_dataset(
             config.data, "val", batch_size=config.batch_size, training=False,
             cache=config.cache, expected_shape=model.input_shape,
@@ -513,6 +472,9 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
         if config.reduce_lr_patience > 0:
             callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss",
                                                                patience=config.reduce_lr_patience))
+        if config.data_service:
+            from dfd import data_service
+            callbacks.append(data_service.stall_watchdog(config.data_service, config.data_service_timeout_s))
         callbacks += list(extra_callbacks or [])
 
         resuming = f", resuming after epoch {completed}" if completed else ""

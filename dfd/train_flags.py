@@ -89,6 +89,13 @@ def define_data_flags(flag_values=None) -> None:
     _define(flags.DEFINE_float, "pseudo_fake_fraction", 0.5,
             "With --pseudo_fakes: the fraction of real training clips made into fakes, in (0, 1].",
             flag_values=flag_values)
+    _define(flags.DEFINE_string, "data_service", "",
+            "grpc://HOST:PORT of a tf.data service dispatcher (python -m dfd.data_service): its workers read, "
+            "decode and augment the training batches; validation stays local. Empty: all input here.",
+            flag_values=flag_values)
+    _define(flags.DEFINE_float, "data_service_timeout_s", 600.0,
+            "With --data_service: end the run with an error when one training step waits this long for its "
+            "batch (a dead service worker stalls an epoch for ever); re-running resumes.", flag_values=flag_values)
     _define(flags.DEFINE_enum, "train_classes", "all", list(TRAIN_CLASSES),
             "real: train on the train split's real clips only (with --pseudo_fakes=sbi, the SBI recipe); "
             "validation still uses the whole val split.", flag_values=flag_values)
@@ -219,6 +226,8 @@ class TrainConfig:
     augment_noise: float = 0.0
     augment_cutout: float = 0.0
     augment_jpeg: str = "none"
+    data_service: str = ""
+    data_service_timeout_s: float = 600.0
     patience: int = 5
     reduce_lr_patience: int = 0
     class_weight_threshold: float = 1.2
@@ -260,6 +269,9 @@ class TrainConfig:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.train_classes not in TRAIN_CLASSES:
             raise ValueError(f"train_classes must be one of {TRAIN_CLASSES}, got {self.train_classes!r}")
+        if self.data_service:
+            from dfd.data_service import check_address   # TensorFlow-free
+            check_address(self.data_service)
         self.pseudo_fake_spec   # checks --pseudo_fakes and --pseudo_fake_fraction
         if self.warmup_epochs:
             self._check_warmup()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dfd.run_layout import RunLayout
 from dfd.testing.fake_shards import write_fake_dataset
 
@@ -51,3 +53,14 @@ def test_two_workers_train_one_epoch_and_only_the_chief_writes(tmp_path):
     assert run.final_model.is_file() and run.flags.is_file() and run.best_model.is_file()
     assert "dfd.train: best epoch" in outputs[0]       # the chief prints the summary ...
     assert "dfd.train: best epoch" not in outputs[1]   # ... a worker does not
+
+
+def test_the_keras_patches_refuse_an_untested_keras_unless_allowed(monkeypatch):
+    from dfd.training import keras_patches
+
+    monkeypatch.delenv(keras_patches.ALLOW_UNTESTED_ENV, raising=False)
+    keras_patches.check_keras_version("3.15.1")   # the tested line passes
+    with pytest.raises(RuntimeError, match=r"tested on Keras 3\.15\.x only; this is Keras 3\.16\.0"):
+        keras_patches.check_keras_version("3.16.0")
+    monkeypatch.setenv(keras_patches.ALLOW_UNTESTED_ENV, "1")
+    keras_patches.check_keras_version("3.16.0")   # the documented override

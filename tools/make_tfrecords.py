@@ -57,7 +57,16 @@ def define_flags() -> None:
     flags.DEFINE_float("max_no_face_fraction", 0.5, "Face crop: skip a file (reason 'no face' in skipped.csv) when "
                        "more than this fraction of its frames has no face; the others take interpolated boxes.")
     flags.DEFINE_integer("jpeg_quality", 95, "JPEG quality (1-100) when frames are re-encoded.")
-    flags.DEFINE_integer("workers", 0, "Decoding processes; 0 = all cores, 1 = decode in this process.")
+    flags.DEFINE_integer("workers", 0, "Decoding processes; 0 = all cores, 1 = decode in this process "
+                         "(--engine=local; Beam's runner options size --engine=beam).")
+    flags.DEFINE_enum("engine", "local", ["local", "beam"],
+                      "local: this machine's worker pool. beam: the same conversion as an Apache Beam pipeline "
+                      "(pip install 'dfd[beam]'), on any runner named in --beam_options; --output must be a "
+                      "filesystem every Beam worker can write (README: 'Beyond one machine').")
+    flags.DEFINE_string("beam_options", "--runner=DirectRunner",
+                        "With --engine=beam: Beam pipeline options, e.g. \"--runner=DirectRunner "
+                        "--direct_num_workers=2 --direct_running_mode=multi_processing\" or \"--runner=FlinkRunner "
+                        "--flink_master=HOST:8081 --environment_type=PROCESS ...\".")
     flags.DEFINE_float("shard_mb", 128.0, "Target shard size in MiB (from an estimated record size).")
     flags.DEFINE_integer("seed", 0, "Seed for group splits and the order of examples across shards.")
     flags.DEFINE_float("val_fraction", 0.1, "Fraction of files (by whole groups) for val where a source has no split.")
@@ -84,7 +93,8 @@ def main(argv) -> int:
         face_margin=values.face_margin, face_detect_size=values.face_detect_size,
         max_no_face_fraction=values.max_no_face_fraction, workers=values.workers, shard_mb=values.shard_mb,
         seed=values.seed, val_fraction=values.val_fraction, test_fraction=values.test_fraction,
-        max_skip_fraction=values.max_skip_fraction, overwrite=values.overwrite, progress=values.progress)
+        max_skip_fraction=values.max_skip_fraction, overwrite=values.overwrite, progress=values.progress,
+        engine=values.engine, beam_options=values.beam_options)
     try:
         summary = convert(config)
     except TooManySkipsError as error:

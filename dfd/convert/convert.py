@@ -71,6 +71,8 @@ class ConvertConfig:
     max_skip_fraction: float = 0.1
     overwrite: bool = False
     progress: bool = True
+    engine: str = "local"               # "local" (dfd.convert.pool) or "beam" (dfd.convert.beam_engine)
+    beam_options: str = ""              # with engine="beam": Beam pipeline options, e.g. "--runner=DirectRunner"
 
 
 @dataclasses.dataclass
@@ -289,7 +291,19 @@ def convert(config: ConvertConfig, on_send: Callable[[int, int, str], None] | No
         try:
             progress = _prepare_output(output, _fingerprint(spec, items, plans), config.overwrite)
             todo = _recheck_kept_shards(output, plans, progress)
-            bar = _write_shards(output, items, spec, todo, progress, config, on_send)
+            if config.engine == "beam":   # the same plans, items and per-file code, run as a Beam pipeline
+                try:
+                    from dfd.convert import beam_engine
+                except ImportError:
+                    raise ValueError("--engine=beam needs Apache Beam: pip install 'dfd[beam]' "
+                                     "(apache-beam and google-crc32c)") from None
+                # Shards Beam workers finished before an interruption (their completion notes) are kept.
+                todo = beam_engine.adopt_finished_shards(output, todo, progress)
+                processed = beam_engine.write_shards(output, items, spec, todo, progress, config)
+            elif config.engine == "local":
+                processed = _write_shards(output, items, spec, todo, progress, config, on_send).done
+            else:
+                raise ValueError(f"--engine must be local or beam, got {config.engine!r}")
             total = len(items) + len(findings.skipped)
             skipped_total = len(findings.skipped) + sum(len(progress.shards[p.name]["skipped"]) for p in plans)
             incomplete = None
@@ -310,7 +324,7 @@ def convert(config: ConvertConfig, on_send: Callable[[int, int, str], None] | No
                              total=total, bytes=sum(sh["bytes"] for v in meta["splits"].values()
                                                     for sh in v["shards"]),
                              seconds=time.monotonic() - start, output=output,
-                             resumed_shards=len(plans) - len(todo), processed=bar.done)
+                             resumed_shards=len(plans) - len(todo), processed=processed)
     if incomplete:
         raise TooManySkipsError(incomplete + "; the dataset is marked incomplete and training refuses it", summary)
     return summary
@@ -337,6 +351,22 @@ def _recheck_kept_shards(output: Path, plans, progress: writer.Progress) -> list
     return todo
 
 
+def encode_or_skip(result: RecordContent | SkippedFile, item: sources.Item, spec) -> bytes | SkippedFile:
+    """A worker's reading of `item` to its serialized record, or the SkippedFile saying why not.
+    Both engines (local and beam) turn each file into a record through this function."""
+    if isinstance(result, SkippedFile):
+        return result
+    try:
+        return records.encode_content(result, spec, item.label, item.source, item.group)
+    except ValueError as error:
+        return SkippedFile(item.path, str(error))
+
+
+def skipped_row(item: sources.Item, skipped: SkippedFile) -> list[str]:
+    """The skipped.csv row of a skipped file: its path as the source names it, and why."""
+    return [item.source, skipped.reason]
+
+
 def _write_shards(output: Path, items, spec, todo, progress: writer.Progress, config: ConvertConfig,
                   on_send) -> _ProgressLine:
     workers = config.workers or os.cpu_count() or 1
@@ -354,15 +384,13 @@ def _write_shards(output: Path, items, spec, todo, progress: writer.Progress, co
                     if position != expected:
                         raise RuntimeError(f"results out of order: {position} != {expected}")
                     item = items[position]
-                    if isinstance(result, RecordContent):
-                        try:
-                            shard.write(records.encode_content(result, spec, item.label, item.source, item.group))
-                            class_counts[schema.LABEL_NAMES[item.label]] += 1
-                        except ValueError as error:
-                            result = SkippedFile(item.path, str(error))
-                    if isinstance(result, SkippedFile):
-                        skipped.append([item.source, result.reason])
-                    bar.update(isinstance(result, SkippedFile))
+                    record = encode_or_skip(result, item, spec)
+                    if isinstance(record, SkippedFile):
+                        skipped.append(skipped_row(item, record))
+                    else:
+                        shard.write(record)
+                        class_counts[schema.LABEL_NAMES[item.label]] += 1
+                    bar.update(isinstance(record, SkippedFile))
             except BaseException:
                 shard.abort()
                 raise

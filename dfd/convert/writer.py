@@ -141,11 +141,15 @@ class ShardWriter:
 # The names dfd writes into an output folder; nothing else there is ever replaced or deleted.
 _SHARD = re.compile(r"^(?:train|val|test)-\d{5}-of-\d{5}\.tfrecord$")
 _OWN_NAMES = (METADATA_FILE, SKIPPED_FILE, PROGRESS_FILE)
+# A shard's completion note, written beside it by a Beam worker (dfd.convert.beam_engine) and
+# folded into .progress.json by the launching process.
+_SHARD_DONE = re.compile(r"^\.(?:train|val|test)-\d{5}-of-\d{5}\.tfrecord\.done\.json$")
 
 
 def is_own_name(name: str) -> bool:
-    """A name dfd writes in an output folder: a shard, metadata.json, skipped.csv, .progress.json."""
-    return bool(_SHARD.match(name)) or name in _OWN_NAMES
+    """A name dfd writes in an output folder: a shard, metadata.json, skipped.csv, .progress.json,
+    a Beam worker's shard completion note."""
+    return bool(_SHARD.match(name) or _SHARD_DONE.match(name)) or name in _OWN_NAMES
 
 
 def own_files(directory: Path) -> list[Path]:

@@ -191,6 +191,7 @@ def make_dataset(
     pseudo_fakes: pseudo_fakes_lib.PseudoFakes = pseudo_fakes_lib.NO_PSEUDO_FAKES,
     classes: str = "all",
     _examples: bool = False,
+    data_service: str = "",
 ) -> tuple[tf.data.Dataset, int]:
     """Batches of (uint8 clips, int32 labels) for `split` of the TFRecord folder `data_dir`.
 
@@ -214,6 +215,8 @@ def make_dataset(
         and lets pseudo_fakes make the fakes).
     _examples: make_training_data's per-folder stream: single examples (the decoded batches
         unbatched, the last partial one kept), no size check or stated cardinality.
+    data_service: training only; "grpc://HOST:PORT" of a tf.data service dispatcher: the workers
+        run everything up to the augmentation and this process re-batches (dfd.data_service).
     Returns the dataset and the number of records (clips or images) it reads from the split
     (from metadata.json).
     """
@@ -239,12 +242,18 @@ def make_dataset(
         raise ValueError(f"split '{split}' of {data_dir} has {num_examples} examples, fewer than "
                          f"one batch of {clips_per_batch}: lower --batch_size")
     deterministic = deterministic or not training
+    served = training and bool(data_service)
+    if served and cache != "none":
+        raise ValueError("--cache cannot be combined with --data_service: the cache would live on the "
+                         "service workers, for one epoch; drop --cache (the workers decode every epoch)")
 
     options = tf.data.Options()
     options.deterministic = deterministic
     # Each worker of a multi-worker run reads its own shard files (no worker reads a record twice).
+    # With tf.data service the dispatcher shares out the files instead (dfd.data_service).
     options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.FILE if shard_files else tf.data.experimental.AutoShardPolicy.OFF)
+        tf.data.experimental.AutoShardPolicy.FILE if shard_files and not served
+        else tf.data.experimental.AutoShardPolicy.OFF)
     options.experimental_optimization.map_parallelization = True
 
     dataset = tf.data.Dataset.from_tensor_slices(files)
@@ -255,7 +264,7 @@ def make_dataset(
     # be refilled (reading `shuffle_buffer` records) before the next epoch's first batch, a stall the
     # accelerator waits through. The price: an epoch's last records may mix with the next epoch's
     # first ones, by at most `shuffle_buffer` records; steps per epoch stay count // batch_size.
-    repeat_files = repeat and cache == "none"
+    repeat_files = repeat and cache == "none" and not served   # served: repeated after distribution
     if repeat_files:
         dataset = dataset.repeat()
     dataset = dataset.interleave(
@@ -321,7 +330,8 @@ def make_dataset(
         # per batch (vectorized) instead of once per record.
         if training:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.batch(clips_per_batch, drop_remainder=training and not _examples)
+        # Served: each worker keeps its last partial batch; this process re-batches (dfd.data_service).
+        dataset = dataset.batch(clips_per_batch, drop_remainder=training and not served and not _examples)
         # Frame sampling and host augmentation run in the same map as the decoding, on the batch that
         # decode_raw just wrote (still in the CPU cache), instead of in a later map: one stage fewer
         # to schedule on 2 cores (measured: ~5 % less CPU per clip than a separate map for the old flip).
@@ -346,7 +356,12 @@ def make_dataset(
     if _examples:
         return dataset.unbatch().with_options(options), num_examples
 
-    if not repeat:
+    if served:
+        from dfd import data_service as data_service_lib
+        # The options travel with the dataset to the workers (non-deterministic order, parallel maps).
+        dataset = data_service_lib.distribute(dataset.with_options(options), data_service, batch_size=batch_size,
+                                              repeat=repeat)
+    elif not repeat:
         # interleave hides the size; stating it lets Keras show a progress bar and end the epoch
         # without first running into the end of the data.
         dataset = dataset.apply(tf.data.experimental.assert_cardinality(
@@ -417,6 +432,9 @@ def make_training_data(
                                             frames_per_clip=frames, seed=seed, repeat=repeat, cache=cache,
                                             expected_shape=expected_shape, **options)
         return dataset, num_records, num_records * (frames or 1)
+    if options.get("data_service"):
+        raise ValueError("--extra_train_data cannot be combined with --data_service yet: the service distributes "
+                         "one dataset's pipeline; convert the folders into one dataset, or train without the service")
     metas = [DatasetMetadata.load(_checked_dir(data_dir)) for data_dir in data_dirs]
     check_extra_data(metas[0], metas[1:], frames=frames_per_clip is not None)
     sources, num_records, num_examples = [], [], []

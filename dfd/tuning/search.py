@@ -198,6 +198,9 @@ def _locked_search(config, options, layout, input_shape, recipe, training_sets) 
 
         callbacks = [keras.callbacks.TerminateOnNaN(),
                      keras.callbacks.TensorBoard(str(layout.tensorboard))]   # log_dir set per trial
+        if config.data_service:
+            from dfd import data_service
+            callbacks.append(data_service.stall_watchdog(config.data_service, config.data_service_timeout_s))
         if options.trial_patience > 0:
             callbacks.append(keras.callbacks.EarlyStopping(
                 monitor=options.objective, mode=DIRECTIONS[options.objective], patience=options.trial_patience))
