@@ -20,6 +20,7 @@ import pytest
 
 from dfd import cli, run_state, train_flags
 from dfd.locks import FolderLockedError
+from dfd.models import augmentation
 from dfd.run_layout import RunLayout
 from dfd.testing.fake_shards import write_fake_dataset
 from dfd.train import train
@@ -136,7 +137,8 @@ class _SaveAndWorsen(keras.callbacks.Callback):
         self.folder = folder
 
     def on_test_begin(self, logs=None):
-        head = self.model.layers[-1]
+        # The trainer wraps the model behind its augmentation layer: the head is the inner model's last layer.
+        head = augmentation.unwrap(self.model).layers[-1]
         head.kernel.assign(-head.kernel)
         head.bias.assign(-head.bias)
 
@@ -373,7 +375,8 @@ def test_predict_output_is_checked_before_scoring(finished, tmp_path, monkeypatc
     video.write_bytes(b"\x00\x00\x00\x18ftypmp42 precious")
     scored = []
     real_predict_files = predict_module.predict_files
-    monkeypatch.setattr(predict_module, "predict_files", lambda *a: scored.append(1) or real_predict_files(*a))
+    monkeypatch.setattr(predict_module, "predict_files",
+                        lambda *a, **k: scored.append(1) or real_predict_files(*a, **k))
 
     for output, message in [(video, "is one of the input files"),
                             (inputs / "results.json", "inside .*a folder being scanned"),

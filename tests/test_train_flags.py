@@ -1,5 +1,7 @@
 """Flag parsing shared by dfd.train and dfd.tune: flagfiles, overrides, model hparam flags, configs/."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,7 +49,10 @@ def test_missing_data_or_run_dir_is_an_error():
 
 
 # Training configs; the tune_*.flags files are dfd.tune's and are checked in tests/test_tune.py.
-CONFIG_NAMES = sorted(path.stem for path in CONFIGS.glob("*.flags") if not path.stem.startswith("tune_"))
+# Training flagfiles; tune_*.flags have their own test, *.convert.flags are make_tfrecords flagfiles.
+CONFIG_NAMES = sorted(path.stem for path in CONFIGS.glob("*.flags")
+                      if not path.stem.startswith("tune_") and not path.stem.endswith(".convert"))
+CONVERT_CONFIGS = sorted(CONFIGS.glob("*.convert.flags"))
 
 
 def test_the_configs_named_by_issue_3_exist():
@@ -64,6 +69,20 @@ def test_every_config_parses_and_opens_with_its_command(name):
     assert all("#" not in line for line in lines if line.startswith("--"))
     config = _parse(f"--flagfile={path}")
     assert config.model in models.MODEL_NAMES and config.run_dir == f"runs/{name}"
+
+
+def test_every_conversion_flagfile_parses_and_opens_with_its_command(tmp_path):
+    """configs/*.convert.flags are make_tfrecords flagfiles: absl parses them, and the run then stops
+    at the missing --source (a user error), not at an unknown or malformed flag."""
+    assert {"faces_video.convert", "faces_image.convert"} <= {path.name[:-len(".flags")] for path in CONVERT_CONFIGS}
+    for path in CONVERT_CONFIGS:
+        text = path.read_text()
+        assert text.startswith("#") and f"--flagfile=configs/{path.name}" in text
+        assert all("#" not in line for line in text.splitlines() if line.startswith("--"))
+        result = subprocess.run([sys.executable, "tools/make_tfrecords.py", f"--flagfile={path}",
+                                 f"--source={tmp_path / 'missing'}", f"--output={tmp_path / 'out'}"],
+                                cwd=CONFIGS.parent, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1 and "is not a folder" in result.stderr, result.stderr
 
 
 def test_two_stage_configs_chain_image64_then_video_frozen_cnn(tmp_path):
