@@ -80,7 +80,8 @@ def write_atomically(path: str, text: str) -> None:
     # Written beside the target, then renamed: an interrupted run never leaves half a file under its name.
     target = Path(path)
     partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(text)
+    # surrogateescape: a file name that is not UTF-8 is written as its own bytes (CSV), as in skipped.csv.
+    partial.write_text(text, errors="surrogateescape")
     os.replace(partial, target)
 
 
@@ -119,6 +120,10 @@ def predict_command(model: str, paths: list[str], output_format: str = "json", o
     text = format_results(results, output_format)
     if output:
         write_atomically(output, text)
+    elif stdout is sys.stdout and hasattr(stdout, "buffer"):
+        stdout.flush()
+        stdout.buffer.write(text.encode(stdout.encoding or "utf-8", errors="surrogateescape"))
+        stdout.buffer.flush()
     else:
         stdout.write(text)
     return 0 if any(result.error is None for result in results) else 1

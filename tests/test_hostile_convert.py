@@ -306,6 +306,12 @@ def test_a_file_name_that_is_not_utf8_is_converted_and_scored(tmp_path, image_ru
     [result] = predict.predict_files(loaded, predict.find_files([os.fsdecode(odd)]), video_frames=3, progress=None)
     assert result.error is None and result.frames_used == 3 and 0 <= result.fake_probability <= 1
     assert os.fsencode(result.path) == odd
+    # The CSV output holds the name as its own bytes (as skipped.csv does), not an encoding error.
+    from dfd.predict import predict_command
+    output = tmp_path / "scores.csv"
+    assert predict_command(str(image_run.root), [os.fsdecode(odd)], output_format="csv", output=str(output),
+                           video_frames=3) == 0
+    assert b"clip\xff\xfe.mp4" in output.read_bytes()
 
 
 def test_a_bit_flipped_shard_is_named_in_training_and_evaluation(tmp_path, image_run):
