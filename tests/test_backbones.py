@@ -37,15 +37,6 @@ def plain_backbone(name, size, pooling=None):
     return backbones.build_backbone(name, (size, size, 3), "none", pooling=pooling)
 
 
-@pytest.fixture
-def mixed_precision():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 @pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_b4", "xception"])
 def test_image_backbone_models_output_float32_p_fake_on_uint8(name, mixed_precision):
     size = MIN_SIZE[name]

@@ -22,6 +22,7 @@ from dfd import cli, run_state, train_flags
 from dfd.locks import FolderLockedError
 from dfd.models import augmentation
 from dfd.run_layout import RunLayout
+from dfd.testing.callbacks import EpochRecorder
 from dfd.testing.fake_shards import write_fake_dataset
 from dfd.train import train
 
@@ -120,15 +121,6 @@ def killed_runs(clips, tmp_path_factory):
     return runs
 
 
-class _Recorder(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.epochs = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs.append(epoch)
-
-
 class _SaveAndWorsen(keras.callbacks.Callback):
     """Makes the resumed epoch worse than epoch 1 on validation (the head flipped: AUC -> 1 - AUC)."""
 
@@ -156,7 +148,7 @@ def test_best_keras_holds_the_summary_best_epoch_across_a_real_kill(killed_runs)
     config, folder = killed_runs["after_epoch_1"]
     layout = RunLayout(config.run_dir)
     assert layout.backup.exists() and not layout.final_model.exists()
-    recorder = _Recorder()
+    recorder = EpochRecorder()
     summary = train(config, extra_callbacks=[_SaveAndWorsen(folder), recorder])   # the same command: resumes
     assert recorder.epochs == [1]
     history = json.loads(layout.history.read_text())["epochs"]
@@ -174,7 +166,7 @@ def test_a_kill_after_the_last_epoch_finishes_without_training_again(killed_runs
     layout = RunLayout(config.run_dir)
     assert layout.backup.exists(), "the backup must outlive fit until the final files are written"
     assert not layout.final_model.exists() and not layout.summary.exists()
-    recorder = _Recorder()
+    recorder = EpochRecorder()
     summary = train(config, extra_callbacks=[recorder])
     assert recorder.epochs == []   # before: the whole run again from epoch 1
     assert summary["epochs_run"] == 1 and summary["best_epoch"] == 1
@@ -278,7 +270,7 @@ def test_the_same_command_on_a_finished_run_changes_nothing(finished):
     config, summary = finished
     layout = RunLayout(config.run_dir)
     before = _digest(layout.root)
-    recorder = _Recorder()
+    recorder = EpochRecorder()
     # Flags that only change how visibly it trains do not make another run.
     again = train(_config(config.data, config.run_dir, batch_size=16, verbose=2), extra_callbacks=[recorder])
     assert recorder.epochs == [] and again == json.loads(layout.summary.read_text())

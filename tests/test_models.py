@@ -31,15 +31,6 @@ def inception():
     return build_model("inception_v3", (256, 256, 3))
 
 
-@pytest.fixture
-def mixed_precision():
-    keras.mixed_precision.set_global_policy("mixed_float16")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
-
-
 def test_registry_names_and_kinds():
     assert MODEL_NAMES == ("cnn_lstm", "efficientnet_b0", "efficientnet_b0_video", "efficientnet_b4",
                            "efficientnet_b4_video", "image_cnn", "inception_v3", "inception_v3_video", "xception",

@@ -10,6 +10,7 @@ from dfd import models, train_flags
 from dfd.data import pipeline
 from dfd.models import augmentation
 from dfd.run_layout import RunLayout
+from dfd.testing.callbacks import EpochRecorder
 from dfd.testing.fake_shards import write_fake_dataset
 from dfd.train import NaNLossError, train
 
@@ -28,15 +29,6 @@ def _config(data, run_dir, **overrides):
                   batch_size=8, learning_rate=0.01, verbose=0, patience=0, precision="float32")
     values.update(overrides)
     return train_flags.TrainConfig(**values)
-
-
-class _Recorder(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.epochs = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs.append(epoch)
 
 
 class _KillAfterFirstEpoch(keras.callbacks.Callback):
@@ -118,7 +110,7 @@ def test_a_killed_run_resumes_at_epoch_2(clips, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         train(config, extra_callbacks=[_KillAfterFirstEpoch()])
     assert RunLayout(config.run_dir).backup.exists()
-    recorder = _Recorder()
+    recorder = EpochRecorder()
     summary = train(config, extra_callbacks=[recorder])   # the same command again
     assert recorder.epochs == [1, 2]                      # 0-based: epochs 2 and 3
     history = json.loads(RunLayout(config.run_dir).history.read_text())["epochs"]
