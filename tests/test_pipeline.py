@@ -30,16 +30,18 @@ def _digest(clip) -> str:
     return hashlib.sha1(np.ascontiguousarray(clip).tobytes()).hexdigest()
 
 
-def _records_numpy(data_dir, split):
+def _parsed_records(data_dir, split):
     """Every record of a split parsed one by one with the schema's per-record reader."""
     meta = DatasetMetadata.load(data_dir)
     shape = meta.preprocessing.record_shape
-    out = {}
     for path in meta.shard_paths(split):
         for serialized in tf.data.TFRecordDataset(str(path)):
-            parsed = schema.parse_example_numpy(serialized.numpy(), shape)
-            out[_digest(parsed[schema.FRAMES])] = int(parsed[schema.LABEL])
-    return out
+            yield schema.parse_example_numpy(serialized.numpy(), shape)
+
+
+def _records_numpy(data_dir, split):
+    """digest of every record's frames → its label."""
+    return {_digest(parsed[schema.FRAMES]): int(parsed[schema.LABEL]) for parsed in _parsed_records(data_dir, split)}
 
 
 def _collect(dataset, squeeze_image=False):
@@ -93,15 +95,8 @@ def test_training_pipeline_hands_over_records_unchanged(fixture, cache, request)
 
 def _frames_of_records(data_dir, split):
     """digest of every frame → (digest of its clip, label)."""
-    meta = DatasetMetadata.load(data_dir)
-    shape = meta.preprocessing.record_shape
-    out = {}
-    for path in meta.shard_paths(split):
-        for serialized in tf.data.TFRecordDataset(str(path)):
-            parsed = schema.parse_example_numpy(serialized.numpy(), shape)
-            for frame in parsed[schema.FRAMES]:
-                out[_digest(frame)] = (_digest(parsed[schema.FRAMES]), int(parsed[schema.LABEL]))
-    return out
+    return {_digest(frame): (_digest(parsed[schema.FRAMES]), int(parsed[schema.LABEL]))
+            for parsed in _parsed_records(data_dir, split) for frame in parsed[schema.FRAMES]}
 
 
 @pytest.mark.parametrize("cache", ["none", "memory"])
