@@ -345,7 +345,7 @@ def train(config: train_flags.TrainConfig, extra_callbacks: list | None = None, 
                       f"{finished.get('best_epoch')} of {finished.get('epochs_run')}); nothing to do. "
                       "--overwrite trains it again")
                 return finished
-        return _train(config, extra_callbacks, chief=True, meta=meta)
+        return _train(config, extra_callbacks, chief=True, meta=meta, extras=extras)
 
 
 def holds_another_run(config: train_flags.TrainConfig) -> bool:
@@ -382,7 +382,7 @@ def _checked_data(config: train_flags.TrainConfig) -> DatasetMetadata:
 
 
 def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
-           meta: DatasetMetadata | None = None) -> dict:
+           meta: DatasetMetadata | None = None, extras: list[DatasetMetadata] | None = None) -> dict:
     strategy = make_strategy(config.strategy)   # first TensorFlow work: multi-worker setup must precede the rest
     keras = _keras()
     import tensorflow as tf
@@ -396,7 +396,8 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
     own = RunLayout(write_root)
 
     meta = meta or _checked_data(config)
-    extras = extra_train_data(config, meta)
+    # train() has opened and checked them already on the chief; other workers open them here.
+    extras = extra_train_data(config, meta) if extras is None else extras
     spec = meta.preprocessing
     frames = frames_per_clip(config, spec, [extra.preprocessing.kind for extra in extras])   # --data's and validation's
     train_frames = train_frames_per_clip(config, spec, extras)

@@ -7,13 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dfd.data.metadata import DatasetMetadata
-from dfd.evaluation import calibration, evaluate, export, loading, perturb, predict
+from dfd.evaluation import calibration, evaluate, export, loading, perturb
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_evaluate_predict_export import SIZE, fitted_image_model, make_run  # noqa: E402
+# video_run: an image model trained on 4-frame video records (a module fixture: this module gets its own).
+from test_evaluate_predict_export import SIZE, video_run  # noqa: E402,F401
 
-from dfd.testing.fake_shards import write_fake_dataset  # noqa: E402
 
 
 def test_ece_and_brier_by_hand():
@@ -63,17 +62,8 @@ def test_perturbations_change_frames_identity_levels_do_not_and_noise_is_seeded(
             perturb.parse([bad])
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("calibration_run")
-    data_dir = write_fake_dataset(root / "data", kind="video", num_frames=4, size=SIZE,
-                                  counts={"train": (8, 8), "val": (4, 4), "test": (4, 4)})
-    spec = DatasetMetadata.load(data_dir).preprocessing
-    return make_run(root / "run", spec, fitted_image_model(data_dir), data_dir), data_dir
-
-
-def test_evaluate_calibrate_and_perturb_then_predict_and_export_use_the_temperature(run, tmp_path, capsys):
-    layout, _ = run
+def test_evaluate_calibrate_and_perturb_then_predict_and_export_use_the_temperature(video_run, tmp_path, capsys):
+    layout, _ = video_run
     # A threshold chosen earlier on raw scores: it must keep making the same decisions once calibrated.
     layout.threshold.write_text(json.dumps({"threshold": 0.3, "method": "val_youden"}))
     result = evaluate.evaluate(layout.root, calibrate=True, perturbations=["noise:0,40", "jpeg:60"])
@@ -123,8 +113,8 @@ def test_evaluate_calibrate_and_perturb_then_predict_and_export_use_the_temperat
     assert "calibrated P(fake)" in printed and "the SavedModel beside it has no layers" in printed
 
 
-def test_perturbed_scores_are_deterministic(run):
-    layout, data_dir = run
+def test_perturbed_scores_are_deterministic(video_run):
+    layout, data_dir = video_run
     loaded = loading.load(layout.root)
     dataset = evaluate.open_data(loaded, data_dir)
     transform = perturb.transform_for("noise", 30, seed=0, index=0)
