@@ -41,7 +41,7 @@ def check_run_dir_path(run_dir) -> None:
             break
 
 
-def _flag_lines(text: str) -> dict[str, str]:
+def flag_lines(text: str) -> dict[str, str]:
     """flagfile text -> {flag name: line}; `--noX` is the line of flag X."""
     known = {*train_flags.TrainConfig.__dataclass_fields__, *train_flags.hparam_names()}
     lines = {}
@@ -79,7 +79,7 @@ def differences(layout: RunLayout, config: train_flags.TrainConfig, data_metadat
     now = _flag_lines(train_flags.flagfile_text(config))
     # A flag added to dfd after the run was trained (absent from its flags.txt) at its default is the same run.
     for name, default in _field_defaults().items():
-        if name not in before and now.get(name) == train_flags._flag_line(name, default):
+        if name not in before and now.get(name) == train_flags.flag_line(name, default):
             before[name] = now[name]
     changed = [f"{before.get(name, f'no --{name}')} there, {now.get(name, f'no --{name}')} now"
                for name in sorted(set(before) | set(now))

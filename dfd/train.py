@@ -30,6 +30,7 @@ if __name__ == "__main__":   # before dfd.models imports TensorFlow
 
 from dfd import run_state, train_flags  # noqa: E402
 from dfd.data.metadata import DatasetMetadata  # noqa: E402
+from dfd.atomic_files import write_json  # noqa: E402
 from dfd.locks import folder_lock  # noqa: E402
 from dfd.run_layout import RunLayout  # noqa: E402
 
@@ -103,7 +104,7 @@ def _make_callbacks_module():
                      "train_clips_per_second": self.clips_per_epoch / train_seconds}
             self.epochs = [e for e in self.epochs if e["epoch"] < epoch + 1] + [entry]
             if self.path:
-                _write_json(self.path, {"epochs": self.epochs})
+                write_json(self.path, {"epochs": self.epochs})
 
     class BestCheckpoint(keras.callbacks.Callback):
         """ModelCheckpoint(save_best_only) on val_auc that survives a kill and a resume.
@@ -151,13 +152,6 @@ def _read_history(path: Path) -> list[dict]:
     if path and path.is_file():
         return json.loads(path.read_text()).get("epochs", [])
     return []
-
-
-def _write_json(path: Path, value) -> None:
-    # Write then rename so a kill mid-write never leaves a truncated file behind.
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(temporary, path)
 
 
 # --------------------------------------------------------------------------
@@ -307,7 +301,7 @@ def extra_train_data(config: train_flags.TrainConfig, meta: DatasetMetadata) -> 
     from dfd import models
     from dfd.data import pipeline
 
-    extras = [DatasetMetadata.load(pipeline._checked_dir(directory)) for directory in config.extra_train_dirs]
+    extras = [DatasetMetadata.load(pipeline.checked_dir(directory)) for directory in config.extra_train_dirs]
     for extra in extras:
         extra.shard_paths("train")   # a ValueError naming the folder when it has no train split
     pipeline.check_extra_data(meta, extras, frames=models.model_kind(config.model) == "image")
@@ -374,8 +368,8 @@ def _checked_data(config: train_flags.TrainConfig) -> DatasetMetadata:
     """The data's metadata, checked to suit config.model (a clear error, not a traceback later)."""
     from dfd.data import pipeline
 
-    meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
-    extra_kinds = [DatasetMetadata.load(pipeline._checked_dir(directory)).preprocessing.kind
+    meta = DatasetMetadata.load(pipeline.checked_dir(config.data))
+    extra_kinds = [DatasetMetadata.load(pipeline.checked_dir(directory)).preprocessing.kind
                    for directory in config.extra_train_dirs]
     frames_per_clip(config, meta.preprocessing, extra_kinds)   # refuses a model that cannot read these records
     return meta
@@ -509,7 +503,7 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
         summary = _summary(config, epoch_log.epochs, wall_seconds, precision, num_train, num_val)
         summary["replicas"] = strategy.num_replicas_in_sync
         if chief:
-            _write_json(layout.summary, summary)
+            write_json(layout.summary, summary)
             _print_summary(summary)
         shutil.rmtree(own.backup, ignore_errors=True)   # only now: the final files are written
         return summary

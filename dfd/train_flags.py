@@ -33,70 +33,70 @@ PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 
 
-def _define(define, name, default, *args, flag_values=None, **kwargs):
+def define_flag(define, name, default, *args, flag_values=None, **kwargs):
     flag_values = flags.FLAGS if flag_values is None else flag_values
     if name not in flag_values:
         define(name, default, *args, flag_values=flag_values, **kwargs)
 
 
 def define_data_flags(flag_values=None) -> None:
-    _define(flags.DEFINE_string, "data", None,
+    define_flag(flags.DEFINE_string, "data", None,
             "TFRecord folder holding metadata.json and the shards (tools/make_tfrecords.py --output).", flag_values=flag_values)
-    _define(flags.DEFINE_string, "extra_train_data", None,
+    define_flag(flags.DEFINE_string, "extra_train_data", None,
             "More TFRecord folders (DIR[,DIR...]) whose train split joins the training set of --data, e.g. real "
             "face photos next to videos for --pseudo_fakes=sbi. Same frame size as --data; video or image "
             "records for an image model (video ones read as --frames_per_clip frames), clips of --data's length "
             "for a video model. Validation, evaluation and preprocessing stay those of --data.", flag_values=flag_values)
-    _define(flags.DEFINE_string, "cache", "none",
+    define_flag(flags.DEFINE_string, "cache", "none",
             "none | memory | DIR: cache decoded examples (before augmentation) in RAM or in files under DIR.", flag_values=flag_values)
-    _define(flags.DEFINE_boolean, "deterministic", False,
+    define_flag(flags.DEFINE_boolean, "deterministic", False,
             "Fixed data order and seeded augmentation while training (slower input pipeline).", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "shuffle_buffer", 1024, "Records held for shuffling while training.", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "frames_per_clip", 0,
+    define_flag(flags.DEFINE_integer, "shuffle_buffer", 1024, "Records held for shuffling while training.", flag_values=flag_values)
+    define_flag(flags.DEFINE_integer, "frames_per_clip", 0,
             "Image model on video data: K random frames of each clip per epoch (new ones every epoch), batched "
             "as images (batch_size // K clips per batch; batch_size must be a multiple of K). 0: 1 for an "
             "image model on video data; video models and image data take no frames_per_clip.", flag_values=flag_values)
     # Training augmentation. All but --augment_jpeg run on the accelerator (dfd.models.augmentation),
     # with one random transform per clip shared by its frames; none acts at evaluation or prediction.
-    _define(flags.DEFINE_boolean, "augment_flip", True, "Random horizontal flip (same for every frame of a clip).", flag_values=flag_values)
-    _define(flags.DEFINE_float, "augment_crop", 0.0,
+    define_flag(flags.DEFINE_boolean, "augment_flip", True, "Random horizontal flip (same for every frame of a clip).", flag_values=flag_values)
+    define_flag(flags.DEFINE_float, "augment_crop", 0.0,
             "Random resized crop: box height and width drawn from [1-x, 1] of the frame, random position, "
             "resized back (zoom + shift), e.g. 0.2; 0 turns it off.", flag_values=flag_values)
-    _define(flags.DEFINE_float, "augment_color", 0.0,
+    define_flag(flags.DEFINE_float, "augment_color", 0.0,
             "Colour jitter: brightness, contrast and saturation change up to x, hue up to x/4 of a turn "
             "(e.g. 0.2); 0 turns it off.", flag_values=flag_values)
-    _define(flags.DEFINE_float, "augment_brightness", 0.0,
+    define_flag(flags.DEFINE_float, "augment_brightness", 0.0,
             "Max brightness change as a fraction of 255, per clip (e.g. 0.1); overrides the brightness "
             "part of --augment_color when set.", flag_values=flag_values)
-    _define(flags.DEFINE_float, "augment_contrast", 0.0,
+    define_flag(flags.DEFINE_float, "augment_contrast", 0.0,
             "Max contrast change: factor in [1-x, 1+x] per clip (e.g. 0.1); overrides the contrast part "
             "of --augment_color when set.", flag_values=flag_values)
-    _define(flags.DEFINE_float, "augment_blur", 0.0,
+    define_flag(flags.DEFINE_float, "augment_blur", 0.0,
             "Gaussian blur with sigma drawn from [0, x] pixels per clip (e.g. 1.5); 0 turns it off.", flag_values=flag_values)
-    _define(flags.DEFINE_float, "augment_noise", 0.0,
+    define_flag(flags.DEFINE_float, "augment_noise", 0.0,
             "Gaussian noise with standard deviation drawn from [0, x] x 255 per clip (e.g. 0.03); 0 turns it off.",
             flag_values=flag_values)
-    _define(flags.DEFINE_float, "augment_cutout", 0.0,
+    define_flag(flags.DEFINE_float, "augment_cutout", 0.0,
             "Cutout: on half the clips a mid-grey box of x times the frame's height and width at a random "
             "place, the same on every frame (e.g. 0.3); 0 turns it off.", flag_values=flag_values)
-    _define(flags.DEFINE_string, "augment_jpeg", "none",
+    define_flag(flags.DEFINE_string, "augment_jpeg", "none",
             "JPEG re-compression on the host at a quality drawn from LOW,HIGH per clip (e.g. 30,95); none "
             "turns it off. Costs host CPU (see README).", flag_values=flag_values)
-    _define(flags.DEFINE_enum, "pseudo_fakes", "none", list(PSEUDO_FAKE_METHODS),
+    define_flag(flags.DEFINE_enum, "pseudo_fakes", "none", list(PSEUDO_FAKE_METHODS),
             "sbi: turn real training clips into self-blended fakes on the fly (Shiohara & Yamasaki, "
             "CVPR 2022), from the face keypoints stored at conversion (a centred ellipse without them).",
             flag_values=flag_values)
-    _define(flags.DEFINE_float, "pseudo_fake_fraction", 0.5,
+    define_flag(flags.DEFINE_float, "pseudo_fake_fraction", 0.5,
             "With --pseudo_fakes: the fraction of real training clips made into fakes, in (0, 1].",
             flag_values=flag_values)
-    _define(flags.DEFINE_string, "data_service", "",
+    define_flag(flags.DEFINE_string, "data_service", "",
             "grpc://HOST:PORT of a tf.data service dispatcher (python -m dfd.data_service): its workers read, "
             "decode and augment the training batches; validation stays local. Empty: all input here.",
             flag_values=flag_values)
-    _define(flags.DEFINE_float, "data_service_timeout_s", 600.0,
+    define_flag(flags.DEFINE_float, "data_service_timeout_s", 600.0,
             "With --data_service: end the run with an error when one training step waits this long for its "
             "batch (a dead service worker stalls an epoch for ever); re-running resumes.", flag_values=flag_values)
-    _define(flags.DEFINE_enum, "train_classes", "all", list(TRAIN_CLASSES),
+    define_flag(flags.DEFINE_enum, "train_classes", "all", list(TRAIN_CLASSES),
             "real: train on the train split's real clips only (with --pseudo_fakes=sbi, the SBI recipe); "
             "validation still uses the whole val split.", flag_values=flag_values)
 
@@ -129,7 +129,7 @@ def hparam_names() -> list[str]:
 
 
 def define_model_flags(flag_values=None) -> None:
-    _define(flags.DEFINE_enum, "model", "cnn_lstm", list(models.MODEL_NAMES), "Model to train, by name.", flag_values=flag_values)
+    define_flag(flags.DEFINE_enum, "model", "cnn_lstm", list(models.MODEL_NAMES), "Model to train, by name.", flag_values=flag_values)
     for name in hparam_names():
         defaults = {type(models.default_hparams(model)[name])
                     for model in models.MODEL_NAMES if name in models.default_hparams(model)}
@@ -142,7 +142,7 @@ def define_model_flags(flag_values=None) -> None:
             define = flags.DEFINE_float
         else:   # str, and tuples such as conv_filters given as "16,32,64"
             define = flags.DEFINE_string
-        _define(define, name, None, _hparam_help(name), flag_values=flag_values)
+        define_flag(define, name, None, _hparam_help(name), flag_values=flag_values)
     flag_values = flags.FLAGS if flag_values is None else flag_values
     for old, new in models.HPARAM_ALIASES.items():   # old flagfiles and runs' flags.txt keep working
         if old not in flag_values:
@@ -150,39 +150,39 @@ def define_model_flags(flag_values=None) -> None:
 
 
 def define_train_flags(flag_values=None) -> None:
-    _define(flags.DEFINE_string, "run_dir", None, "Run directory (e.g. runs/video); re-running resumes it.", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "epochs", 40, "Training epochs.", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "batch_size", 32, "Global batch size (split across replicas).", flag_values=flag_values)
-    _define(flags.DEFINE_float, "learning_rate", 1e-3, "Adam learning rate.", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "warmup_epochs", 0,
+    define_flag(flags.DEFINE_string, "run_dir", None, "Run directory (e.g. runs/video); re-running resumes it.", flag_values=flag_values)
+    define_flag(flags.DEFINE_integer, "epochs", 40, "Training epochs.", flag_values=flag_values)
+    define_flag(flags.DEFINE_integer, "batch_size", 32, "Global batch size (split across replicas).", flag_values=flag_values)
+    define_flag(flags.DEFINE_float, "learning_rate", 1e-3, "Adam learning rate.", flag_values=flag_values)
+    define_flag(flags.DEFINE_integer, "warmup_epochs", 0,
             "Backbone models: train the head only (backbone frozen) for the first N epochs at --learning_rate, "
             "then everything at --fine_tune_learning_rate. 0 turns the warm-up off.", flag_values=flag_values)
-    _define(flags.DEFINE_float, "fine_tune_learning_rate", None,
+    define_flag(flags.DEFINE_float, "fine_tune_learning_rate", None,
             "Adam learning rate after the warm-up (--warmup_epochs); unset means --learning_rate / 10.",
             flag_values=flag_values)
-    _define(flags.DEFINE_integer, "input_size", 0,
+    define_flag(flags.DEFINE_integer, "input_size", 0,
             "Resize frames to NxN on the accelerator, in front of the model (dfd.models.resize): the saved model "
             "still takes the data's frames, so evaluate, predict and export need nothing else. 0: the data's "
             "own frame size.", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "seed", 0, "Seed for weights, shuffling and augmentation.", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "patience", 5, "EarlyStopping patience in epochs on val_auc; 0 turns it off.", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "reduce_lr_patience", 0,
+    define_flag(flags.DEFINE_integer, "seed", 0, "Seed for weights, shuffling and augmentation.", flag_values=flag_values)
+    define_flag(flags.DEFINE_integer, "patience", 5, "EarlyStopping patience in epochs on val_auc; 0 turns it off.", flag_values=flag_values)
+    define_flag(flags.DEFINE_integer, "reduce_lr_patience", 0,
             "ReduceLROnPlateau patience in epochs on val_loss; 0 turns it off.", flag_values=flag_values)
-    _define(flags.DEFINE_float, "class_weight_threshold", 1.2,
+    define_flag(flags.DEFINE_float, "class_weight_threshold", 1.2,
             "Weight classes when the train split's larger class outnumbers the smaller by this factor.", flag_values=flag_values)
-    _define(flags.DEFINE_enum, "precision", "auto", list(PRECISIONS),
+    define_flag(flags.DEFINE_enum, "precision", "auto", list(PRECISIONS),
             "auto: mixed_float16 when a GPU is visible, float32 on CPU.", flag_values=flag_values)
-    _define(flags.DEFINE_boolean, "jit_compile", False, "Compile train steps with XLA.", flag_values=flag_values)
-    _define(flags.DEFINE_enum, "strategy", "auto", list(STRATEGIES),
+    define_flag(flags.DEFINE_boolean, "jit_compile", False, "Compile train steps with XLA.", flag_values=flag_values)
+    define_flag(flags.DEFINE_enum, "strategy", "auto", list(STRATEGIES),
             "auto: mirrored with several GPUs, else one device. multi_worker reads TF_CONFIG.", flag_values=flag_values)
-    _define(flags.DEFINE_string, "profile_batch", "0",
+    define_flag(flags.DEFINE_string, "profile_batch", "0",
             "TensorBoard profiler batches, e.g. 10,20; 0 turns profiling off.", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.", flag_values=flag_values)
+    define_flag(flags.DEFINE_integer, "verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.", flag_values=flag_values)
 
 
 def define_overwrite_flag(flag_values=None) -> None:
     """dfd.train's --overwrite (dfd.tune has its own): not part of TrainConfig, so flags.txt never holds it."""
-    _define(flags.DEFINE_boolean, "overwrite", False,
+    define_flag(flags.DEFINE_boolean, "overwrite", False,
             "The run dir holds another run (other model, data or settings): delete what dfd wrote there and "
             "start again. Without it such a run dir is refused; the same command resumes.", flag_values=flag_values)
 
@@ -371,7 +371,7 @@ def config_from_flags(flag_values=None) -> TrainConfig:
     return TrainConfig(hparams=model_hparams(flag_values, values["model"]), **values)
 
 
-def _flag_line(name: str, value) -> str:
+def flag_line(name: str, value) -> str:
     if isinstance(value, bool):
         return f"--{name}" if value else f"--no{name}"
     if isinstance(value, (tuple, list)):
@@ -390,7 +390,7 @@ def flagfile_text(config: TrainConfig) -> str:
     for field in dataclasses.fields(TrainConfig):
         # None: unset, the flag's own default (e.g. --fine_tune_learning_rate).
         if field.name != "hparams" and getattr(config, field.name) is not None:
-            lines.append(_flag_line(field.name, getattr(config, field.name)))
+            lines.append(flag_line(field.name, getattr(config, field.name)))
     for name in sorted(config.hparams):
-        lines.append(_flag_line(name, config.hparams[name]))
+        lines.append(flag_line(name, config.hparams[name]))
     return "\n".join(lines) + "\n"

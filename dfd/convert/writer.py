@@ -20,10 +20,10 @@ import random
 import re
 from pathlib import Path
 
+from dfd.atomic_files import TMP_SUFFIX, write_text as atomic_write_text
 from dfd.data.metadata import METADATA_FILE, SKIPPED_FILE, SPLITS, shard_name
 
 PROGRESS_FILE = ".progress.json"
-TMP_SUFFIX = ".tmp"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,15 +67,6 @@ def plan_shards(splits: list[str], labels: list[int], seed: int, records_per_sha
             rng.shuffle(shard)
             plans.append(ShardPlan(split, index, total, tuple(shard)))
     return plans
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class Progress:

@@ -138,7 +138,7 @@ def all_frames(clips: tf.Tensor, labels: tf.Tensor, num_padded: tf.Tensor) -> tu
 def output_shape(data_dir: str | Path, frames: bool = False) -> tuple[int, ...]:
     """Shape of one example as the pipeline emits it: (H, W, 3) for images, (T, H, W, 3) for video,
     (H, W, 3) for video read as frames (`frames`, i.e. make_dataset's frames_per_clip)."""
-    spec = DatasetMetadata.load(_checked_dir(data_dir)).preprocessing
+    spec = DatasetMetadata.load(checked_dir(data_dir)).preprocessing
     return _example_shape(spec, frames)
 
 
@@ -147,7 +147,7 @@ def _example_shape(spec, frames: bool = False) -> tuple[int, ...]:
     return clip_shape[1:] if spec.kind == "image" or frames else clip_shape
 
 
-def _checked_dir(data_dir) -> Path:
+def checked_dir(data_dir) -> Path:
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise ValueError(f"dataset folder {data_dir} does not exist. Convert a dataset first: "
@@ -222,7 +222,7 @@ def make_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    meta = DatasetMetadata.load(_checked_dir(data_dir))
+    meta = DatasetMetadata.load(checked_dir(data_dir))
     spec = meta.preprocessing
     shape = spec.record_shape
     clips_per_batch = batch_size
@@ -427,7 +427,7 @@ def make_training_data(
     for an image model) per epoch: steps per epoch are examples // batch_size.
     """
     if len(data_dirs) == 1:
-        frames = frames_per_clip if DatasetMetadata.load(_checked_dir(data_dirs[0])).preprocessing.kind == "video" else None
+        frames = frames_per_clip if DatasetMetadata.load(checked_dir(data_dirs[0])).preprocessing.kind == "video" else None
         dataset, num_records = make_dataset(data_dirs[0], "train", batch_size=batch_size, training=True,
                                             frames_per_clip=frames, seed=seed, repeat=repeat, cache=cache,
                                             expected_shape=expected_shape, **options)
@@ -435,7 +435,7 @@ def make_training_data(
     if options.get("data_service"):
         raise ValueError("--extra_train_data cannot be combined with --data_service yet: the service distributes "
                          "one dataset's pipeline; convert the folders into one dataset, or train without the service")
-    metas = [DatasetMetadata.load(_checked_dir(data_dir)) for data_dir in data_dirs]
+    metas = [DatasetMetadata.load(checked_dir(data_dir)) for data_dir in data_dirs]
     check_extra_data(metas[0], metas[1:], frames=frames_per_clip is not None)
     sources, num_records, num_examples = [], [], []
     for index, meta in enumerate(metas):

@@ -20,7 +20,7 @@ import dataclasses
 from absl import flags
 
 from dfd import train_flags
-from dfd.train_flags import _define
+from dfd.train_flags import define_flag
 from dfd.tuning import search_space
 
 TUNERS = ("hyperband", "bayesian", "random")
@@ -29,49 +29,49 @@ OBJECTIVES = ("val_auc", "val_loss")
 
 def define_tune_flags(flag_values=None) -> None:
     train_flags.define_all_flags(flag_values)
-    _define(flags.DEFINE_enum, "tuner", "hyperband", list(TUNERS),
+    define_flag(flags.DEFINE_enum, "tuner", "hyperband", list(TUNERS),
             "Search algorithm: hyperband (successive halving: many short trials, the best trained longer), "
             "bayesian (Gaussian-process guided) or random.", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "max_trials", 20,
+    define_flag(flags.DEFINE_integer, "max_trials", 20,
             "Most trials (model configurations) in the search; raise it and re-run to extend a search. "
             "For hyperband a cap on its own schedule; 0 = no cap (hyperband only).", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "max_epochs", 10,
+    define_flag(flags.DEFINE_integer, "max_epochs", 10,
             "Most epochs one trial trains (hyperband: the epochs of its longest trials).", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "hyperband_factor", 3,
+    define_flag(flags.DEFINE_integer, "hyperband_factor", 3,
             "Hyperband's reduction factor: each round keeps 1/factor of the trials and trains them factor "
             "times longer.", flag_values=flag_values)
-    _define(flags.DEFINE_integer, "executions_per_trial", 1,
+    define_flag(flags.DEFINE_integer, "executions_per_trial", 1,
             "Trainings from fresh weights per trial, averaged: >1 tells luck from architecture.",
             flag_values=flag_values)
-    _define(flags.DEFINE_enum, "objective", "val_auc", list(OBJECTIVES),
+    define_flag(flags.DEFINE_enum, "objective", "val_auc", list(OBJECTIVES),
             "Trial score at its best epoch: val_auc (maximized) or val_loss (minimized).", flag_values=flag_values)
-    _define(flags.DEFINE_float, "max_gap", None,
+    define_flag(flags.DEFINE_float, "max_gap", None,
             "Reject trials whose train-validation AUC gap (train AUC - val AUC at the best epoch) exceeds this, "
             "e.g. 0.05: they score the objective's worst value and never become best.flags. Unset: no limit.",
             flag_values=flag_values)
-    _define(flags.DEFINE_integer, "trial_patience", 3,
+    define_flag(flags.DEFINE_integer, "trial_patience", 3,
             "EarlyStopping patience (epochs without a better objective) inside each trial; 0 turns it off.",
             flag_values=flag_values)
-    _define(flags.DEFINE_list, "search_models", [],
+    define_flag(flags.DEFINE_list, "search_models", [],
             "Search the model too, among these (e.g. image_cnn,efficientnet_b0,xception), each with its own "
             "space; all of --model's kind (image models for frame-level training on video data). Empty: "
             "--model only.", flag_values=flag_values)
-    _define(flags.DEFINE_list, "search_input_sizes", [],
+    define_flag(flags.DEFINE_list, "search_input_sizes", [],
             "Search the frame size the model sees (--input_size, resized on the accelerator), among these "
             "sizes in pixels, at most the data's (e.g. 64,96,128). Empty: --input_size only.",
             flag_values=flag_values)
-    _define(flags.DEFINE_list, "search_augment_strengths", [str(value) for value in search_space.AUGMENT_STRENGTHS],
+    define_flag(flags.DEFINE_list, "search_augment_strengths", [str(value) for value in search_space.AUGMENT_STRENGTHS],
             "When the training flags turn on --augment_crop/color/brightness/contrast/blur/noise/cutout (their "
             "values are strength 1): search one factor scaling them all, among these. Empty: as given.",
             flag_values=flag_values)
-    _define(flags.DEFINE_list, "search_pseudo_fake_fractions",
+    define_flag(flags.DEFINE_list, "search_pseudo_fake_fractions",
             [str(value) for value in search_space.PSEUDO_FAKE_FRACTIONS],
             "With --pseudo_fakes: search --pseudo_fake_fraction among these. Empty: as given.",
             flag_values=flag_values)
-    _define(flags.DEFINE_boolean, "overwrite", False,
+    define_flag(flags.DEFINE_boolean, "overwrite", False,
             "Start over: delete the run dir's tuner/, tb/, best.flags and best/ first. Without it, re-running "
             "the same command resumes the search.", flag_values=flag_values)
-    _define(flags.DEFINE_boolean, "retrain_best", False,
+    define_flag(flags.DEFINE_boolean, "retrain_best", False,
             "After the search, train the best trial at full length (--epochs, --patience) into <run_dir>/best.",
             flag_values=flag_values)
 
@@ -130,5 +130,5 @@ def flag_lines(options: TuneOptions) -> list[str]:
     for field in dataclasses.fields(TuneOptions):
         value = getattr(options, field.name)
         if value is not None:
-            lines.append(train_flags._flag_line(field.name, value))
+            lines.append(train_flags.flag_line(field.name, value))
     return lines

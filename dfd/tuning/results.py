@@ -113,8 +113,8 @@ def best_flags_text(config, row: dict, objective: str, tune_run_dir: str, best_r
         f"{row['objective']:.4f}, train-val AUC gap {row['auc_gap']:+.3f}, {int(row['params']):,} parameters.",
         "# Retrain it at full length: the training flagfile first, then this file (later flags win):",
         "#   python -m dfd.train --flagfile=TRAINING_FLAGFILE --flagfile=THIS_FILE",
-        *(train_flags._flag_line(name, getattr(config, name)) for name in dict.fromkeys(("model", *fields))),
-        *(train_flags._flag_line(name, config.hparams[name]) for name in sorted(config.hparams)),
+        *(train_flags.flag_line(name, getattr(config, name)) for name in dict.fromkeys(("model", *fields))),
+        *(train_flags.flag_line(name, config.hparams[name]) for name in sorted(config.hparams)),
         f"--learning_rate={config.learning_rate!r}",
         f"--run_dir={best_run_dir}",
     ]

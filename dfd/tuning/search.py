@@ -138,7 +138,7 @@ def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions)
         raise SearchSettingsError("dfd.tune trains every trial in one phase: leave --warmup_epochs out of the search "
                                   "(search with --freeze_backbone or without), then train the best flags with it")
     layout = RunLayout(config.run_dir)
-    meta = DatasetMetadata.load(pipeline._checked_dir(config.data))
+    meta = DatasetMetadata.load(pipeline.checked_dir(config.data))
     try:
         extras = train.extra_train_data(config, meta)
         frames = train.frames_per_clip(config, meta.preprocessing, [extra.preprocessing.kind for extra in extras])
