@@ -44,13 +44,12 @@ def _model_file(frame_cnn: str) -> Path:
     path = Path(frame_cnn)
     if path.is_dir():
         layout = RunLayout(path)
-        # The final model first; a run killed before its end still has its best checkpoint.
-        for candidate in (layout.final_model, layout.best_model):
-            if candidate.is_file():
-                return candidate
-        raise ValueError(f"Run directory {str(path)!r} has neither {layout.final_model.name} nor "
-                         f"checkpoints/{layout.best_model.name}: train an image_cnn there first "
-                         f"(python -m dfd.train --model=image_cnn --run_dir={path}).")
+        found = layout.model_file()   # best checkpoint first, as dfd.evaluate and dfd.predict read a run
+        if found is None:
+            raise ValueError(f"Run directory {str(path)!r} has neither {layout.final_model.name} nor "
+                             f"checkpoints/{layout.best_model.name}: train an image_cnn there first "
+                             f"(python -m dfd.train --model=image_cnn --run_dir={path}).")
+        return found
     if not path.is_file():
         raise ValueError(f"frame_cnn {str(path)!r} is neither an image_cnn run directory nor a .keras file.")
     return path
