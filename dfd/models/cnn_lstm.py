@@ -40,7 +40,8 @@ DEFAULTS = {
 FRAME_FEATURES = "frame_features"
 
 
-def _model_file(frame_cnn: str) -> Path:
+def frame_cnn_file(frame_cnn: str) -> Path:
+    """The .keras file of `frame_cnn`: the file itself, or a run directory's model (RunLayout.model_file)."""
     path = Path(frame_cnn)
     if path.is_dir():
         layout = RunLayout(path)
@@ -57,7 +58,7 @@ def _model_file(frame_cnn: str) -> Path:
 
 def load_frame_features(frame_cnn: str, frame_shape: tuple) -> keras.Model:
     """The trained feature extractor (without its Rescaling and its sigmoid head) of an image_cnn."""
-    path = _model_file(frame_cnn)
+    path = frame_cnn_file(frame_cnn)
     # A run trained with on-device augmentation saves the image_cnn behind its augmentation layer.
     image_model = augmentation.unwrap(keras.saving.load_model(path, compile=False, safe_mode=True))
     try:
