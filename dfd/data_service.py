@@ -8,7 +8,7 @@ The servers run until stopped (Ctrl-C or SIGTERM) and log a line when they start
 the number of workers or tasks they serve changes. The workers read the dataset's shards
 themselves: --data must be a path every worker sees (a shared filesystem), as for the trainer.
 
-What runs where (`distribute`): the training pipeline of dfd.data.pipeline.make_dataset up to
+What runs where (`distribute`): the training pipeline of dfd.data.pipeline.make_train_dataset up to
 its last map (file shuffle, TFRecord reading, record shuffle, batched parse, decode,
 pseudo-fakes, augmentation) runs on the service workers; the trainer only receives decoded
 uint8 batches, re-batches them and prefetches. Validation stays local (one pass, in order).

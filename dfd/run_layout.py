@@ -45,6 +45,15 @@ class RunLayout:
     def final_model(self) -> Path:
         return self.root / "model.keras"
 
+    def model_file(self) -> Path | None:
+        """The run's Keras model, the one every reader uses (evaluate, predict, export, serve, cnn_lstm's
+        frame_cnn): checkpoints/best.keras, the best epoch by validation AUC, which a run killed before its
+        end has too; else model.keras (the last epoch; all an export directory holds). None without either."""
+        for candidate in (self.best_model, self.final_model):
+            if candidate.is_file():
+                return candidate
+        return None
+
     @property
     def history(self) -> Path:
         return self.root / "history.json"

@@ -395,7 +395,7 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
     spec = meta.preprocessing
     frames = frames_per_clip(config, spec, [extra.preprocessing.kind for extra in extras])   # --data's and validation's
     train_frames = train_frames_per_clip(config, spec, extras)
-    input_shape = pipeline.output_shape(config.data, frames=frames is not None)
+    input_shape = pipeline.output_shape(meta, frames=frames is not None)
     weights = class_weights(meta, config.class_weight_threshold, config.pseudo_fake_spec, config.train_classes,
                             extras, train_frames)
 
@@ -418,19 +418,19 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
         # The training set repeats and fit counts steps: every worker of a multi-worker run then
         # takes the same number of steps, whatever its share of the shards.
         # With --extra_train_data the train split of every folder, mixed in proportion to its size.
-        train_data, num_train, num_train_examples = pipeline.make_training_data(
-            [config.data, *config.extra_train_dirs], batch_size=config.batch_size, cache=config.cache,
+        train_data, num_train, num_train_examples = pipeline.make_train_dataset(
+            meta, extras=extras, batch_size=config.batch_size, cache=config.cache,
             augment=train_flags.host_augment(config), frames_per_clip=train_frames,
             deterministic=config.deterministic, seed=config.seed,
             expected_shape=model.input_shape, shuffle_buffer=config.shuffle_buffer, repeat=True,
             pseudo_fakes=config.pseudo_fake_spec, classes=config.train_classes, data_service=config.data_service)
-        val_data, num_val = pipeline.make_dataset(
-            config.data, "val", batch_size=config.batch_size, training=False,
+        val_data, num_val = pipeline.make_eval_dataset(
+            meta, "val", batch_size=config.batch_size,
             cache=config.cache, expected_shape=model.input_shape,
             # Frame-level validation on every frame of each val clip: deterministic, so val_auc (which
             # picks the best epoch) does not move with the frames drawn, and the same frame-level ROC
             # AUC that dfd.evaluate reports; it costs one inference per stored frame.
-            frames_per_clip=None if frames is None else "all",
+            frames=frames is not None,
             # Every worker evaluates the whole validation split: shards of unequal size would give
             # workers unequal step counts and hang the all-reduce; the metrics come out the same.
             shard_files=config.strategy != "multi_worker")

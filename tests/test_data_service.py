@@ -88,12 +88,12 @@ def _clip_keys(dataset, steps):
 
 def test_every_example_is_served_once_per_epoch_and_train_runs_through_the_service(service, data, tmp_path):
     address = service[0]
-    local, num_train = pipeline.make_dataset(data, "train", batch_size=16, training=False)
+    local, num_train = pipeline.make_eval_dataset(pipeline.open_dataset(data), "train", batch_size=16)
     expected = collections.Counter(_clip_keys(local, 1))
     assert num_train == 16 and len(expected) == 16
 
-    served, num_served = pipeline.make_dataset(data, "train", batch_size=BATCH, training=True, repeat=True,
-                                               augment=pipeline.NO_AUGMENT, data_service=address)
+    served, num_served, _ = pipeline.make_train_dataset(pipeline.open_dataset(data), batch_size=BATCH, repeat=True,
+                                                        augment=pipeline.NO_AUGMENT, data_service=address)
     steps = pipeline.steps_per_epoch(num_served, BATCH, training=True)
     # Two epochs of steps from metadata.json: every clip exactly twice, with its own label.
     seen = collections.Counter(_clip_keys(served, 2 * steps))
@@ -141,5 +141,5 @@ def test_bad_service_settings_are_refused_with_what_to_do(data, tmp_path):
     with pytest.raises(ValueError, match="grpc://HOST:PORT"):
         train_flags.TrainConfig(data=str(data), run_dir=str(tmp_path / "run"), data_service="127.0.0.1:5050")
     with pytest.raises(ValueError, match="--cache cannot be combined with --data_service"):
-        pipeline.make_dataset(data, "train", batch_size=BATCH, training=True, cache="memory",
-                              data_service="grpc://127.0.0.1:1")
+        pipeline.make_train_dataset(pipeline.open_dataset(data), batch_size=BATCH, cache="memory",
+                                    data_service="grpc://127.0.0.1:1")

@@ -319,3 +319,39 @@ def test_a_run_trained_on_frames_evaluates_at_both_levels_and_predicts_videos(me
     loaded = loading.load(config.run_dir)
     [video] = predict.predict_files(loaded, [str(media_files / "videos" / "clip.mp4")], progress=None)
     assert video.error is None and len(video.frame_scores) == 4   # the training records' 4 frames
+
+
+def test_evaluate_and_export_write_threshold_json_with_the_same_keys(video_run, tmp_path):
+    import shutil
+
+    run = RunLayout(shutil.copytree(video_run[0].root, tmp_path / "run"))   # the shared run keeps its threshold
+    evaluate.evaluate(run.root, split="val", threshold_method="val_youden", print_report=False)
+    chosen = json.loads(run.threshold.read_text())
+    export.export(run.root, tmp_path / "export", verbose=False)
+    copied = json.loads((tmp_path / "export" / loading.THRESHOLD_FILE).read_text())
+    assert set(chosen) == set(copied) == {"threshold", "method", "chosen_on", "temperature"}
+    assert chosen["method"] == copied["method"] == "val_youden" and chosen["chosen_on"].startswith("val split of")
+    assert copied["chosen_on"].startswith(f"copied from {run.threshold}")
+    assert copied["threshold"] == pytest.approx(chosen["threshold"])
+    assert loading.load(tmp_path / "export").threshold == pytest.approx(loading.load(run.root).threshold)
+    # Files written before "chosen_on" and "temperature" existed still read.
+    run.threshold.write_text(json.dumps({"threshold": 0.3, "method": "val_eer"}))
+    assert loading.read_threshold_file(run.root) == {"threshold": 0.3, "method": "val_eer", "chosen_on": "",
+                                                     "temperature": 1.0}
+
+
+def test_every_reader_finds_a_runs_model_file_with_one_priority(tmp_path):
+    from dfd.models import cnn_lstm
+
+    run = RunLayout(tmp_path)
+    with pytest.raises(ValueError, match="holds no model"):
+        loading.model_file(run.root)
+    with pytest.raises(ValueError, match="neither model.keras nor checkpoints/best.keras"):
+        cnn_lstm.frame_cnn_file(str(run.root))
+    run.final_model.write_bytes(b"last epoch")   # an export directory holds only model.keras
+    assert loading.model_file(run.root) == cnn_lstm.frame_cnn_file(str(run.root)) == run.final_model
+    run.best_model.parent.mkdir()
+    run.best_model.write_bytes(b"best epoch")    # a run: the best epoch by validation AUC wins, for every reader
+    assert loading.model_file(run.root) == cnn_lstm.frame_cnn_file(str(run.root)) == run.best_model
+    run.final_model.unlink()                      # a run killed before its end
+    assert loading.model_file(run.root) == cnn_lstm.frame_cnn_file(str(run.root)) == run.best_model

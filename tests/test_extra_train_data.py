@@ -48,13 +48,17 @@ def _frames_by_source(data_dir, source):
     return frames, top_rows
 
 
+def _train_sets(main, extra, **options):
+    """make_train_dataset on the folder `main` with the folder `extra` (--data and --extra_train_data)."""
+    return pipeline.make_train_dataset(pipeline.open_dataset(main), extras=[pipeline.open_dataset(extra)], **options)
+
+
 def _examples(dataset):
     return [(frame, int(label)) for frames, labels in dataset for frame, label in zip(frames.numpy(), labels.numpy())]
 
 
 def test_one_epoch_mixes_both_folders_and_shows_every_example_once(videos, photos):
-    dataset, records, examples = pipeline.make_training_data([videos, photos], batch_size=4, frames_per_clip=2,
-                                                             seed=3)
+    dataset, records, examples = _train_sets(videos, photos, batch_size=4, frames_per_clip=2, seed=3)
     assert (records, examples) == (8 + 8, 8 * 2 + 8)
     batches = list(dataset)
     assert len(batches) == (8 * 2 + 8) // 4 and all(frames.shape == (4, 16, 16, 3) for frames, _ in batches)
@@ -69,8 +73,7 @@ def test_one_epoch_mixes_both_folders_and_shows_every_example_once(videos, photo
 
 
 def test_real_only_and_pseudo_fakes_come_from_both_folders(videos, photos):
-    real, _, examples = pipeline.make_training_data([videos, photos], batch_size=4, frames_per_clip=2, seed=0,
-                                                    classes="real")
+    real, _, examples = _train_sets(videos, photos, batch_size=4, frames_per_clip=2, seed=0, classes="real")
     assert examples == 4 * 2 + 4
     known = {**_frames_by_source(videos, "video")[0], **_frames_by_source(photos, "photo")[0]}
     seen = [known[_digest(frame)] for frame, _ in _examples(real)]
@@ -78,8 +81,8 @@ def test_real_only_and_pseudo_fakes_come_from_both_folders(videos, photos):
 
     # fraction 1: every real clip and photo becomes a self-blended fake. The blend leaves the border
     # alone (no keypoints: the centred fallback), so a frame's top row still names its folder.
-    blended, _, _ = pipeline.make_training_data([videos, photos], batch_size=4, frames_per_clip=2, seed=0,
-                                                classes="real", pseudo_fakes=pseudo_fakes.PseudoFakes("sbi", 1.0))
+    blended, _, _ = _train_sets(videos, photos, batch_size=4, frames_per_clip=2, seed=0,
+                                classes="real", pseudo_fakes=pseudo_fakes.PseudoFakes("sbi", 1.0))
     top_rows = {**_frames_by_source(videos, "video")[1], **_frames_by_source(photos, "photo")[1]}
     out = _examples(blended)
     assert len(out) == 12 and all(label == 1 for _, label in out)
@@ -91,7 +94,7 @@ def test_real_only_and_pseudo_fakes_come_from_both_folders(videos, photos):
 def test_frame_size_and_clip_length_must_match(videos, tmp_path):
     small = write_fake_dataset(tmp_path / "small", kind="image", size=8, counts={"train": (2, 2)})
     with pytest.raises(ValueError, match=f"{small}.*8x8.*{videos}.*16x16"):
-        pipeline.make_training_data([videos, small], batch_size=4, frames_per_clip=2)
+        _train_sets(videos, small, batch_size=4, frames_per_clip=2)
     config = train_flags.TrainConfig(data=str(videos), extra_train_data=str(small), run_dir=str(tmp_path / "run"),
                                      model="image_cnn", hparams=dict(IMAGE_TINY), verbose=0)
     with pytest.raises(ValueError, match="--image_size=16 for images"):
@@ -99,7 +102,7 @@ def test_frame_size_and_clip_length_must_match(videos, tmp_path):
     assert not (tmp_path / "run").exists()     # refused before anything was written
     longer = write_fake_dataset(tmp_path / "longer", num_frames=4, size=16, counts={"train": (2, 2)})
     with pytest.raises(ValueError, match="--frames=3"):
-        pipeline.make_training_data([videos, longer], batch_size=4, frames_per_clip=None)
+        _train_sets(videos, longer, batch_size=4, frames_per_clip=None)
 
 
 def test_class_weights_count_the_extra_folders_as_trained_on(videos, photos, tmp_path):

@@ -113,20 +113,20 @@ def test_edited_counts_and_damaged_shards_are_refused_and_a_rerun_repairs(videos
     edited["splits"]["train"]["count"] = 400
     meta_path.write_text(json.dumps(edited))
     with pytest.raises(ValueError, match="split 'train' says 400 .* its shards hold 6.*re-run the same conversion"):
-        pipeline.make_dataset(output, "train", batch_size=2, training=True)
+        pipeline.make_train_dataset(pipeline.open_dataset(output), batch_size=2)
 
     edited = json.loads(original)
     shard = edited["splits"]["train"]["shards"][0]
     shard["count"] += 100
     meta_path.write_text(json.dumps(edited))
     with pytest.raises(ValueError, match=f"{shard['file']} holds {shard['count'] - 100} records, metadata.json says "):
-        pipeline.make_dataset(output, "train", batch_size=2, training=True)
+        pipeline.make_train_dataset(pipeline.open_dataset(output), batch_size=2)
 
     meta_path.write_text(original)
     path = output / shard["file"]
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(ValueError, match=f"{shard['file']} has .* bytes, metadata.json says"):
-        pipeline.make_dataset(output, "train", batch_size=2, training=True)
+        pipeline.make_train_dataset(pipeline.open_dataset(output), batch_size=2)
     with pytest.raises(integrity.DatasetIntegrityError, match="truncated"):
         integrity.count_records(path)
 
@@ -141,7 +141,7 @@ def test_edited_counts_and_damaged_shards_are_refused_and_a_rerun_repairs(videos
     assert summary.resumed_shards == 1 and summary.counts == {"train": 6, "val": 2}   # 2 of 3 shards re-written
     assert f"{flipped} is damaged: writing it again" in capsys.readouterr().err
     assert verify.verify_dataset(output) == {"train": 6, "val": 2}
-    assert pipeline.make_dataset(output, "train", batch_size=2, training=True)[1] == 6
+    assert pipeline.make_train_dataset(pipeline.open_dataset(output), batch_size=2)[1] == 6
 
 
 def test_a_failed_conversion_is_refused_for_training_until_a_run_finishes_it(tmp_path):
@@ -154,11 +154,11 @@ def test_a_failed_conversion_is_refused_for_training_until_a_run_finishes_it(tmp
     meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert "4 of 8 files were skipped" in meta["incomplete"]
     with pytest.raises(ValueError, match="is an incomplete conversion: 4 of 8 files were skipped"):
-        pipeline.make_dataset(tmp_path / "out", "train", batch_size=1, training=True)
+        pipeline.make_train_dataset(pipeline.open_dataset(tmp_path / "out"), batch_size=1)
 
     run_convert(tmp_path / "src", tmp_path / "out", image_size=16, max_skip_fraction=0.6)
     assert "incomplete" not in json.loads((tmp_path / "out" / "metadata.json").read_text())
-    assert pipeline.make_dataset(tmp_path / "out", "train", batch_size=1, training=True)[1] == 2
+    assert pipeline.make_train_dataset(pipeline.open_dataset(tmp_path / "out"), batch_size=1)[1] == 2
 
 
 def test_warnings_for_one_class_repeated_content_conflicting_rows_and_unreadable_folders(tmp_path, monkeypatch):

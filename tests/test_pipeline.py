@@ -56,7 +56,7 @@ def _collect(dataset, squeeze_image=False):
 @pytest.mark.parametrize("fixture", ["video_raw", "video_jpeg"])
 def test_batches_are_uint8_and_equal_per_record_parsing(fixture, request):
     data_dir = request.getfixturevalue(fixture)
-    dataset, count = pipeline.make_dataset(data_dir, "val", batch_size=3, training=False)
+    dataset, count = pipeline.make_eval_dataset(pipeline.open_dataset(data_dir), "val", batch_size=3)
     first_clips, first_labels = next(iter(dataset))
     assert first_clips.dtype == tf.uint8 and first_labels.dtype == tf.int32
     assert first_clips.shape == (3, 3, 16, 16, 3)
@@ -66,17 +66,17 @@ def test_batches_are_uint8_and_equal_per_record_parsing(fixture, request):
 
 
 def test_training_batches_are_full_and_images_drop_the_frame_axis(images):
-    dataset, count = pipeline.make_dataset(images, "train", batch_size=5, training=True, seed=1)
+    dataset, count, _ = pipeline.make_train_dataset(pipeline.open_dataset(images), batch_size=5, seed=1)
     shapes = [tuple(clips.shape) for clips, _ in dataset]
     assert shapes == [(5, 16, 16, 3)] * (count // 5)   # drop_remainder: static shapes for XLA
-    assert pipeline.output_shape(images) == (16, 16, 3)
-    evaluation, _ = pipeline.make_dataset(images, "val", batch_size=5, training=False)
+    assert pipeline.output_shape(pipeline.open_dataset(images)) == (16, 16, 3)
+    evaluation, _ = pipeline.make_eval_dataset(pipeline.open_dataset(images), "val", batch_size=5)
     assert _collect(evaluation, squeeze_image=True) == _records_numpy(images, "val")
 
 
 def test_training_shuffles_differently_each_epoch(video_raw):
-    dataset, _ = pipeline.make_dataset(video_raw, "train", batch_size=4, training=True, seed=3,
-                                       augment=pipeline.NO_AUGMENT)
+    dataset, _, _ = pipeline.make_train_dataset(pipeline.open_dataset(video_raw), batch_size=4, seed=3,
+                                                augment=pipeline.NO_AUGMENT)
     epochs = [[_digest(c) for clips, _ in dataset for c in clips.numpy()] for _ in range(2)]
     assert sorted(epochs[0]) == sorted(epochs[1])   # the same examples ...
     assert epochs[0] != epochs[1]                   # ... in another order
@@ -88,7 +88,7 @@ def test_training_pipeline_hands_over_records_unchanged(fixture, cache, request)
     by default the training pipeline delivers the records exactly, with their labels."""
     data_dir = request.getfixturevalue(fixture)
     originals = _records_numpy(data_dir, "train")
-    dataset, _ = pipeline.make_dataset(data_dir, "train", batch_size=4, training=True, seed=5, cache=cache)
+    dataset, _, _ = pipeline.make_train_dataset(pipeline.open_dataset(data_dir), batch_size=4, seed=5, cache=cache)
     seen = _collect(dataset, squeeze_image=fixture == "images")
     assert seen == originals
 
@@ -102,9 +102,9 @@ def _frames_of_records(data_dir, split):
 @pytest.mark.parametrize("cache", ["none", "memory"])
 def test_frames_per_clip_gives_k_distinct_random_frames_of_each_clip(video_raw, cache):
     frames_of = _frames_of_records(video_raw, "train")
-    dataset, count = pipeline.make_dataset(video_raw, "train", batch_size=4, training=True, seed=2, cache=cache,
-                                           frames_per_clip=2, expected_shape=(None, 16, 16, 3))
-    assert pipeline.output_shape(video_raw, frames=True) == (16, 16, 3)
+    dataset, count, _ = pipeline.make_train_dataset(pipeline.open_dataset(video_raw), batch_size=4, seed=2,
+                                                    cache=cache, frames_per_clip=2, expected_shape=(None, 16, 16, 3))
+    assert pipeline.output_shape(pipeline.open_dataset(video_raw), frames=True) == (16, 16, 3)
     epochs = []
     for _ in range(2):
         drawn = []
@@ -122,7 +122,7 @@ def test_frames_per_clip_gives_k_distinct_random_frames_of_each_clip(video_raw, 
 
 
 def test_frames_per_clip_all_reads_every_frame_in_order(video_raw):
-    dataset, count = pipeline.make_dataset(video_raw, "val", batch_size=6, training=False, frames_per_clip="all")
+    dataset, count = pipeline.make_eval_dataset(pipeline.open_dataset(video_raw), "val", batch_size=6, frames=True)
     batches = [(frames.numpy(), labels.numpy()) for frames, labels in dataset]
     assert all(len(frames) == 6 for frames, _ in batches[:-1])   # 6 // 3 = 2 clips per batch
     seen = {_digest(frame): int(label) for frames, labels in batches for frame, label in zip(frames, labels)}
@@ -142,11 +142,11 @@ def test_frame_sampling_skips_padding_and_all_frames_drops_it():
 
 def test_frames_per_clip_errors(video_raw, images):
     with pytest.raises(ValueError, match="holds images"):
-        pipeline.make_dataset(images, "train", batch_size=4, training=True, frames_per_clip=1)
+        pipeline.make_train_dataset(pipeline.open_dataset(images), batch_size=4, frames_per_clip=1)
     with pytest.raises(ValueError, match="between 1 and the 3 frames"):
-        pipeline.make_dataset(video_raw, "train", batch_size=4, training=True, frames_per_clip=4)
+        pipeline.make_train_dataset(pipeline.open_dataset(video_raw), batch_size=4, frames_per_clip=4)
     with pytest.raises(ValueError, match="multiple of --frames_per_clip=3"):
-        pipeline.make_dataset(video_raw, "train", batch_size=4, training=True, frames_per_clip=3)
+        pipeline.make_train_dataset(pipeline.open_dataset(video_raw), batch_size=4, frames_per_clip=3)
 
 
 def test_jpeg_recompression_is_one_quality_per_clip_in_eager_and_in_tf_data():
@@ -174,9 +174,9 @@ def test_jpeg_option_parses_and_checks_its_range():
 
 def test_training_pipeline_recompresses_and_evaluation_never_augments(video_raw):
     strong = pipeline.Augment(jpeg_quality=(5, 20))
-    training, _ = pipeline.make_dataset(video_raw, "train", batch_size=4, training=True, augment=strong, seed=1)
+    training, _, _ = pipeline.make_train_dataset(pipeline.open_dataset(video_raw), batch_size=4, augment=strong, seed=1)
     assert not set(_collect(training)) & set(_records_numpy(video_raw, "train"))
-    dataset, _ = pipeline.make_dataset(video_raw, "val", batch_size=4, training=False, augment=strong)
+    dataset, _ = pipeline.make_eval_dataset(pipeline.open_dataset(video_raw), "val", batch_size=4)
     assert _collect(dataset) == _records_numpy(video_raw, "val")
 
 
@@ -184,49 +184,50 @@ def test_training_pipeline_recompresses_and_evaluation_never_augments(video_raw)
 def test_cache_modes_give_the_same_examples(cache, video_jpeg, tmp_path):
     cache_arg = str(tmp_path / "cache") if cache == "DIR" else cache
     expected = _records_numpy(video_jpeg, "train")
-    dataset, _ = pipeline.make_dataset(video_jpeg, "train", batch_size=4, training=True, cache=cache_arg,
-                                       augment=pipeline.NO_AUGMENT, seed=5)
+    dataset, _, _ = pipeline.make_train_dataset(pipeline.open_dataset(video_jpeg), batch_size=4, cache=cache_arg,
+                                                augment=pipeline.NO_AUGMENT, seed=5)
     first = [_digest(c) for clips, _ in dataset for c in clips.numpy()]
     second = [_digest(c) for clips, _ in dataset for c in clips.numpy()]   # served from the cache
     assert set(first) == set(second) == set(expected)
     assert first != second   # the shuffle sits after the cache: batches differ between epochs
     if cache == "DIR":
         assert any((tmp_path / "cache").iterdir())
-    evaluation, _ = pipeline.make_dataset(video_jpeg, "train", batch_size=4, training=False, cache=cache_arg)
+    evaluation, _ = pipeline.make_eval_dataset(pipeline.open_dataset(video_jpeg), "train", batch_size=4,
+                                               cache=cache_arg)
     assert _collect(evaluation) == expected
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="does not exist"):
-        pipeline.make_dataset(tmp_path / "nope", "train", batch_size=2, training=True)
+        pipeline.open_dataset(tmp_path / "nope")
     with pytest.raises(ValueError, match="metadata.json is missing"):
-        pipeline.make_dataset(tmp_path, "train", batch_size=2, training=True)
+        pipeline.open_dataset(tmp_path)
 
 
 def test_empty_or_absent_split_is_a_clear_error(tmp_path):
     data_dir = write_fake_dataset(tmp_path, counts={"train": (2, 2), "val": (0, 0)})
     with pytest.raises(ValueError, match="empty"):
-        pipeline.make_dataset(data_dir, "val", batch_size=2, training=False)
+        pipeline.make_eval_dataset(pipeline.open_dataset(data_dir), "val", batch_size=2)
     with pytest.raises(ValueError, match="no 'test' split"):
-        pipeline.make_dataset(data_dir, "test", batch_size=2, training=False)
+        pipeline.make_eval_dataset(pipeline.open_dataset(data_dir), "test", batch_size=2)
     with pytest.raises(ValueError, match="lower --batch_size"):
-        pipeline.make_dataset(data_dir, "train", batch_size=8, training=True)
+        pipeline.make_train_dataset(pipeline.open_dataset(data_dir), batch_size=8)
 
 
 def test_shape_mismatch_names_the_differences(video_raw):
     with pytest.raises(ValueError, match=r"num_frames: data 3 != model 16; height: data 16 != model 64"):
-        pipeline.make_dataset(video_raw, "train", batch_size=2, training=True,
-                              expected_shape=(None, 16, 64, 64, 3))
+        pipeline.make_train_dataset(pipeline.open_dataset(video_raw), batch_size=2, expected_shape=(None, 16, 64, 64,
+                                    3))
     with pytest.raises(ValueError, match="image models need an image dataset"):
-        pipeline.make_dataset(video_raw, "train", batch_size=2, training=True, expected_shape=(16, 16, 3))
+        pipeline.make_train_dataset(pipeline.open_dataset(video_raw), batch_size=2, expected_shape=(16, 16, 3))
     # A matching shape (with the Keras batch dimension) passes.
-    pipeline.make_dataset(video_raw, "train", batch_size=2, training=True, expected_shape=(None, 3, 16, 16, 3))
+    pipeline.make_train_dataset(pipeline.open_dataset(video_raw), batch_size=2, expected_shape=(None, 3, 16, 16, 3))
 
 
 def test_multi_worker_file_sharding_gives_each_worker_its_own_files(video_raw):
     from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
-    dataset, _ = pipeline.make_dataset(video_raw, "train", batch_size=2, training=True,
-                                       augment=pipeline.NO_AUGMENT, seed=0)
+    dataset, _, _ = pipeline.make_train_dataset(pipeline.open_dataset(video_raw), batch_size=2,
+                                                augment=pipeline.NO_AUGMENT, seed=0)
     # The same rewrite MultiWorkerMirroredStrategy applies to each of two workers.
     seen = [set(_collect(_AutoShardDataset(dataset, 2, index))) for index in range(2)]
     assert seen[0] and seen[1] and not seen[0] & seen[1]

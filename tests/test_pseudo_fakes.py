@@ -96,8 +96,8 @@ def mixed(tmp_path_factory):
 
 
 def test_pipeline_trains_on_real_clips_only_with_pseudo_fakes(mixed):
-    dataset, count = pipeline.make_dataset(mixed, "train", batch_size=4, training=True, seed=1,
-                                           classes="real", pseudo_fakes=pseudo_fakes.PseudoFakes("sbi", 0.5))
+    dataset, count, _ = pipeline.make_train_dataset(pipeline.open_dataset(mixed), batch_size=4, seed=1,
+                                                    classes="real", pseudo_fakes=pseudo_fakes.PseudoFakes("sbi", 0.5))
     assert count == 12 and pipeline.steps_per_epoch(count, 4, True) == 3
     batches = list(dataset)
     assert len(batches) == 3
@@ -105,7 +105,7 @@ def test_pipeline_trains_on_real_clips_only_with_pseudo_fakes(mixed):
     labels = np.concatenate([labels.numpy() for _, labels in batches])
     assert clips.shape == (12, 2, 16, 16, 3) and clips.dtype == np.uint8
     assert 0 < labels.sum() < 12          # some real clips became pseudo-fakes, not all
-    plain, _ = pipeline.make_dataset(mixed, "train", batch_size=4, training=True, seed=1, classes="real")
+    plain, _, _ = pipeline.make_train_dataset(pipeline.open_dataset(mixed), batch_size=4, seed=1, classes="real")
     assert all((labels.numpy() == 0).all() for _, labels in plain)    # the 4 fakes are dropped
 
 

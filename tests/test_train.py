@@ -133,7 +133,7 @@ def test_mixed_precision_outputs_float32(clips, tmp_path):
     assert summary["precision"] == "mixed_float16"
     assert keras.config.dtype_policy().name == "float32"   # the global policy is restored
     model = keras.saving.load_model(run.final_model, compile=False)
-    dataset, _ = pipeline.make_dataset(clips, "val", batch_size=4, training=False)
+    dataset, _ = pipeline.make_eval_dataset(pipeline.open_dataset(clips), "val", batch_size=4)
     batch, _ = next(iter(dataset))
     outputs = model(batch)
     # The head inside the on-device augmentation wrapper (the flip is on by default).

@@ -159,18 +159,17 @@ def test_a_search_over_models_input_sizes_and_pseudo_fakes_retrains_its_best(tmp
     argv = [f"--flagfile={training}", f"--run_dir={tmp_path / 'tune'}", "--tuner=random", "--max_trials=2",
             "--max_epochs=1", "--search_models=image_cnn,efficientnet_b0", "--search_input_sizes=32,40"]
     built_train_sets, trials = [], []
-    make_dataset, build_and_compile = pipeline.make_dataset, __import__("dfd.train").train.build_and_compile
+    make_train_dataset, build_and_compile = pipeline.make_train_dataset, __import__("dfd.train").train.build_and_compile
 
-    def spy_dataset(data_dir, split, **kwargs):
-        if split == "train":
-            built_train_sets.append(kwargs["pseudo_fakes"].fraction)
-        return make_dataset(data_dir, split, **kwargs)
+    def spy_dataset(meta, **kwargs):
+        built_train_sets.append(kwargs["pseudo_fakes"].fraction)
+        return make_train_dataset(meta, **kwargs)
 
     def spy_build(config, input_shape, hparams):
         trials.append(config)
         return build_and_compile(config, input_shape, hparams)
 
-    monkeypatch.setattr(pipeline, "make_dataset", spy_dataset)
+    monkeypatch.setattr(pipeline, "make_train_dataset", spy_dataset)
     monkeypatch.setattr("dfd.train.build_and_compile", spy_build)
     flag_values = _parse(argv)
     result = run_search(train_flags.config_from_flags(flag_values), tune_flags.options_from_flags(flag_values))

@@ -1,7 +1,7 @@
 """tf.data service benchmark: `python -m dfd.bench data_service [--clips=512]`.
 
 An input-bound setting: JPEG-encoded 16 x 64 x 64 clips (the costliest decode), the training
-pipeline of dfd.data.pipeline.make_dataset, read as fast as it comes (no model: the clips/s are
+pipeline of dfd.data.pipeline.make_train_dataset, read as fast as it comes (no model: the clips/s are
 the input pipeline's limit), with two host workloads: "flip" (the default augmentation) and
 "heavy" (flip, brightness and contrast 0.1, SBI pseudo-fakes on half the real clips). Measured
 side by side, alternating, best of each:
@@ -50,8 +50,8 @@ def read_rate(data: str, batch_size: int, epochs: int, heavy: bool, service: str
 
     extra = dict(augment=pipeline.Augment(flip=True, brightness=0.1, contrast=0.1),
                  pseudo_fakes=PseudoFakes("sbi", 0.5)) if heavy else {}
-    dataset, count = pipeline.make_dataset(data, "train", batch_size=batch_size, training=True, repeat=True,
-                                           data_service=service, **extra)
+    dataset, count, _ = pipeline.make_train_dataset(pipeline.open_dataset(data), batch_size=batch_size, repeat=True,
+                                                    data_service=service, **extra)
     steps = pipeline.steps_per_epoch(count, batch_size, training=True)
     iterator = iter(dataset)
     for _ in range(steps):

@@ -3,7 +3,7 @@
 For each clip shape (16x64x64, 32x128x128, 32x224x224 by default) and encoding (raw, jpeg) it writes
 `num_clips` face-cropped clips (dfd.testing.fake_shards content="face": a real face photograph
 filling the frame, jittered and noisy like a face track, so JPEG sizes are those of real face
-crops) and reads them back through the training pipeline (dfd.data.pipeline.make_dataset, shuffle,
+crops) and reads them back through the training pipeline (dfd.data.pipeline.make_train_dataset, shuffle,
 no host augmentation), warm page cache:
   disk KB/clip       shard bytes per clip (metadata.json)
   clips/s            whole clips decoded per second (a video model's input)
@@ -71,12 +71,11 @@ def main(argv) -> None:
                                           content="face")
                 meta = DatasetMetadata.load(data)
                 shard_bytes = sum(shard["bytes"] for shard in meta.raw["splits"]["train"]["shards"])
-                clips, count = pipeline.make_dataset(data, "train", batch_size=batch_size, training=True, seed=0,
-                                                     repeat=True)
+                clips, count, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True)
                 steps = pipeline.steps_per_epoch(count, batch_size, training=True)
                 clip_speed = _speed(clips, steps, flag_values.passes)
-                frames, _ = pipeline.make_dataset(data, "train", batch_size=batch_size, training=True, seed=0,
-                                                  repeat=True, frames_per_clip=4)
+                frames, _, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True,
+                                                           frames_per_clip=4)
                 image_speed = _speed(frames, pipeline.steps_per_epoch(count * 4, batch_size, training=True),
                                      flag_values.passes)
                 rows.append((shape, encoding, shard_bytes / count, clip_speed, clip_speed * num_frames, image_speed))

@@ -300,13 +300,13 @@ def main(argv) -> None:
                                        flag_values.encoding, flag_values.shards)
         batch_size, passes = flag_values.batch_size, flag_values.passes
         # As dfd.train reads it: repeating, `steps` batches per epoch.
-        training, num_clips = pipeline.make_dataset(records, "train", batch_size=batch_size, training=True,
-                                                    seed=0, repeat=True)
+        meta = pipeline.open_dataset(records)
+        training, num_clips, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True)
         steps = pipeline.steps_per_epoch(num_clips, batch_size, training=True)
         num_shards = len(list(records.glob("*.tfrecord")))
         jpeg_range = pipeline.parse_jpeg_quality(flag_values.jpeg_quality)
-        recompressing, _ = pipeline.make_dataset(records, "train", batch_size=batch_size, training=True, seed=0,
-                                                 repeat=True, augment=pipeline.Augment(jpeg_quality=jpeg_range))
+        recompressing, _, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True,
+                                                          augment=pipeline.Augment(jpeg_quality=jpeg_range))
         shard_files = [str(path) for path in sorted(records.glob("*.tfrecord"))]
         npy_files = [str(path) for path in sorted(npy_root.rglob("*.npy"))]
         evict_from_page_cache(shard_files + npy_files)

@@ -46,8 +46,8 @@ def main(argv) -> None:
         for name, pseudo_fakes in (("SBI off", PseudoFakes("none")),
                                    ("SBI, fraction 0.5", PseudoFakes("sbi", 0.5)),
                                    ("SBI, fraction 1.0 (every clip)", PseudoFakes("sbi", 1.0))):
-            dataset, _ = pipeline.make_dataset(records, "train", batch_size=batch_size, training=True, seed=0,
-                                               repeat=True, pseudo_fakes=pseudo_fakes)
+            dataset, _, _ = pipeline.make_train_dataset(pipeline.open_dataset(records), batch_size=batch_size,
+                                                        seed=0, repeat=True, pseudo_fakes=pseudo_fakes)
             readers.append(_Reader(f"training pipeline, {name}", dataset, 4, steps))
         results = measure(readers, flag_values.passes)
     finally:

@@ -111,11 +111,11 @@ def main(argv) -> None:
         data = write_fake_dataset(root / "tfrecords", num_frames=flag_values.num_frames, size=flag_values.size,
                                   encoding=flag_values.encoding, counts={"train": (half, half)},
                                   shards_per_split=8)
-        feed, num_clips = pipeline.make_dataset(data, "train", batch_size=batch_size, training=True, seed=0,
-                                                repeat=True)
+        meta = pipeline.open_dataset(data)
+        feed, num_clips, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True)
         steps = pipeline.steps_per_epoch(num_clips, batch_size, training=True)
         # The same clips in memory: one pass of the (non-augmenting) evaluation reader into numpy.
-        evaluation, _ = pipeline.make_dataset(data, "train", batch_size=batch_size, training=False)
+        evaluation, _ = pipeline.make_eval_dataset(meta, "train", batch_size=batch_size)
         clips = np.concatenate([x.numpy() for x, _ in evaluation])[: steps * batch_size]
         labels = np.concatenate([y.numpy() for _, y in evaluation])[: steps * batch_size]
 

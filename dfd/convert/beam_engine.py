@@ -43,6 +43,7 @@ from pathlib import Path
 import apache_beam as beam   # optional (dfd[beam]): dfd.convert.convert imports this module only for --engine=beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from dfd.atomic_files import write_json
 from dfd.convert import records, verify, writer
 from dfd.convert.records import SkippedFile
 from dfd.data import schema
@@ -159,6 +160,5 @@ class _WriteShard(beam.DoFn):
         size = shard_writer.close()
         info = {"split": self.splits[shard], "count": shard_writer.count, "bytes": size,
                 "class_counts": class_counts, "skipped": skipped}
-        writer.atomic_write_text(note_path(output, shard),
-                                 json.dumps({"fingerprint": self.fingerprint, "info": info}) + "\n")
+        write_json(note_path(output, shard), {"fingerprint": self.fingerprint, "info": info}, indent=None)
         yield shard

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import datetime
 import errno
 import hashlib
 import json
@@ -427,23 +426,11 @@ def _write_metadata(output: Path, spec: PreprocessSpec, plans, progress: writer.
         csv_writer.writerow(["path", "reason"])
         csv_writer.writerows(sorted(skipped_rows))
     os.replace(output / (metadata_lib.SKIPPED_FILE + writer.TMP_SUFFIX), output / metadata_lib.SKIPPED_FILE)
-    meta = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "writer": metadata_lib.WRITER,
-        "tool": "dfd.make_tfrecords",
-        "tool_version": dfd.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"type": source_type, "path": str(Path(config.source).absolute()) if config.source else "",
-                   "manifest": config.manifest or "", "ffpp_splits": config.ffpp_splits or "",
-                   "ffpp_compression": config.ffpp_compression if source_type == "ffpp" else "",
-                   "seed": config.seed, "val_fraction": config.val_fraction, "test_fraction": config.test_fraction},
-        "preprocessing": spec.to_dict(),
-        "features": _features(spec),
-        "splits": split_info,
-        "skipped": len(skipped_rows),
-        "warnings": warnings,
-    }
-    if incomplete:
-        meta["incomplete"] = incomplete
-    writer.atomic_write_text(output / metadata_lib.METADATA_FILE, json.dumps(meta, indent=2) + "\n")
+    source = {"type": source_type, "path": str(Path(config.source).absolute()) if config.source else "",
+              "manifest": config.manifest or "", "ffpp_splits": config.ffpp_splits or "",
+              "ffpp_compression": config.ffpp_compression if source_type == "ffpp" else "",
+              "seed": config.seed, "val_fraction": config.val_fraction, "test_fraction": config.test_fraction}
+    meta = metadata_lib.write_metadata(output, tool="dfd.make_tfrecords", source=source, preprocessing=spec,
+                                       splits=split_info, skipped=len(skipped_rows), features=_features(spec),
+                                       warnings=warnings, incomplete=incomplete)
     return meta

@@ -21,14 +21,18 @@ evaluate and verification. Layout:
   "incomplete": "<why>"   (only when the conversion failed: readers refuse the dataset)
 }
 "writer": "dfd" marks a folder dfd wrote: the converter replaces or deletes files only in such a folder.
+`write_metadata` is the one writer (the converter and dfd.testing.fake_shards), `DatasetMetadata` the one reader.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 from pathlib import Path
 
-from dfd.data import integrity
+import dfd
+from dfd.atomic_files import write_json
+from dfd.data import integrity, schema
 from dfd.data.preprocessing import PreprocessSpec
 
 METADATA_FILE = "metadata.json"
@@ -39,6 +43,30 @@ WRITER = "dfd"
 
 def shard_name(split: str, index: int, total: int) -> str:
     return f"{split}-{index:05d}-of-{total:05d}.tfrecord"
+
+
+def write_metadata(directory: str | Path, *, tool: str, source: dict, preprocessing: PreprocessSpec,
+                   splits: dict, skipped: int, features: dict | None = None, warnings: list[str] | None = None,
+                   incomplete: str | None = None, created: bool = True) -> dict:
+    """Writes directory/metadata.json (atomically) in the layout above and returns what it wrote.
+
+    splits: {split: {"count", "class_counts", "shards": [{"file", "count", "bytes"}, ...]}}.
+    features and warnings are left out when None; created=False leaves out the time (fixed bytes for
+    a fixed dataset: dfd.testing.fake_shards).
+    """
+    meta = {"schema_version": schema.SCHEMA_VERSION, "writer": WRITER, "tool": tool, "tool_version": dfd.__version__}
+    if created:
+        meta["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    meta.update({"source": source, "preprocessing": preprocessing.to_dict()})
+    if features is not None:
+        meta["features"] = features
+    meta.update({"splits": splits, "skipped": skipped})
+    if warnings is not None:
+        meta["warnings"] = warnings
+    if incomplete:
+        meta["incomplete"] = incomplete
+    write_json(Path(directory) / METADATA_FILE, meta)
+    return meta
 
 
 class DatasetMetadata:

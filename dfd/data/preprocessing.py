@@ -11,6 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from dfd.atomic_files import write_json
 from dfd.data.schema import ENCODINGS, RecordShape
 
 KINDS = ("image", "video")
@@ -71,7 +72,7 @@ class PreprocessSpec:
         return [f"{key}: {mine[key]!r} != {theirs[key]!r}" for key in mine if mine[key] != theirs[key]]
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "PreprocessSpec":

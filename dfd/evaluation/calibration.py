@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dfd.atomic_files import write_json
+
 CALIBRATION_FILE = "calibration.json"
 ECE_BINS = 15
 # log T is searched in [log 0.02, log 50]: a model needing more than that is broken, not miscalibrated.
@@ -166,11 +168,8 @@ def read_calibration(directory: str | Path) -> tuple[float, str | None]:
 def write_calibration(directory: str | Path, temperature: float, fitted_on: str, aggregate: str | None,
                       before: dict, after: dict) -> Path:
     path = Path(directory) / CALIBRATION_FILE
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps({"method": "temperature", "temperature": temperature, "fitted_on": fitted_on,
-                                     "aggregate": aggregate, "val_before": before, "val_after": after},
-                                    indent=2) + "\n")
-    temporary.replace(path)
+    write_json(path, {"method": "temperature", "temperature": temperature, "fitted_on": fitted_on,
+                      "aggregate": aggregate, "val_before": before, "val_after": after})
     return path
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from dfd.data import integrity, schema
+from dfd.atomic_files import write_json
+from dfd.data import integrity, pipeline, schema
 from dfd.data.metadata import DatasetMetadata
 from dfd.evaluation import calibration, loading, metrics, perturb, plots, report
 from dfd.run_layout import RunLayout
@@ -52,7 +53,7 @@ def training_data_dir(layout: RunLayout) -> Path:
 
 def open_data(loaded: loading.LoadedModel, data_dir: str | Path) -> DatasetMetadata:
     """The dataset's metadata, refused when its preprocessing is not the model's."""
-    data = DatasetMetadata.load(data_dir)
+    data = pipeline.open_dataset(data_dir)
     differences = loaded.spec.differences(data.preprocessing)
     if differences:
         raise ValueError(f"{data_dir} was converted with different preprocessing than the model was trained with "
@@ -73,16 +74,7 @@ def score_split(loaded: loading.LoadedModel, data: DatasetMetadata, split: str, 
     given, changes each uint8 (B, T, H, W, 3) batch before scoring (dfd.evaluation.perturb).
     """
     shape = data.preprocessing.record_shape
-
-    def parse(serialized):
-        parsed = schema.parse_batch(serialized, shape, full=True)
-        return (schema.decode_frames(parsed[schema.FRAMES], shape), parsed[schema.LABEL], parsed[schema.SOURCE],
-                parsed[schema.PADDED_FRAMES])
-
-    dataset = (tf.data.TFRecordDataset([str(path) for path in data.shard_paths(split)])
-               .batch(batch_size)
-               .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-               .prefetch(2))
+    dataset, _ = pipeline.make_eval_dataset(data, split, batch_size=batch_size, details=True)
     sources, labels, scores, padded = [], [], [], []
     try:
         for batch_index, (frames, batch_labels, batch_sources, batch_padded) in enumerate(dataset.as_numpy_iterator()):
@@ -246,10 +238,10 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
             lambda transform: score_split(loaded, dataset, split, batch_size, aggregate, transform),
             parsed_perturbations, decision_threshold, perturb_seed, baseline=scored)
         figures["robustness"] = perturb.robustness_figure(result["robustness"])
-    (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "metrics.json", result)
     write_predictions(out / "predictions.csv", scored, threshold)
     if "frame_scores" in scored:
-        (out / "frame_scores.json").write_text(json.dumps(scored["frame_scores"]) + "\n")
+        write_json(out / "frame_scores.json", scored["frame_scores"], indent=None)
     plots.write_figures(figures, out, tensorboard_dir=tensorboard_dir)
     if explain:
         from dfd.evaluation import explain as explain_module   # imports Grad-CAM machinery only when asked
@@ -257,11 +249,9 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
         explained = explain_module.explain_split(loaded, dataset, split, scored, decision_threshold, explain,
                                                  out / "explain", tensorboard_dir, batch_size)
         result["explained"] = [str(path.relative_to(out)) for path in explained]
-        (out / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_json(out / "metrics.json", result)
     if not kept:
-        layout.threshold.write_text(json.dumps(
-            {"threshold": threshold, "method": threshold_method, "chosen_on": chosen_on,
-             "temperature": loaded.temperature}, indent=2) + "\n")
+        loading.write_threshold(layout.root, threshold, threshold_method, chosen_on, loaded.temperature)
 
     if print_report:
         results = {"threshold 0.5": at_half}

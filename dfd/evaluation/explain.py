@@ -34,7 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dfd.data import schema
+from dfd.data import pipeline, schema
 
 MAX_FRAMES_SHOWN = 32
 
@@ -245,19 +245,13 @@ def select_examples(labels, scores, threshold: float, count: int) -> dict[str, l
 def _collect_frames(data, split: str, sources: set, batch_size: int) -> dict[str, list[np.ndarray]]:
     """The decoded clips (padding removed) of the records of `sources`, read again from the split."""
     shape = data.preprocessing.record_shape
-    dataset = tf.data.TFRecordDataset([str(path) for path in data.shard_paths(split)]).batch(batch_size)
+    dataset, _ = pipeline.make_eval_dataset(data, split, batch_size=batch_size, details=True)
     clips: dict[str, list[np.ndarray]] = {}
-    for serialized in dataset:
-        parsed = schema.parse_batch(serialized, shape, full=True)
-        names = [schema.decode_text(source) for source in parsed[schema.SOURCE].numpy()]
-        wanted = [index for index, name in enumerate(names) if name in sources]
-        if not wanted:
-            continue
-        frames = schema.decode_frames(tf.gather(parsed[schema.FRAMES], wanted), shape).numpy()
-        padded = parsed[schema.PADDED_FRAMES].numpy()
-        for row, index in enumerate(wanted):
-            clips.setdefault(names[index], []).append(frames[row][:shape.num_frames - int(padded[index])]
-                                                      if shape.num_frames > 1 else frames[row])
+    for frames, _, names, padded in dataset.as_numpy_iterator():
+        for row, name in enumerate(schema.decode_text(source) for source in names):
+            if name in sources:
+                clips.setdefault(name, []).append(frames[row][:shape.num_frames - int(padded[row])]
+                                                  if shape.num_frames > 1 else frames[row])
     return clips
 
 

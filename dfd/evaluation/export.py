@@ -13,7 +13,6 @@ The export directory holds:
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -21,8 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dfd.data import schema
-from dfd.data.metadata import DatasetMetadata
+from dfd.atomic_files import write_text
+from dfd.data import pipeline
 from dfd.evaluation import calibration, loading
 from dfd.models import fake_probability
 from dfd.run_layout import RunLayout
@@ -49,11 +48,10 @@ def sample_batch(loaded: loading.LoadedModel, layout: RunLayout, size: int = 8) 
     from dfd.evaluation.evaluate import training_data_dir
 
     try:
-        data = DatasetMetadata.load(training_data_dir(layout))
-        shape = data.preprocessing.record_shape
+        data = pipeline.open_dataset(training_data_dir(layout))
         split = next(name for name in ("test", "val", "train") if name in data.splits and data.count(name))
-        serialized = next(iter(tf.data.TFRecordDataset([str(p) for p in data.shard_paths(split)]).batch(size)))
-        clips = schema.decode_frames(schema.parse_batch(serialized, shape)[schema.FRAMES], shape).numpy()
+        dataset, _ = pipeline.make_eval_dataset(data, split, batch_size=size, details=True)
+        clips = next(iter(dataset))[0].numpy()
         return clips[:, 0] if loaded.scores_frames else clips
     except (ValueError, StopIteration, OSError):
         rng = np.random.default_rng(0)
@@ -86,11 +84,11 @@ def export(run_dir: str | Path, output: str | Path, verbose: bool = True, overwr
     shutil.copyfile(loaded.model_path, output / loading.EXPORT_MODEL_FILE)
     loaded.spec.save(output / loading.PREPROCESSING_FILE)
     threshold, source = loaded.threshold, loaded.threshold_source
-    (output / loading.THRESHOLD_FILE).write_text(json.dumps(
-        {"threshold": threshold, "method": f"copied from {source}", "temperature": loaded.temperature},
-        indent=2) + "\n")
+    # The run's threshold as the export's model applies it (at its temperature), with how it was chosen.
+    recorded = loading.read_threshold_file(layout.root) or {"method": "default", "chosen_on": ""}
+    loading.write_threshold(output, threshold, recorded["method"], f"copied from {source}", loaded.temperature)
     if loaded.temperature != 1.0:
-        shutil.copyfile(layout.root / calibration.CALIBRATION_FILE, output / calibration.CALIBRATION_FILE)
+        write_text(output / calibration.CALIBRATION_FILE, (layout.root / calibration.CALIBRATION_FILE).read_text())
 
     batch = sample_batch(loaded, layout)
     expected = loaded.score(batch)

@@ -19,6 +19,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from dfd.atomic_files import write_json
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.evaluation import calibration
 from dfd.models import fake_probability  # importing dfd.models also registers its Keras objects for loading
@@ -104,40 +105,59 @@ class LoadedModel:
         return self.score(clips)
 
 
-def read_threshold(directory: Path, temperature: float = 1.0) -> tuple[float, str]:
-    """The threshold on the scale of scores calibrated with `temperature`.
-
-    threshold.json records the temperature its scores had ("temperature", 1.0 when absent): a threshold
-    chosen before calibrating (or after, with calibration.json since deleted) is mapped to make the
-    same decisions.
-    """
-    path = directory / THRESHOLD_FILE
+def read_threshold_file(directory: str | Path) -> dict | None:
+    """directory/threshold.json, checked, with every key (files written before "chosen_on" or "temperature"
+    existed read as "" and 1.0); None without one. The one reader of the format (write_threshold writes it)."""
+    path = Path(directory) / THRESHOLD_FILE
     if not path.is_file():
-        return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD} (no {THRESHOLD_FILE}: run dfd.evaluate to choose one)"
+        return None
     try:
         values = json.loads(path.read_text())
         threshold = float(values["threshold"])
+        temperature = float(values.get("temperature", 1.0))
     except (ValueError, KeyError, TypeError, AttributeError) as error:   # JSONDecodeError is a ValueError
         raise ValueError(f"{path} is not a valid threshold file ({type(error).__name__}: {error}); re-run "
                          "dfd.evaluate --threshold=val_eer to choose one, or delete it to use 0.5") from None
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"{path}: threshold {threshold} is not a probability in [0, 1]; re-run dfd.evaluate "
                          "to choose one, or delete it to use 0.5")
-    chosen_with = float(values.get("temperature", 1.0))
+    return {"threshold": threshold, "method": str(values.get("method", "?")),
+            "chosen_on": str(values.get("chosen_on", "")), "temperature": temperature}
+
+
+def write_threshold(directory: str | Path, threshold: float, method: str, chosen_on: str, temperature: float) -> Path:
+    """directory/threshold.json, the one writer (dfd.evaluate, dfd.export): the decision threshold, how
+    and on what it was chosen, and the temperature of the scores it applies to (see read_threshold)."""
+    path = Path(directory) / THRESHOLD_FILE
+    write_json(path, {"threshold": float(threshold), "method": method, "chosen_on": chosen_on,
+                      "temperature": float(temperature)})
+    return path
+
+
+def read_threshold(directory: Path, temperature: float = 1.0) -> tuple[float, str]:
+    """The threshold on the scale of scores calibrated with `temperature`, and where it came from.
+
+    threshold.json records the temperature its scores had ("temperature", 1.0 when absent): a threshold
+    chosen before calibrating (or after, with calibration.json since deleted) is mapped to make the
+    same decisions.
+    """
+    values = read_threshold_file(directory)
+    if values is None:
+        return DEFAULT_THRESHOLD, f"default {DEFAULT_THRESHOLD} (no {THRESHOLD_FILE}: run dfd.evaluate to choose one)"
+    threshold, chosen_with = values["threshold"], values["temperature"]
     if chosen_with != temperature:
         threshold = calibration.to_calibrated_threshold(threshold, temperature / chosen_with)
-    return threshold, f"{path} ({values.get('method', '?')})"
+    return threshold, f"{Path(directory) / THRESHOLD_FILE} ({values['method']})"
 
 
 def model_file(directory: str | Path) -> Path:
-    """The Keras file of a run directory (best checkpoint first) or an export directory."""
-    directory = Path(directory)
+    """The Keras file of a run directory or an export directory (RunLayout.model_file: best checkpoint first)."""
     layout = RunLayout(directory)
-    for candidate in (layout.best_model, layout.final_model):
-        if candidate.is_file():
-            return candidate
-    raise ValueError(f"{directory} holds no model: expected {layout.best_model} or {layout.final_model}. "
-                     "Give a run directory written by the trainer or a directory written by dfd.export")
+    path = layout.model_file()
+    if path is None:
+        raise ValueError(f"{layout.root} holds no model: expected {layout.best_model} or {layout.final_model}. "
+                         "Give a run directory written by the trainer or a directory written by dfd.export")
+    return path
 
 
 def load(directory: str | Path) -> LoadedModel:

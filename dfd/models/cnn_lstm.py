@@ -40,17 +40,17 @@ DEFAULTS = {
 FRAME_FEATURES = "frame_features"
 
 
-def _model_file(frame_cnn: str) -> Path:
+def frame_cnn_file(frame_cnn: str) -> Path:
+    """The .keras file of `frame_cnn`: the file itself, or a run directory's model (RunLayout.model_file)."""
     path = Path(frame_cnn)
     if path.is_dir():
         layout = RunLayout(path)
-        # The final model first; a run killed before its end still has its best checkpoint.
-        for candidate in (layout.final_model, layout.best_model):
-            if candidate.is_file():
-                return candidate
-        raise ValueError(f"Run directory {str(path)!r} has neither {layout.final_model.name} nor "
-                         f"checkpoints/{layout.best_model.name}: train an image_cnn there first "
-                         f"(python -m dfd.train --model=image_cnn --run_dir={path}).")
+        found = layout.model_file()   # best checkpoint first, as dfd.evaluate and dfd.predict read a run
+        if found is None:
+            raise ValueError(f"Run directory {str(path)!r} has neither {layout.final_model.name} nor "
+                             f"checkpoints/{layout.best_model.name}: train an image_cnn there first "
+                             f"(python -m dfd.train --model=image_cnn --run_dir={path}).")
+        return found
     if not path.is_file():
         raise ValueError(f"frame_cnn {str(path)!r} is neither an image_cnn run directory nor a .keras file.")
     return path
@@ -58,7 +58,7 @@ def _model_file(frame_cnn: str) -> Path:
 
 def load_frame_features(frame_cnn: str, frame_shape: tuple) -> keras.Model:
     """The trained feature extractor (without its Rescaling and its sigmoid head) of an image_cnn."""
-    path = _model_file(frame_cnn)
+    path = frame_cnn_file(frame_cnn)
     # A run trained with on-device augmentation saves the image_cnn behind its augmentation layer.
     image_model = augmentation.unwrap(keras.saving.load_model(path, compile=False, safe_mode=True))
     try:

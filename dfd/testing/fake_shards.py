@@ -6,13 +6,11 @@ so a test can check that a model learns something in a few steps.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-import dfd
 from dfd.data import metadata, schema
 from dfd.data.preprocessing import PreprocessSpec
 
@@ -95,15 +93,6 @@ def write_fake_dataset(
                                "bytes": (directory / name).stat().st_size})
         splits[split] = {"count": len(labels), "class_counts": {"real": num_real, "fake": num_fake},
                          "shards": shard_info}
-    meta = {
-        "schema_version": schema.SCHEMA_VERSION,
-        "writer": metadata.WRITER,
-        "tool": "dfd.testing.fake_shards",
-        "tool_version": dfd.__version__,
-        "source": {"type": "synthetic", "path": ""},
-        "preprocessing": spec.to_dict(),
-        "splits": splits,
-        "skipped": 0,
-    }
-    (directory / metadata.METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    metadata.write_metadata(directory, tool="dfd.testing.fake_shards", source={"type": "synthetic", "path": ""},
+                            preprocessing=spec, splits=splits, skipped=0, created=False)
     return directory

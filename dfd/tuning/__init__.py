@@ -8,6 +8,6 @@
     search.py        run_search(config, options): the whole search, importable
     flags.py         the tune flags, on top of dfd.train_flags
 
-The data pipeline (dfd.data.pipeline.make_dataset) and the model builders (dfd.models via
+The data pipeline (dfd.data.pipeline.make_train_dataset) and the model builders (dfd.models via
 dfd.train.build_and_compile) are the trainer's: a trial trains what dfd.train would train.
 """

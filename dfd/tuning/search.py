@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from dfd import train, train_flags
+from dfd.atomic_files import write_json
 from dfd.data import pipeline
 from dfd.data.metadata import DatasetMetadata
 from dfd.locks import folder_lock
@@ -64,7 +65,7 @@ def _search_identity(config, options, input_shape, recipe) -> dict:
 
 
 class TrainingSets:
-    """The training set of a trial, built through pipeline.make_dataset once per pseudo-fake fraction.
+    """The training set of a trial, built through pipeline.make_train_dataset once per pseudo-fake fraction.
 
     Called with a TrainConfig: (repeating train dataset, steps per epoch, class weights). Every trial of
     a search shares the data, frame sampling and batch size; only --pseudo_fake_fraction changes the
@@ -85,8 +86,8 @@ class TrainingSets:
         if key not in self._built:
             # The training set repeats and fit counts steps, as in dfd.train (frames of video records
             # for an image model: see dfd.train).
-            data, num_train, num_examples = pipeline.make_training_data(
-                [config.data, *config.extra_train_dirs], batch_size=config.batch_size, cache=config.cache,
+            data, num_train, num_examples = pipeline.make_train_dataset(
+                self.meta, extras=self.extras, batch_size=config.batch_size, cache=config.cache,
                 augment=train_flags.host_augment(config), frames_per_clip=self.train_frames,
                 deterministic=config.deterministic, seed=config.seed, expected_shape=self.input_shape,
                 shuffle_buffer=config.shuffle_buffer, repeat=True, pseudo_fakes=config.pseudo_fake_spec,
@@ -145,7 +146,7 @@ def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions)
         train_frames = train.train_frames_per_clip(config, meta.preprocessing, extras)
     except ValueError as error:
         raise SearchSettingsError(str(error)) from None
-    input_shape = pipeline.output_shape(config.data, frames=frames is not None)
+    input_shape = pipeline.output_shape(meta, frames=frames is not None)
     try:
         recipe = search_space.make_recipe(
             config, input_shape, model_names=options.search_models, input_sizes=options.search_input_sizes,
@@ -180,9 +181,9 @@ def _locked_search(config, options, layout, input_shape, recipe, training_sets) 
         # Built once for all trials (once per pseudo-fake fraction when it is searched: TrainingSets).
         train_data, steps, weights = training_sets(config)
         num_train = training_sets.num_train(config)
-        val_data, num_val = pipeline.make_dataset(config.data, "val", batch_size=config.batch_size,
-                                                  training=False, cache=config.cache, expected_shape=input_shape,
-                                                  frames_per_clip=None if training_sets.frames is None else "all")
+        val_data, num_val = pipeline.make_eval_dataset(training_sets.meta, "val", batch_size=config.batch_size,
+                                                       cache=config.cache, expected_shape=input_shape,
+                                                       frames=training_sets.frames is not None)
 
         hypermodel = DfdHyperModel(config, input_shape, precision, options.objective, recipe, training_sets)
         board = HParamsBoard(layout.tensorboard)
@@ -192,7 +193,7 @@ def _locked_search(config, options, layout, input_shape, recipe, training_sets) 
             executions_per_trial=options.executions_per_trial, seed=config.seed, directory=layout.root,
             project_name=PROJECT, overwrite=False, board=board, max_gap=options.max_gap,
             distribution_strategy=strategy if strategy.num_replicas_in_sync > 1 else None)
-        identity_file.write_text(json.dumps(identity, indent=2) + "\n")
+        write_json(identity_file, identity)
         layout.flags.write_text(_flags_text(config, options))
         board.write_config(tuner.oracle.hyperparameters)
 
