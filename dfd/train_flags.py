@@ -6,6 +6,10 @@
     flagfile_text(config)                                             # resolved flags, re-runnable
     hparams = model_hparams(FLAGS, config.model)                      # only the hparams given
 
+TrainConfig is where each training setting, its default, its choices and its help are declared
+(dfd.settings); the flags, config_from_flags and flagfile_text are generated from its fields, the
+augmentation ones (--augment_*) from its nested dfd.training.config.Augment.
+
 Defining at import time would clash with tests and with other entry points that define flags
 of the same names; each define_* function skips flags that already exist, so calling it twice
 (e.g. train and tune in one process) is harmless.
