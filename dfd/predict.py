@@ -29,13 +29,15 @@ CSV_COLUMNS = ("path", "kind", "fake_probability", "label", "threshold", "frames
 
 
 def define_flags() -> None:
+    from dfd.evaluation.metrics import AGGREGATE_METHODS  # imports TensorFlow: quiet it first (__main__)
+
     flags.DEFINE_string("model", None, "Run directory (trainer) or export directory (dfd.export).", required=True)
     flags.DEFINE_enum("format", "json", list(FORMATS), "Output format.")
     flags.DEFINE_string("output", None, "Write to this file instead of stdout.")
     flags.DEFINE_integer("batch_size", 32, "Files per inference batch.")
     flags.DEFINE_integer("video_frames", 16, "Image model trained on images, given a video: frames sampled from it "
                          "and scored. Models trained on video records use their training num_frames.")
-    flags.DEFINE_enum("aggregate", "mean", ["mean", "max", "median"],
+    flags.DEFINE_enum("aggregate", "mean", list(AGGREGATE_METHODS),
                       "Image model given a video: how its frame scores become the video's score.")
     flags.DEFINE_string("explain", None, "Write a Grad-CAM picture per scored file into this folder (face crops "
                         "with heatmaps, per-frame scores, verdict). From an export directory it uses the model.keras "
@@ -139,5 +141,6 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+    cli.quiet_tensorflow()   # before define_flags, which imports TensorFlow (cli.run does it again: idempotent)
     define_flags()
     cli.run(main, "dfd.predict")

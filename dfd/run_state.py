@@ -17,7 +17,6 @@ folder inside the run is removed only when it holds a saved_model.pb.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -43,7 +42,7 @@ def check_run_dir_path(run_dir) -> None:
 
 def flag_lines(text: str) -> dict[str, str]:
     """flagfile text -> {flag name: line}; `--noX` is the line of flag X."""
-    known = {*train_flags.TrainConfig.__dataclass_fields__, *train_flags.hparam_names()}
+    known = {*train_flags.flag_names(), *train_flags.hparam_names()}
     lines = {}
     for line in text.splitlines():
         line = line.strip()
@@ -57,8 +56,7 @@ def flag_lines(text: str) -> dict[str, str]:
 
 
 def _field_defaults() -> dict:
-    return {field.name: field.default for field in dataclasses.fields(train_flags.TrainConfig)
-            if field.default is not dataclasses.MISSING and field.default is not None}
+    return train_flags.flag_defaults()
 
 
 def _data_identity(metadata: dict) -> dict:

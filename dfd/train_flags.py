@@ -6,6 +6,10 @@
     flagfile_text(config)                                             # resolved flags, re-runnable
     hparams = model_hparams(FLAGS, config.model)                      # only the hparams given
 
+TrainConfig is where each training setting, its default, its choices and its help are declared
+(dfd.settings); the flags, config_from_flags and flagfile_text are generated from its fields, the
+augmentation ones (--augment_*) from its nested dfd.training.config.Augment.
+
 Defining at import time would clash with tests and with other entry points that define flags
 of the same names; each define_* function skips flags that already exist, so calling it twice
 (e.g. train and tune in one process) is harmless.
@@ -23,82 +27,28 @@ import math
 
 from absl import flags
 
-from dfd import models
+from dfd import models, settings
 from dfd.data.pseudo_fakes import METHODS as PSEUDO_FAKE_METHODS
 from dfd.data.pseudo_fakes import PseudoFakes
+from dfd.settings import flag_line, setting  # noqa: F401  (flag_line: public here since before dfd.settings)
+from dfd.training.config import PRECISIONS, STRATEGIES, TRAIN_CLASSES, Augment
 
-TRAIN_CLASSES = ("all", "real")   # dfd.data.pipeline.TRAIN_CLASSES (not imported: it imports TensorFlow)
-
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+# Which generated flags each define_* function defines (the rest of TrainConfig's are data flags).
+_MODEL_FLAGS = ("model",)
+_TRAIN_FLAGS = ("run_dir", "epochs", "batch_size", "learning_rate", "warmup_epochs", "fine_tune_learning_rate",
+                "input_size", "seed", "patience", "reduce_lr_patience", "class_weight_threshold", "precision",
+                "jit_compile", "strategy", "profile_batch", "verbose")
 
 
 def define_flag(define, name, default, *args, flag_values=None, **kwargs):
+    """`define(name, default, ...)` on flag_values (absl's FLAGS by default) unless that flag exists already."""
     flag_values = flags.FLAGS if flag_values is None else flag_values
     if name not in flag_values:
         define(name, default, *args, flag_values=flag_values, **kwargs)
 
 
 def define_data_flags(flag_values=None) -> None:
-    define_flag(flags.DEFINE_string, "data", None,
-            "TFRecord folder holding metadata.json and the shards (tools/make_tfrecords.py --output).", flag_values=flag_values)
-    define_flag(flags.DEFINE_string, "extra_train_data", None,
-            "More TFRecord folders (DIR[,DIR...]) whose train split joins the training set of --data, e.g. real "
-            "face photos next to videos for --pseudo_fakes=sbi. Same frame size as --data; video or image "
-            "records for an image model (video ones read as --frames_per_clip frames), clips of --data's length "
-            "for a video model. Validation, evaluation and preprocessing stay those of --data.", flag_values=flag_values)
-    define_flag(flags.DEFINE_string, "cache", "none",
-            "none | memory | DIR: cache decoded examples (before augmentation) in RAM or in files under DIR.", flag_values=flag_values)
-    define_flag(flags.DEFINE_boolean, "deterministic", False,
-            "Fixed data order and seeded augmentation while training (slower input pipeline).", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "shuffle_buffer", 1024, "Records held for shuffling while training.", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "frames_per_clip", 0,
-            "Image model on video data: K random frames of each clip per epoch (new ones every epoch), batched "
-            "as images (batch_size // K clips per batch; batch_size must be a multiple of K). 0: 1 for an "
-            "image model on video data; video models and image data take no frames_per_clip.", flag_values=flag_values)
-    # Training augmentation. All but --augment_jpeg run on the accelerator (dfd.models.augmentation),
-    # with one random transform per clip shared by its frames; none acts at evaluation or prediction.
-    define_flag(flags.DEFINE_boolean, "augment_flip", True, "Random horizontal flip (same for every frame of a clip).", flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "augment_crop", 0.0,
-            "Random resized crop: box height and width drawn from [1-x, 1] of the frame, random position, "
-            "resized back (zoom + shift), e.g. 0.2; 0 turns it off.", flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "augment_color", 0.0,
-            "Colour jitter: brightness, contrast and saturation change up to x, hue up to x/4 of a turn "
-            "(e.g. 0.2); 0 turns it off.", flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "augment_brightness", 0.0,
-            "Max brightness change as a fraction of 255, per clip (e.g. 0.1); overrides the brightness "
-            "part of --augment_color when set.", flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "augment_contrast", 0.0,
-            "Max contrast change: factor in [1-x, 1+x] per clip (e.g. 0.1); overrides the contrast part "
-            "of --augment_color when set.", flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "augment_blur", 0.0,
-            "Gaussian blur with sigma drawn from [0, x] pixels per clip (e.g. 1.5); 0 turns it off.", flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "augment_noise", 0.0,
-            "Gaussian noise with standard deviation drawn from [0, x] x 255 per clip (e.g. 0.03); 0 turns it off.",
-            flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "augment_cutout", 0.0,
-            "Cutout: on half the clips a mid-grey box of x times the frame's height and width at a random "
-            "place, the same on every frame (e.g. 0.3); 0 turns it off.", flag_values=flag_values)
-    define_flag(flags.DEFINE_string, "augment_jpeg", "none",
-            "JPEG re-compression on the host at a quality drawn from LOW,HIGH per clip (e.g. 30,95); none "
-            "turns it off. Costs host CPU (see README).", flag_values=flag_values)
-    define_flag(flags.DEFINE_enum, "pseudo_fakes", "none", list(PSEUDO_FAKE_METHODS),
-            "sbi: turn real training clips into self-blended fakes on the fly (Shiohara & Yamasaki, "
-            "CVPR 2022), from the face keypoints stored at conversion (a centred ellipse without them).",
-            flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "pseudo_fake_fraction", 0.5,
-            "With --pseudo_fakes: the fraction of real training clips made into fakes, in (0, 1].",
-            flag_values=flag_values)
-    define_flag(flags.DEFINE_string, "data_service", "",
-            "grpc://HOST:PORT of a tf.data service dispatcher (python -m dfd.data_service): its workers read, "
-            "decode and augment the training batches; validation stays local. Empty: all input here.",
-            flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "data_service_timeout_s", 600.0,
-            "With --data_service: end the run with an error when one training step waits this long for its "
-            "batch (a dead service worker stalls an epoch for ever); re-running resumes.", flag_values=flag_values)
-    define_flag(flags.DEFINE_enum, "train_classes", "all", list(TRAIN_CLASSES),
-            "real: train on the train split's real clips only (with --pseudo_fakes=sbi, the SBI recipe); "
-            "validation still uses the whole val split.", flag_values=flag_values)
+    settings.define_flags(TrainConfig, flag_values, exclude=_MODEL_FLAGS + _TRAIN_FLAGS)
 
 
 # What a hparam's values mean, where its name does not say it.
@@ -129,7 +79,7 @@ def hparam_names() -> list[str]:
 
 
 def define_model_flags(flag_values=None) -> None:
-    define_flag(flags.DEFINE_enum, "model", "cnn_lstm", list(models.MODEL_NAMES), "Model to train, by name.", flag_values=flag_values)
+    settings.define_flags(TrainConfig, flag_values, only=_MODEL_FLAGS)
     for name in hparam_names():
         defaults = {type(models.default_hparams(model)[name])
                     for model in models.MODEL_NAMES if name in models.default_hparams(model)}
@@ -150,34 +100,7 @@ def define_model_flags(flag_values=None) -> None:
 
 
 def define_train_flags(flag_values=None) -> None:
-    define_flag(flags.DEFINE_string, "run_dir", None, "Run directory (e.g. runs/video); re-running resumes it.", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "epochs", 40, "Training epochs.", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "batch_size", 32, "Global batch size (split across replicas).", flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "learning_rate", 1e-3, "Adam learning rate.", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "warmup_epochs", 0,
-            "Backbone models: train the head only (backbone frozen) for the first N epochs at --learning_rate, "
-            "then everything at --fine_tune_learning_rate. 0 turns the warm-up off.", flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "fine_tune_learning_rate", None,
-            "Adam learning rate after the warm-up (--warmup_epochs); unset means --learning_rate / 10.",
-            flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "input_size", 0,
-            "Resize frames to NxN on the accelerator, in front of the model (dfd.models.resize): the saved model "
-            "still takes the data's frames, so evaluate, predict and export need nothing else. 0: the data's "
-            "own frame size.", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "seed", 0, "Seed for weights, shuffling and augmentation.", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "patience", 5, "EarlyStopping patience in epochs on val_auc; 0 turns it off.", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "reduce_lr_patience", 0,
-            "ReduceLROnPlateau patience in epochs on val_loss; 0 turns it off.", flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "class_weight_threshold", 1.2,
-            "Weight classes when the train split's larger class outnumbers the smaller by this factor.", flag_values=flag_values)
-    define_flag(flags.DEFINE_enum, "precision", "auto", list(PRECISIONS),
-            "auto: mixed_float16 when a GPU is visible, float32 on CPU.", flag_values=flag_values)
-    define_flag(flags.DEFINE_boolean, "jit_compile", False, "Compile train steps with XLA.", flag_values=flag_values)
-    define_flag(flags.DEFINE_enum, "strategy", "auto", list(STRATEGIES),
-            "auto: mirrored with several GPUs, else one device. multi_worker reads TF_CONFIG.", flag_values=flag_values)
-    define_flag(flags.DEFINE_string, "profile_batch", "0",
-            "TensorBoard profiler batches, e.g. 10,20; 0 turns profiling off.", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "verbose", 1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.", flag_values=flag_values)
+    settings.define_flags(TrainConfig, flag_values, only=_TRAIN_FLAGS)
 
 
 def define_overwrite_flag(flag_values=None) -> None:
@@ -198,44 +121,67 @@ def define_all_flags(flag_values=None) -> None:
 class TrainConfig:
     """Everything dfd.train.train needs; built from flags or directly (tests, the tuner)."""
 
-    data: str
-    run_dir: str
-    model: str = "cnn_lstm"
-    extra_train_data: str | None = None   # DIR[,DIR...]; None (or ""): none
-    hparams: dict = dataclasses.field(default_factory=dict)
-    epochs: int = 40
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    warmup_epochs: int = 0
-    fine_tune_learning_rate: float | None = None   # None: learning_rate / 10
-    input_size: int = 0                            # 0: the data's frame size
-    seed: int = 0
-    cache: str = "none"
-    deterministic: bool = False
-    shuffle_buffer: int = 1024
-    frames_per_clip: int = 0
-    augment_flip: bool = True
-    augment_crop: float = 0.0
-    augment_color: float = 0.0
-    augment_brightness: float = 0.0
-    augment_contrast: float = 0.0
-    pseudo_fakes: str = "none"
-    pseudo_fake_fraction: float = 0.5
-    train_classes: str = "all"
-    augment_blur: float = 0.0
-    augment_noise: float = 0.0
-    augment_cutout: float = 0.0
-    augment_jpeg: str = "none"
-    data_service: str = ""
-    data_service_timeout_s: float = 600.0
-    patience: int = 5
-    reduce_lr_patience: int = 0
-    class_weight_threshold: float = 1.2
-    precision: str = "auto"
-    jit_compile: bool = False
-    strategy: str = "auto"
-    profile_batch: str = "0"
-    verbose: int = 1
+    data: str = setting(
+        help="TFRecord folder holding metadata.json and the shards (tools/make_tfrecords.py --output).")
+    run_dir: str = setting(help="Run directory (e.g. runs/video); re-running resumes it.")
+    model: str = setting("cnn_lstm", "Model to train, by name.", choices=models.MODEL_NAMES)
+    extra_train_data: str | None = setting(   # DIR[,DIR...]; None (or ""): none
+        None, "More TFRecord folders (DIR[,DIR...]) whose train split joins the training set of --data, e.g. real "
+        "face photos next to videos for --pseudo_fakes=sbi. Same frame size as --data; video or image "
+        "records for an image model (video ones read as --frames_per_clip frames), clips of --data's length "
+        "for a video model. Validation, evaluation and preprocessing stay those of --data.")
+    hparams: dict = dataclasses.field(default_factory=dict)   # flags generated from dfd.models (model_hparams)
+    epochs: int = setting(40, "Training epochs.")
+    batch_size: int = setting(32, "Global batch size (split across replicas).")
+    learning_rate: float = setting(1e-3, "Adam learning rate.")
+    warmup_epochs: int = setting(
+        0, "Backbone models: train the head only (backbone frozen) for the first N epochs at --learning_rate, "
+        "then everything at --fine_tune_learning_rate. 0 turns the warm-up off.")
+    fine_tune_learning_rate: float | None = setting(
+        None, "Adam learning rate after the warm-up (--warmup_epochs); unset means --learning_rate / 10.")
+    input_size: int = setting(
+        0, "Resize frames to NxN on the accelerator, in front of the model (dfd.models.resize): the saved model "
+        "still takes the data's frames, so evaluate, predict and export need nothing else. 0: the data's "
+        "own frame size.")
+    seed: int = setting(0, "Seed for weights, shuffling and augmentation.")
+    cache: str = setting("none", "none | memory | DIR: cache decoded examples (before augmentation) in RAM or in "
+                         "files under DIR.")
+    deterministic: bool = setting(
+        False, "Fixed data order and seeded augmentation while training (slower input pipeline).")
+    shuffle_buffer: int = setting(1024, "Records held for shuffling while training.")
+    frames_per_clip: int = setting(
+        0, "Image model on video data: K random frames of each clip per epoch (new ones every epoch), batched "
+        "as images (batch_size // K clips per batch; batch_size must be a multiple of K). 0: 1 for an "
+        "image model on video data; video models and image data take no frames_per_clip.")
+    # Training augmentation, --augment_<field> (dfd.training.config.Augment). All but --augment_jpeg run on
+    # the accelerator (dfd.models.augmentation), with one random transform per clip shared by its frames.
+    augment: Augment = settings.nested(Augment, prefix="augment_")
+    pseudo_fakes: str = setting(
+        "none", "sbi: turn real training clips into self-blended fakes on the fly (Shiohara & Yamasaki, "
+        "CVPR 2022), from the face keypoints stored at conversion (a centred ellipse without them).",
+        choices=PSEUDO_FAKE_METHODS)
+    pseudo_fake_fraction: float = setting(
+        0.5, "With --pseudo_fakes: the fraction of real training clips made into fakes, in (0, 1].")
+    train_classes: str = setting(
+        "all", "real: train on the train split's real clips only (with --pseudo_fakes=sbi, the SBI recipe); "
+        "validation still uses the whole val split.", choices=TRAIN_CLASSES)
+    data_service: str = setting(
+        "", "grpc://HOST:PORT of a tf.data service dispatcher (python -m dfd.data_service): its workers read, "
+        "decode and augment the training batches; validation stays local. Empty: all input here.")
+    data_service_timeout_s: float = setting(
+        600.0, "With --data_service: end the run with an error when one training step waits this long for its "
+        "batch (a dead service worker stalls an epoch for ever); re-running resumes.")
+    patience: int = setting(5, "EarlyStopping patience in epochs on val_auc; 0 turns it off.")
+    reduce_lr_patience: int = setting(0, "ReduceLROnPlateau patience in epochs on val_loss; 0 turns it off.")
+    class_weight_threshold: float = setting(
+        1.2, "Weight classes when the train split's larger class outnumbers the smaller by this factor.")
+    precision: str = setting("auto", "auto: mixed_float16 when a GPU is visible, float32 on CPU.",
+                             choices=PRECISIONS)
+    jit_compile: bool = setting(False, "Compile train steps with XLA.")
+    strategy: str = setting("auto", "auto: mirrored with several GPUs, else one device. multi_worker reads "
+                            "TF_CONFIG.", choices=STRATEGIES)
+    profile_batch: str = setting("0", "TensorBoard profiler batches, e.g. 10,20; 0 turns profiling off.")
+    verbose: int = setting(1, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch.")
 
     def __post_init__(self):
         if not self.data:
@@ -263,12 +209,7 @@ class TrainConfig:
         problems += _hparam_problems(self.hparams)
         if problems:
             raise ValueError("; ".join(problems))
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.train_classes not in TRAIN_CLASSES:
-            raise ValueError(f"train_classes must be one of {TRAIN_CLASSES}, got {self.train_classes!r}")
+        settings.check_choices(self)   # precision, strategy, train_classes, model, pseudo_fakes
         if self.data_service:
             from dfd.data_service import check_address   # TensorFlow-free
             check_address(self.data_service)
@@ -280,6 +221,13 @@ class TrainConfig:
         # Raise now, not after the data is opened: ranges of every augmentation flag.
         device_augment(self)
         host_augment(self)
+
+    def __getattr__(self, name):
+        """config.augment_crop and the other --augment_* names read config.augment (as they read before it)."""
+        flag = _AUGMENT_FLAGS.get(name)
+        if flag is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return settings.flag_value(self, flag)
 
     @property
     def extra_train_dirs(self) -> list[str]:
@@ -312,6 +260,27 @@ class TrainConfig:
         return self.learning_rate / 10
 
 
+# The --augment_* flags, by name: TrainConfig(augment_crop=0.2) and dataclasses.replace(config, augment_crop=0.2)
+# set config.augment.crop, as they set the flat field they were before Augment was nested (callers, tests, the
+# tuner's recipe).
+_AUGMENT_FLAGS = {flag.name: flag for flag in settings.settings_flags(TrainConfig) if flag.path[0] == "augment"}
+_dataclass_init = TrainConfig.__init__
+
+
+def _init(self, *args, **values):
+    flat = {name: values.pop(name) for name in list(values) if name in _AUGMENT_FLAGS}
+    if flat:
+        changes = {}
+        for name, value in flat.items():
+            flag = _AUGMENT_FLAGS[name]
+            changes[flag.path[-1]] = flag.setting.parse(value) if flag.setting.parse else value
+        values["augment"] = dataclasses.replace(values.get("augment") or Augment(), **changes)
+    _dataclass_init(self, *args, **values)
+
+
+TrainConfig.__init__ = _init
+
+
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
@@ -340,17 +309,16 @@ def device_augment(config: TrainConfig):
     --augment_brightness / --augment_contrast (the older flags) override their part when set.
     """
     from dfd.models.augmentation import DeviceAugment
-    color = config.augment_color
-    return DeviceAugment(flip=config.augment_flip, crop=config.augment_crop,
-                         brightness=config.augment_brightness or color, contrast=config.augment_contrast or color,
-                         saturation=color, hue=color / 4, blur=config.augment_blur, noise=config.augment_noise,
-                         cutout=config.augment_cutout)
+    augment = config.augment
+    color = augment.color
+    return DeviceAugment(flip=augment.flip, crop=augment.crop, brightness=augment.brightness or color,
+                         contrast=augment.contrast or color, saturation=color, hue=color / 4, blur=augment.blur,
+                         noise=augment.noise, cutout=augment.cutout)
 
 
-def host_augment(config: TrainConfig):
-    """The host-side augmentation of `config` (dfd.data.pipeline.Augment: JPEG re-compression)."""
-    from dfd.data import pipeline
-    return pipeline.Augment(jpeg_quality=pipeline.parse_jpeg_quality(config.augment_jpeg))
+def host_augment(config: TrainConfig) -> Augment:
+    """The augmentation the input pipeline applies (its JPEG re-compression; dfd.data.pipeline reads only that)."""
+    return config.augment
 
 
 def model_hparams(flag_values, model: str) -> dict:
@@ -366,31 +334,29 @@ def model_hparams(flag_values, model: str) -> dict:
 
 def config_from_flags(flag_values=None) -> TrainConfig:
     flag_values = flag_values or flags.FLAGS
-    fields = {field.name for field in dataclasses.fields(TrainConfig)} - {"hparams"}
-    values = {name: flag_values[name].value for name in fields}
-    return TrainConfig(hparams=model_hparams(flag_values, values["model"]), **values)
+    return settings.from_flags(TrainConfig, flag_values, hparams=model_hparams(flag_values, flag_values["model"].value))
 
 
-def flag_line(name: str, value) -> str:
-    if isinstance(value, bool):
-        return f"--{name}" if value else f"--no{name}"
-    if isinstance(value, (tuple, list)):
-        value = ",".join(str(v) for v in value)
-    return f"--{name}={value}"
+def flag_names() -> list[str]:
+    """The names of TrainConfig's flags (model hparams aside), --augment_* included."""
+    return [flag.name for flag in settings.settings_flags(TrainConfig)]
+
+
+def flag_defaults() -> dict:
+    """{flag name: default} of TrainConfig's flags that have a default other than None."""
+    return {flag.name: flag.default for flag in settings.settings_flags(TrainConfig)
+            if flag.field_default is not dataclasses.MISSING and flag.default is not None}
 
 
 def flagfile_text(config: TrainConfig) -> str:
     """The config in flagfile form: `python -m dfd.train --flagfile=FILE` re-runs the same training.
 
     Written from the resolved config rather than absl's FLAGS so train() called from Python (tests,
-    the tuner) leaves the same file; unset model hparams stay unset ("the model's default").
+    the tuner) leaves the same file; unset values (None: e.g. --fine_tune_learning_rate) and unset model
+    hparams stay unset (the flag's, or the model's, default).
     """
     lines = ["# Resolved flags of this run. Re-run (or resume) it with:",
-             "#   python -m dfd.train --flagfile=THIS_FILE"]
-    for field in dataclasses.fields(TrainConfig):
-        # None: unset, the flag's own default (e.g. --fine_tune_learning_rate).
-        if field.name != "hparams" and getattr(config, field.name) is not None:
-            lines.append(flag_line(field.name, getattr(config, field.name)))
+             "#   python -m dfd.train --flagfile=THIS_FILE", *settings.flag_lines(config)]
     for name in sorted(config.hparams):
         lines.append(flag_line(name, config.hparams[name]))
     return "\n".join(lines) + "\n"

@@ -114,6 +114,16 @@ def run_tool(args, env=None, **kwargs):
                             **kwargs)
 
 
+# The conversion of SMALL, slowed down 0.4 s after each shard through convert's on_shard hook, so it can be killed
+# mid-way: argv output, source.
+SLOW_CONVERSION = """
+import sys, time
+from dfd.convert import convert as convert_lib
+config = convert_lib.ConvertConfig(output=sys.argv[1], source=sys.argv[2], workers=1, **%r)
+convert_lib.convert(config, on_shard=lambda name: time.sleep(0.4))
+""" % SMALL
+
+
 def test_killed_run_resumes_to_the_same_shards(videos, tmp_path):
     args = [f"--source={videos}", "--frames=6", "--frame_size=16", "--shard_mb=0.012", "--workers=1",
             "--noprogress"]
@@ -121,7 +131,9 @@ def test_killed_run_resumes_to_the_same_shards(videos, tmp_path):
     convert_lib.convert(convert_lib.ConvertConfig(output=str(clean), source=str(videos), workers=1, **SMALL))
 
     killed = tmp_path / "killed"
-    process = run_tool(args + [f"--output={killed}"], env={convert_lib.SLOW_SHARD_ENV: "0.4"})
+    process = subprocess.Popen([sys.executable, "-c", SLOW_CONVERSION, str(killed), str(videos)],
+                               env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     progress = killed / ".progress.json"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -85,6 +85,7 @@ _KILL_SCRIPT = """
     import keras
     from dfd import train_flags
     from dfd.train import train
+    from dfd.training.config import Augment   # the repr of config.augment below
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -23,6 +23,7 @@ beam/local clips/s on the last line.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import re
@@ -35,23 +36,31 @@ from pathlib import Path
 
 from absl import flags
 
+from dfd import settings
+from dfd.convert.config import ENGINES
+from dfd.settings import setting
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    clips: int = setting(240, "Clips in the first set (the second has twice as many).")
+    source_frames: int = setting(90, "Frames per generated clip.")
+    source_height: int = setting(240, "Height of generated clips.")
+    source_width: int = setting(320, "Width of generated clips.")
+    frames: int = setting(16, "Frames sampled per clip.")
+    frame_size: int = setting(64, "Frame size of the records.")
+    workers: int = setting(0, "Decoding processes for (a) and (b); 0 = all cores.")
+    work_dir: str | None = setting(None, "Where to put generated data (default: a temporary folder, removed).")
+    engine: str = setting("local", "beam: compare make_tfrecords --engine=beam with --engine=local (see the module "
+                          "docstring) instead of the full benchmark.", choices=ENGINES)
+    beam_options: str = setting("--runner=DirectRunner --direct_num_workers=0 --direct_running_mode=multi_processing",
+                                "With --engine=beam: the Beam options (0 workers: one per core).")
+
+
 def define_flags() -> None:
-    flags.DEFINE_integer("clips", 240, "Clips in the first set (the second has twice as many).")
-    flags.DEFINE_integer("source_frames", 90, "Frames per generated clip.")
-    flags.DEFINE_integer("source_height", 240, "Height of generated clips.")
-    flags.DEFINE_integer("source_width", 320, "Width of generated clips.")
-    flags.DEFINE_integer("frames", 16, "Frames sampled per clip.")
-    flags.DEFINE_integer("frame_size", 64, "Frame size of the records.")
-    flags.DEFINE_integer("workers", 0, "Decoding processes for (a) and (b); 0 = all cores.")
-    flags.DEFINE_string("work_dir", None, "Where to put generated data (default: a temporary folder, removed).")
-    flags.DEFINE_enum("engine", "local", ["local", "beam"], "beam: compare make_tfrecords --engine=beam "
-                      "with --engine=local (see the module docstring) instead of the full benchmark.")
-    flags.DEFINE_string("beam_options", "--runner=DirectRunner --direct_num_workers=0 "
-                        "--direct_running_mode=multi_processing",
-                        "With --engine=beam: the Beam options (0 workers: one per core).")
+    settings.define_flags(Settings)
 
 
 def _generate(root: Path, clips: int, frames: int, height: int, width: int) -> tuple[Path, Path]:

@@ -14,6 +14,7 @@ Prints clips/s of both and b/a on the last line.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import socket
@@ -25,13 +26,21 @@ from pathlib import Path
 
 from absl import flags
 
+from dfd import settings
+from dfd.settings import setting
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    clips: int = setting(512, "Training clips (JPEG, 16 x 64 x 64).")
+    batch_size: int = setting(32, "Batch size.")
+    epochs: int = setting(3, "Epochs read per measurement (the first one warms up and is not timed).")
+
+
 def define_flags() -> None:
-    flags.DEFINE_integer("clips", 512, "Training clips (JPEG, 16 x 64 x 64).")
-    flags.DEFINE_integer("batch_size", 32, "Batch size.")
-    flags.DEFINE_integer("epochs", 3, "Epochs read per measurement (the first one warms up and is not timed).")
+    settings.define_flags(Settings)
 
 
 def _env() -> dict:

@@ -14,6 +14,7 @@ The first call (building MTCNN, tracing its graphs) is timed separately.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -23,18 +24,26 @@ import cv2
 import numpy as np
 from absl import flags
 
+from dfd import settings
+from dfd.settings import setting
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    num_frames: int = setting(16, "frames sampled per clip")
+    width: int = setting(1920, "video width")
+    height: int = setting(1080, "video height")
+    source_frames: int = setting(150, "frames in the generated video (5 s at 30 fps)")
+    face_detect_sizes: tuple = setting((320, 640), "detect sizes to time")
+    detect_every: tuple = setting((2, 4), "also time detection on every k-th frame")
+    repeats: int = setting(3, "timed repeats (median reported)")
+    video: str = setting("h264", "codec of the generated video", choices=("h264", "mp4v"))
+    size: int = setting(224, "crop size")
+
 
 def define_flags() -> flags.FlagValues:
     values = flags.FlagValues()
-    flags.DEFINE_integer("num_frames", 16, "frames sampled per clip", flag_values=values)
-    flags.DEFINE_integer("width", 1920, "video width", flag_values=values)
-    flags.DEFINE_integer("height", 1080, "video height", flag_values=values)
-    flags.DEFINE_integer("source_frames", 150, "frames in the generated video (5 s at 30 fps)", flag_values=values)
-    flags.DEFINE_list("face_detect_sizes", ["320", "640"], "detect sizes to time", flag_values=values)
-    flags.DEFINE_list("detect_every", ["2", "4"], "also time detection on every k-th frame", flag_values=values)
-    flags.DEFINE_integer("repeats", 3, "timed repeats (median reported)", flag_values=values)
-    flags.DEFINE_enum("video", "h264", ["h264", "mp4v"], "codec of the generated video", flag_values=values)
-    flags.DEFINE_integer("size", 224, "crop size", flag_values=values)
+    settings.define_flags(Settings, values)
     return values
 
 

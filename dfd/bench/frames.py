@@ -15,6 +15,7 @@ The last line is the slowest configuration's frames decoded/s.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import statistics
@@ -24,16 +25,21 @@ from pathlib import Path
 
 from absl import flags
 
+from dfd import settings
+from dfd.settings import setting
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    num_clips: int = setting(192, "Clips per configuration (half real, half fake).")
+    shapes: tuple = setting(("16x64", "32x128", "32x224"), "FRAMESxSIZE clip shapes to measure.")
+    batch_size: int = setting(32, "Batch size (clips; images with frames_per_clip).")
+    passes: int = setting(3, "Timed passes per reader (after one warm-up pass); the median is kept.")
+    workdir: str | None = setting(None, "Where to write the data (default: a temporary folder, removed).")
+
 
 def define_flags(flag_values) -> None:
-    flags.DEFINE_integer("num_clips", 192, "Clips per configuration (half real, half fake).", flag_values=flag_values)
-    flags.DEFINE_list("shapes", ["16x64", "32x128", "32x224"], "FRAMESxSIZE clip shapes to measure.",
-                      flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 32, "Batch size (clips; images with frames_per_clip).", flag_values=flag_values)
-    flags.DEFINE_integer("passes", 3, "Timed passes per reader (after one warm-up pass); the median is kept.",
-                         flag_values=flag_values)
-    flags.DEFINE_string("workdir", None, "Where to write the data (default: a temporary folder, removed).",
-                        flag_values=flag_values)
+    settings.define_flags(Settings, flag_values)
 
 
 def _speed(dataset, steps: int, passes: int) -> float:

@@ -6,6 +6,7 @@ P2 ratio is measured against. Last line: the jit_compile speedup of the seed CNN
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -14,15 +15,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
+from dfd import settings  # noqa: E402
+from dfd.settings import setting  # noqa: E402
+from dfd.training.config import PRECISIONS  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    model: str = setting("cnn_lstm", "Model name (dfd.models.MODEL_NAMES).")
+    input_shape: tuple = setting((16, 64, 64, 3), "Input shape without the batch axis.")
+    batch_size: int = setting(32, "Clips or images per step.")
+    steps: int = setting(10, "Timed steps (after warm-up).")
+    precision: str = setting("auto", "auto: mixed_float16 with a GPU, float32 on CPU.", choices=PRECISIONS)
+
 
 def define_flags(flag_values=flags.FLAGS) -> None:
-    flags.DEFINE_string("model", "cnn_lstm", "Model name (dfd.models.MODEL_NAMES).", flag_values=flag_values)
-    flags.DEFINE_list("input_shape", ["16", "64", "64", "3"], "Input shape without the batch axis.",
-                      flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 32, "Clips or images per step.", flag_values=flag_values)
-    flags.DEFINE_integer("steps", 10, "Timed steps (after warm-up).", flag_values=flag_values)
-    flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
-                      "auto: mixed_float16 with a GPU, float32 on CPU.", flag_values=flag_values)
+    settings.define_flags(Settings, flag_values)
 
 
 def time_train_step(name, input_shape, batch_size, steps, jit_compile) -> float:

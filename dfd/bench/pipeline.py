@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import dataclasses
 import itertools
 import mmap
 import os
@@ -34,26 +35,27 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
+from dfd import settings
+from dfd.data.schema import ENCODINGS
+from dfd.settings import setting
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    num_clips: int = setting(768, "Clips written for the benchmark (half real, half fake).")
+    num_frames: int = setting(16, "Frames per clip (the seed's video model).")
+    size: int = setting(64, "Frame size (the seed's 64x64).")
+    encoding: str = setting("raw", "Record encoding.", choices=ENCODINGS)
+    shards: int = setting(8, "Shards for the clips.")
+    batch_size: int = setting(32, "Batch size (the seed's).")
+    passes: int = setting(4, "Timed passes per reader and round (after one warm-up pass; 2 rounds).")
+    jpeg_quality: str = setting("30,95", "Quality range of the JPEG re-compression reader.")
+    workdir: str | None = setting(None, "Where to write the data (default: a temporary folder, removed).")
+
 
 def define_flags(flag_values) -> None:
-    flags.DEFINE_integer("num_clips", 768, "Clips written for the benchmark (half real, half fake).",
-                         flag_values=flag_values)
-    flags.DEFINE_integer("num_frames", 16, "Frames per clip (the seed's video model).", flag_values=flag_values)
-    flags.DEFINE_integer("size", 64, "Frame size (the seed's 64x64).", flag_values=flag_values)
-    flags.DEFINE_enum("encoding", "raw", ["raw", "jpeg"], "Record encoding.", flag_values=flag_values)
-    flags.DEFINE_integer("shards", 8, "Shards for the clips.", flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 32, "Batch size (the seed's).", flag_values=flag_values)
-    flags.DEFINE_integer("passes", 4, "Timed passes per reader and round (after one warm-up pass; 2 rounds).",
-                         flag_values=flag_values)
-    flags.DEFINE_string("jpeg_quality", "30,95", "Quality range of the JPEG re-compression reader.",
-                        flag_values=flag_values)
-    flags.DEFINE_string("workdir", None, "Where to write the data (default: a temporary folder, removed).",
-                        flag_values=flag_values)
+    settings.define_flags(Settings, flag_values)
 
-
-# --------------------------------------------------------------------------
-# The seed's reader, kept as the seed wrote it (Sequence → keras.utils.PyDataset in Keras 3)
-# --------------------------------------------------------------------------
 
 def seed_video_generator(data_dir: str, subset: str, batch_size: int):
     import keras

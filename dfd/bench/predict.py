@@ -10,23 +10,32 @@ Prints a table and a/b on the last line.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
 
 from absl import flags
 
+from dfd import settings
+from dfd.settings import setting
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    files: int = setting(32, "Generated clips to score.")
+    source_frames: int = setting(48, "Frames per generated clip.")
+    source_height: int = setting(120, "Height of generated clips.")
+    source_width: int = setting(160, "Width of generated clips.")
+    frames: int = setting(16, "Frames per record (the model's clip length).")
+    frame_size: int = setting(64, "Frame size of the records.")
+    model: str = setting("cnn_lstm", "Model (untrained) to score with.", choices=("cnn_lstm", "image_cnn"))
+    batch_size: int = setting(32, "Batch size of (a).")
+    repeats: int = setting(2, "Timed runs of each path; the best counts.")
+
 
 def define_flags() -> None:
-    flags.DEFINE_integer("files", 32, "Generated clips to score.")
-    flags.DEFINE_integer("source_frames", 48, "Frames per generated clip.")
-    flags.DEFINE_integer("source_height", 120, "Height of generated clips.")
-    flags.DEFINE_integer("source_width", 160, "Width of generated clips.")
-    flags.DEFINE_integer("frames", 16, "Frames per record (the model's clip length).")
-    flags.DEFINE_integer("frame_size", 64, "Frame size of the records.")
-    flags.DEFINE_enum("model", "cnn_lstm", ["cnn_lstm", "image_cnn"], "Model (untrained) to score with.")
-    flags.DEFINE_integer("batch_size", 32, "Batch size of (a).")
-    flags.DEFINE_integer("repeats", 2, "Timed runs of each path; the best counts.")
+    settings.define_flags(Settings)
 
 
 def main(argv) -> None:

@@ -9,6 +9,7 @@ affected by other jobs on a shared machine). The last line is the extra CPU per 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -16,14 +17,21 @@ from pathlib import Path
 
 from absl import flags
 
+from dfd import settings
+from dfd.settings import setting
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    num_clips: int = setting(256, "Real clips written for the benchmark.")
+    num_frames: int = setting(16, "Frames per clip (the seed's video model).")
+    size: int = setting(64, "Frame size (the seed's 64x64).")
+    batch_size: int = setting(32, "Batch size (the seed's).")
+    passes: int = setting(3, "Timed passes per reader and round (after one warm-up pass; 2 rounds).")
+
 
 def define_flags(flag_values) -> None:
-    flags.DEFINE_integer("num_clips", 256, "Real clips written for the benchmark.", flag_values=flag_values)
-    flags.DEFINE_integer("num_frames", 16, "Frames per clip (the seed's video model).", flag_values=flag_values)
-    flags.DEFINE_integer("size", 64, "Frame size (the seed's 64x64).", flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 32, "Batch size (the seed's).", flag_values=flag_values)
-    flags.DEFINE_integer("passes", 3, "Timed passes per reader and round (after one warm-up pass; 2 rounds).",
-                         flag_values=flag_values)
+    settings.define_flags(Settings, flag_values)
 
 
 def main(argv) -> None:

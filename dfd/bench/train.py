@@ -10,6 +10,7 @@ augmentation layer (dfd.models.augmentation) with the default flip, and with eve
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import statistics
@@ -20,18 +21,26 @@ from pathlib import Path
 import numpy as np
 from absl import flags
 
+from dfd import settings
+from dfd.data.schema import ENCODINGS
+from dfd.settings import setting
+from dfd.training.config import PRECISIONS
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    num_clips: int = setting(256, "Clips written for the benchmark.")
+    num_frames: int = setting(16, "Frames per clip (the seed's video model).")
+    size: int = setting(64, "Frame size (the seed's 64x64).")
+    encoding: str = setting("raw", "Record encoding.", choices=ENCODINGS)
+    batch_size: int = setting(32, "Batch size (the seed's).")
+    epochs: int = setting(3, "Timed epochs per feed (after one warm-up epoch).")
+    precision: str = setting("auto", "auto: mixed_float16 on a GPU, float32 on CPU.", choices=PRECISIONS)
+    workdir: str | None = setting(None, "Where to write the data (default: a temporary folder, removed).")
+
 
 def define_flags(flag_values) -> None:
-    flags.DEFINE_integer("num_clips", 256, "Clips written for the benchmark.", flag_values=flag_values)
-    flags.DEFINE_integer("num_frames", 16, "Frames per clip (the seed's video model).", flag_values=flag_values)
-    flags.DEFINE_integer("size", 64, "Frame size (the seed's 64x64).", flag_values=flag_values)
-    flags.DEFINE_enum("encoding", "raw", ["raw", "jpeg"], "Record encoding.", flag_values=flag_values)
-    flags.DEFINE_integer("batch_size", 32, "Batch size (the seed's).", flag_values=flag_values)
-    flags.DEFINE_integer("epochs", 3, "Timed epochs per feed (after one warm-up epoch).", flag_values=flag_values)
-    flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
-                      "auto: mixed_float16 on a GPU, float32 on CPU.", flag_values=flag_values)
-    flags.DEFINE_string("workdir", None, "Where to write the data (default: a temporary folder, removed).",
-                        flag_values=flag_values)
+    settings.define_flags(Settings, flag_values)
 
 
 def _augmentations():

@@ -27,6 +27,7 @@ from typing import Callable
 import dfd
 from dfd import locks
 from dfd.convert import pool, records, sources, splits, worker, writer
+from dfd.convert.config import ConvertConfig
 from dfd.convert.records import RecordContent, SkippedFile
 from dfd.data import metadata as metadata_lib
 from dfd.data import schema
@@ -38,40 +39,6 @@ from dfd.data.preprocessing import PreprocessSpec
 DEFAULT_ENCODING = {"video": "raw", "image": "jpeg"}
 CHUNK_SIZE = 4
 MAX_CHUNKS_PER_WORKER = 4
-# Test hook: seconds to sleep after each finished shard, so a test can kill a run mid-way.
-SLOW_SHARD_ENV = "DFD_CONVERT_SLOW_SHARD_S"
-
-
-@dataclasses.dataclass
-class ConvertConfig:
-    output: str
-    source: str | None = None
-    manifest: str | None = None
-    source_type: str = "auto"
-    ffpp_splits: str | None = None
-    ffpp_compression: str = "auto"      # c0/c23/c40/all; auto: the only level present
-    kind: str | None = None             # None: from the files
-    num_frames: int = 16
-    frame_size: int = 64
-    image_size: int = 256
-    encoding: str | None = None         # None: DEFAULT_ENCODING[kind]
-    jpeg_quality: int = 95
-    sampling: str = "uniform"
-    short_clips: str = "pad"
-    face_crop: str = "none"             # "none" or "mtcnn" (dfd.data.faces)
-    face_margin: float = 1.3
-    face_detect_size: int = 320
-    max_no_face_fraction: float = 0.5
-    workers: int = 0                    # 0: all cores; 1: in this process
-    shard_mb: float = 128.0
-    seed: int = 0
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    max_skip_fraction: float = 0.1
-    overwrite: bool = False
-    progress: bool = True
-    engine: str = "local"               # "local" (dfd.convert.pool) or "beam" (dfd.convert.beam_engine)
-    beam_options: str = ""              # with engine="beam": Beam pipeline options, e.g. "--runner=DirectRunner"
 
 
 @dataclasses.dataclass
@@ -264,10 +231,13 @@ def _disk_full(error: Exception) -> bool:
     return isinstance(error, tf.errors.ResourceExhaustedError) or "No space left" in str(error)
 
 
-def convert(config: ConvertConfig, on_send: Callable[[int, int, str], None] | None = None) -> ConvertSummary:
+def convert(config: ConvertConfig, on_send: Callable[[int, int, str], None] | None = None,
+            on_shard: Callable[[str], None] | None = None) -> ConvertSummary:
     """Converts a dataset; raises ValueError for bad options, a full disk or too many skipped files.
 
     on_send: passed to dfd.convert.pool (called as each file goes to a worker process); tests use it.
+    on_shard: called with a shard's name once it is complete and recorded (--engine=local); a test
+    slows the run down with it, to kill it mid-way.
     """
     start = time.monotonic()
     output = Path(config.output)
@@ -300,7 +270,7 @@ def convert(config: ConvertConfig, on_send: Callable[[int, int, str], None] | No
                 todo = beam_engine.adopt_finished_shards(output, todo, progress)
                 processed = beam_engine.write_shards(output, items, spec, todo, progress, config)
             elif config.engine == "local":
-                processed = _write_shards(output, items, spec, todo, progress, config, on_send).done
+                processed = _write_shards(output, items, spec, todo, progress, config, on_send, on_shard).done
             else:
                 raise ValueError(f"--engine must be local or beam, got {config.engine!r}")
             total = len(items) + len(findings.skipped)
@@ -367,11 +337,10 @@ def skipped_row(item: sources.Item, skipped: SkippedFile) -> list[str]:
 
 
 def _write_shards(output: Path, items, spec, todo, progress: writer.Progress, config: ConvertConfig,
-                  on_send) -> _ProgressLine:
+                  on_send, on_shard=None) -> _ProgressLine:
     workers = config.workers or os.cpu_count() or 1
     bar = _ProgressLine(sum(len(p.positions) for p in todo), config.progress)
     stream = _stream(items, [p for plan in todo for p in plan.positions], spec, workers, on_send)
-    slow = float(os.environ.get(SLOW_SHARD_ENV, "0") or 0)
     try:
         for plan in todo:
             shard = writer.ShardWriter(output, plan.name)
@@ -396,8 +365,8 @@ def _write_shards(output: Path, items, spec, todo, progress: writer.Progress, co
             size = shard.close()
             progress.record(plan.name, {"split": plan.split, "count": shard.count, "bytes": size,
                                         "class_counts": class_counts, "skipped": skipped})
-            if slow:
-                time.sleep(slow)
+            if on_shard is not None:
+                on_shard(plan.name)
     finally:
         stream.close()
         bar.finish()

@@ -27,7 +27,6 @@ before the shuffle then. Evaluation reads the same interleave in a fixed order, 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 from typing import Sequence
@@ -37,9 +36,9 @@ import tensorflow as tf
 from dfd.data import pseudo_fakes as pseudo_fakes_lib
 from dfd.data import schema
 from dfd.data.metadata import DatasetMetadata
+from dfd.training.config import NO_AUGMENT, TRAIN_CLASSES, Augment, parse_jpeg_quality  # noqa: F401  (users' imports)
 
 AUTOTUNE = tf.data.AUTOTUNE
-TRAIN_CLASSES = ("all", "real")
 
 # Serialized records held for shuffling. Raw 16x64x64 clips are ~200 KB, so 1024 of them are
 # ~200 MB of host memory: enough mixing across the interleaved shards without hoarding RAM.
@@ -51,47 +50,6 @@ MAX_PARALLEL_SHARDS = 16
 
 def parallel_shards(num_files: int) -> int:
     return max(1, min(num_files, MAX_PARALLEL_SHARDS, max(2, os.cpu_count() or 2)))
-
-
-@dataclasses.dataclass(frozen=True)
-class Augment:
-    """Training augmentation that runs on the host, drawn once per clip (every frame of it alike).
-
-    jpeg_quality: (low, high): re-compress every frame as JPEG at a quality drawn from [low, high]
-    per clip (None: off). Compression artefacts are what a detector sees in the wild, and JPEG
-    encoding has no accelerator kernel. It costs host CPU (an encode and a decode per frame: see
-    README for the measured clips/s), so it runs after frame sampling, on the K frames kept.
-    Everything else (flip, crop, colour, blur, noise, cutout) runs on the accelerator, inside the
-    model: dfd.models.augmentation.
-    """
-
-    jpeg_quality: tuple[int, int] | None = None
-
-    def __post_init__(self):
-        if self.jpeg_quality is not None:
-            low, high = self.jpeg_quality
-            if not 1 <= low <= high <= 100:
-                raise ValueError(f"JPEG quality range must satisfy 1 <= LOW <= HIGH <= 100, got {low},{high}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.jpeg_quality is not None
-
-
-NO_AUGMENT = Augment()
-
-
-def parse_jpeg_quality(value: str) -> tuple[int, int] | None:
-    """--augment_jpeg: "" or "none" → None; "LOW,HIGH" (e.g. "30,95") → (30, 95)."""
-    value = (value or "").strip().lower()
-    if value in ("", "none", "0"):
-        return None
-    try:
-        low, high = (int(part) for part in value.split(","))
-    except ValueError:
-        raise ValueError(f"--augment_jpeg takes a quality range LOW,HIGH such as 30,95 (or none), got {value!r}") from None
-    Augment(jpeg_quality=(low, high))   # checks the range
-    return low, high
 
 
 def recompress_jpeg(clips: tf.Tensor, quality_range: tuple[int, int], seed: int | None = None) -> tf.Tensor:

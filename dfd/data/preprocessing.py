@@ -11,8 +11,10 @@ import dataclasses
 import json
 from pathlib import Path
 
+from dfd import settings
 from dfd.atomic_files import write_json
 from dfd.data.schema import ENCODINGS, RecordShape
+from dfd.settings import setting
 
 KINDS = ("image", "video")
 SAMPLINGS = ("uniform", "contiguous")
@@ -22,24 +24,35 @@ FACE_CROPS = ("none", "mtcnn")
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessSpec:
-    kind: str                      # "image" or "video"
-    num_frames: int                # frames per record; 1 for images
-    size: int                      # frames are resized to size x size
-    encoding: str = "raw"          # "raw" or "jpeg" (see dfd.data.schema)
-    jpeg_quality: int = 95
-    sampling: str = "uniform"      # video: evenly spaced, or one contiguous run
-    short_clips: str = "pad"       # video shorter than num_frames: pad with last frame, or skip
-    face_crop: str = "none"        # "none" or "mtcnn"
-    face_margin: float = 1.3       # square crop side = margin * larger box side
-    face_detect_size: int = 320    # longest side of the copy faces are detected on
-    max_no_face_fraction: float = 0.5
+    """Its settings' help and choices are make_tfrecords' flags (dfd.convert.config.ConvertConfig takes them)."""
+
+    kind: str = setting(help="Force the dataset kind; default: from file extensions.", choices=KINDS)
+    num_frames: int = setting(help="Frames per record; 1 for images.")
+    size: int = setting(help="Frames are resized to size x size.")
+    encoding: str = setting(
+        "raw", "Frame storage. Default (measured, BENCHMARKS.md 'Conversion'): raw for video (16x64x64 "
+        "clips read 5.6x faster through tf.data than as JPEGs, for 5.2x the bytes) and jpeg for "
+        "images (a source JPEG of the target size is kept byte-for-byte, with the artifacts a "
+        "detector learns from).", choices=ENCODINGS)
+    jpeg_quality: int = setting(95, "JPEG quality (1-100) when frames are re-encoded.")
+    sampling: str = setting("uniform", "Video: uniform = evenly spaced across the clip; contiguous = consecutive "
+                            "frames from its middle.", choices=SAMPLINGS)
+    short_clips: str = setting("pad", "Video shorter than --frames: pad by repeating its last frame, or skip it.",
+                               choices=SHORT_CLIPS)
+    face_crop: str = setting(
+        "none", "none: keep the whole frame (many public sets are already face crops); mtcnn: detect faces "
+        "(MTCNN, CPU), follow the main face through the clip and store square crops of it, with the "
+        "boxes and detection confidences in each record.", choices=FACE_CROPS)
+    face_margin: float = setting(1.3, "Face crop: square side = face_margin x the larger side of the face box.")
+    face_detect_size: int = setting(
+        320, "Face crop: detect on a copy with this longest side (320 finds faces down to about 6 percent of it; "
+        "640 costs about 4x, BENCHMARKS.md 'Face cropping').")
+    max_no_face_fraction: float = setting(
+        0.5, "Face crop: skip a file (reason 'no face' in skipped.csv) when more than this fraction of its "
+        "frames has no face; the others take interpolated boxes.")
 
     def __post_init__(self):
-        _check_choice("kind", self.kind, KINDS)
-        _check_choice("encoding", self.encoding, ENCODINGS)
-        _check_choice("sampling", self.sampling, SAMPLINGS)
-        _check_choice("short_clips", self.short_clips, SHORT_CLIPS)
-        _check_choice("face_crop", self.face_crop, FACE_CROPS)
+        settings.check_choices(self)   # kind, encoding, sampling, short_clips, face_crop
         if self.kind == "image" and self.num_frames != 1:
             raise ValueError(f"an image spec has num_frames=1, got {self.num_frames}")
         if self.num_frames < 1 or self.size < 8:
@@ -85,7 +98,3 @@ class PreprocessSpec:
             raise ValueError(f"{path} is not a valid preprocessing spec ({type(error).__name__}: {error}); "
                              "restore it from the training data's metadata.json (its \"preprocessing\" entry)") from None
 
-
-def _check_choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")

@@ -19,8 +19,8 @@ import dataclasses
 
 from absl import flags
 
-from dfd import train_flags
-from dfd.train_flags import define_flag
+from dfd import settings, train_flags
+from dfd.settings import setting
 from dfd.tuning import search_space
 
 TUNERS = ("hyperband", "bayesian", "random")
@@ -29,71 +29,50 @@ OBJECTIVES = ("val_auc", "val_loss")
 
 def define_tune_flags(flag_values=None) -> None:
     train_flags.define_all_flags(flag_values)
-    define_flag(flags.DEFINE_enum, "tuner", "hyperband", list(TUNERS),
-            "Search algorithm: hyperband (successive halving: many short trials, the best trained longer), "
-            "bayesian (Gaussian-process guided) or random.", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "max_trials", 20,
-            "Most trials (model configurations) in the search; raise it and re-run to extend a search. "
-            "For hyperband a cap on its own schedule; 0 = no cap (hyperband only).", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "max_epochs", 10,
-            "Most epochs one trial trains (hyperband: the epochs of its longest trials).", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "hyperband_factor", 3,
-            "Hyperband's reduction factor: each round keeps 1/factor of the trials and trains them factor "
-            "times longer.", flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "executions_per_trial", 1,
-            "Trainings from fresh weights per trial, averaged: >1 tells luck from architecture.",
-            flag_values=flag_values)
-    define_flag(flags.DEFINE_enum, "objective", "val_auc", list(OBJECTIVES),
-            "Trial score at its best epoch: val_auc (maximized) or val_loss (minimized).", flag_values=flag_values)
-    define_flag(flags.DEFINE_float, "max_gap", None,
-            "Reject trials whose train-validation AUC gap (train AUC - val AUC at the best epoch) exceeds this, "
-            "e.g. 0.05: they score the objective's worst value and never become best.flags. Unset: no limit.",
-            flag_values=flag_values)
-    define_flag(flags.DEFINE_integer, "trial_patience", 3,
-            "EarlyStopping patience (epochs without a better objective) inside each trial; 0 turns it off.",
-            flag_values=flag_values)
-    define_flag(flags.DEFINE_list, "search_models", [],
-            "Search the model too, among these (e.g. image_cnn,efficientnet_b0,xception), each with its own "
-            "space; all of --model's kind (image models for frame-level training on video data). Empty: "
-            "--model only.", flag_values=flag_values)
-    define_flag(flags.DEFINE_list, "search_input_sizes", [],
-            "Search the frame size the model sees (--input_size, resized on the accelerator), among these "
-            "sizes in pixels, at most the data's (e.g. 64,96,128). Empty: --input_size only.",
-            flag_values=flag_values)
-    define_flag(flags.DEFINE_list, "search_augment_strengths", [str(value) for value in search_space.AUGMENT_STRENGTHS],
-            "When the training flags turn on --augment_crop/color/brightness/contrast/blur/noise/cutout (their "
-            "values are strength 1): search one factor scaling them all, among these. Empty: as given.",
-            flag_values=flag_values)
-    define_flag(flags.DEFINE_list, "search_pseudo_fake_fractions",
-            [str(value) for value in search_space.PSEUDO_FAKE_FRACTIONS],
-            "With --pseudo_fakes: search --pseudo_fake_fraction among these. Empty: as given.",
-            flag_values=flag_values)
-    define_flag(flags.DEFINE_boolean, "overwrite", False,
-            "Start over: delete the run dir's tuner/, tb/, best.flags and best/ first. Without it, re-running "
-            "the same command resumes the search.", flag_values=flag_values)
-    define_flag(flags.DEFINE_boolean, "retrain_best", False,
-            "After the search, train the best trial at full length (--epochs, --patience) into <run_dir>/best.",
-            flag_values=flag_values)
+    settings.define_flags(TuneOptions, flag_values)
 
 
 @dataclasses.dataclass(frozen=True)
 class TuneOptions:
     """The search settings; the training settings stay in a TrainConfig."""
 
-    tuner: str = "hyperband"
-    max_trials: int = 20
-    max_epochs: int = 10
-    hyperband_factor: int = 3
-    executions_per_trial: int = 1
-    objective: str = "val_auc"
-    max_gap: float | None = None
-    trial_patience: int = 3
-    search_models: tuple = ()
-    search_input_sizes: tuple = ()
-    search_augment_strengths: tuple = search_space.AUGMENT_STRENGTHS
-    search_pseudo_fake_fractions: tuple = search_space.PSEUDO_FAKE_FRACTIONS
-    overwrite: bool = False
-    retrain_best: bool = False
+    tuner: str = setting("hyperband", "Search algorithm: hyperband (successive halving: many short trials, the best "
+                         "trained longer), bayesian (Gaussian-process guided) or random.", choices=TUNERS)
+    max_trials: int = setting(
+        20, "Most trials (model configurations) in the search; raise it and re-run to extend a search. "
+        "For hyperband a cap on its own schedule; 0 = no cap (hyperband only).")
+    max_epochs: int = setting(10, "Most epochs one trial trains (hyperband: the epochs of its longest trials).")
+    hyperband_factor: int = setting(
+        3, "Hyperband's reduction factor: each round keeps 1/factor of the trials and trains them factor "
+        "times longer.")
+    executions_per_trial: int = setting(
+        1, "Trainings from fresh weights per trial, averaged: >1 tells luck from architecture.")
+    objective: str = setting("val_auc", "Trial score at its best epoch: val_auc (maximized) or val_loss (minimized).",
+                             choices=OBJECTIVES)
+    max_gap: float | None = setting(
+        None, "Reject trials whose train-validation AUC gap (train AUC - val AUC at the best epoch) exceeds this, "
+        "e.g. 0.05: they score the objective's worst value and never become best.flags. Unset: no limit.")
+    trial_patience: int = setting(
+        3, "EarlyStopping patience (epochs without a better objective) inside each trial; 0 turns it off.")
+    search_models: tuple = setting(
+        (), "Search the model too, among these (e.g. image_cnn,efficientnet_b0,xception), each with its own "
+        "space; all of --model's kind (image models for frame-level training on video data). Empty: "
+        "--model only.")
+    search_input_sizes: tuple = setting(
+        (), "Search the frame size the model sees (--input_size, resized on the accelerator), among these "
+        "sizes in pixels, at most the data's (e.g. 64,96,128). Empty: --input_size only.")
+    search_augment_strengths: tuple = setting(
+        search_space.AUGMENT_STRENGTHS, "When the training flags turn on --augment_crop/color/brightness/contrast/"
+        "blur/noise/cutout (their values are strength 1): search one factor scaling them all, among these. "
+        "Empty: as given.")
+    search_pseudo_fake_fractions: tuple = setting(
+        search_space.PSEUDO_FAKE_FRACTIONS, "With --pseudo_fakes: search --pseudo_fake_fraction among these. "
+        "Empty: as given.")
+    overwrite: bool = setting(
+        False, "Start over: delete the run dir's tuner/, tb/, best.flags and best/ first. Without it, re-running "
+        "the same command resumes the search.")
+    retrain_best: bool = setting(
+        False, "After the search, train the best trial at full length (--epochs, --patience) into <run_dir>/best.")
 
     def __post_init__(self):
         for name, kind in (("search_models", str), ("search_input_sizes", int), ("search_augment_strengths", float),
@@ -103,10 +82,7 @@ class TuneOptions:
             except ValueError:
                 raise ValueError(f"--{name} must be a comma-separated list of {kind.__name__} values, "
                                  f"got {getattr(self, name)!r}") from None
-        if self.tuner not in TUNERS:
-            raise ValueError(f"tuner must be one of {TUNERS}, got {self.tuner!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        settings.check_choices(self)   # tuner, objective
         if self.max_trials < 0 or (self.max_trials == 0 and self.tuner != "hyperband"):
             raise ValueError(f"--max_trials must be >= 1 for the {self.tuner} tuner (0, no cap, only suits "
                              f"hyperband, whose schedule ends by itself), got {self.max_trials}")
@@ -120,15 +96,9 @@ class TuneOptions:
 
 
 def options_from_flags(flag_values=None) -> TuneOptions:
-    flag_values = flag_values or flags.FLAGS
-    return TuneOptions(**{field.name: flag_values[field.name].value for field in dataclasses.fields(TuneOptions)})
+    return settings.from_flags(TuneOptions, flag_values or flags.FLAGS)
 
 
 def flag_lines(options: TuneOptions) -> list[str]:
     """The options as flagfile lines (unset --max_gap left out)."""
-    lines = []
-    for field in dataclasses.fields(TuneOptions):
-        value = getattr(options, field.name)
-        if value is not None:
-            lines.append(train_flags.flag_line(field.name, value))
-    return lines
+    return settings.flag_lines(options)
