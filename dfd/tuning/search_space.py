@@ -74,9 +74,6 @@ PSEUDO_FAKE_FRACTIONS = (0.25, 0.5, 0.75)
 SCALED_AUGMENTS = {"augment_crop": 0.999, "augment_color": 0.999, "augment_brightness": 0.999,
                    "augment_contrast": 0.999, "augment_blur": 10.0, "augment_noise": 0.999,
                    "augment_cutout": 0.999}
-# Keras clips probabilities to [1e-7, 1 - 1e-7] in its cross-entropies, so no model's mean
-# validation loss exceeds -ln(1e-7) = 16.12: the objective's worst value (see tuning.tuners).
-WORST_LOSS = 16.118095650958317
 
 
 def _conv_output_size(size: int, kernel_sizes) -> int:
