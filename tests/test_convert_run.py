@@ -16,9 +16,9 @@ import tensorflow as tf
 
 from dfd.convert import convert as convert_lib
 from dfd.convert import verify
-from dfd.convert.synthetic import moving_clip, write_video_folder
 from dfd.data import schema
 from dfd.data.metadata import DatasetMetadata
+from dfd.testing.synthetic import moving_clip, write_video_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = [sys.executable, str(ROOT / "tools" / "make_tfrecords.py")]

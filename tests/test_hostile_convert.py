@@ -24,13 +24,13 @@ import tensorflow as tf
 from dfd import locks, models
 from dfd.convert import convert as convert_lib
 from dfd.convert import sources, verify, writer
-from dfd.convert.synthetic import moving_clip, write_mp4, write_video_folder
 from dfd.data import integrity, pipeline, schema
 from dfd.data.metadata import DatasetMetadata
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.evaluation import evaluate, loading, predict
 from dfd.run_layout import RunLayout
 from dfd.testing.fake_shards import write_fake_dataset
+from dfd.testing.synthetic import moving_clip, write_mp4, write_video_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 # 4 x 16 x 16 x 3 = 3 kB raw records: 0.012 MiB shards hold 4 of them.

@@ -30,8 +30,9 @@ def main(argv) -> None:
     import numpy as np
     import tensorflow as tf
 
-    from dfd.data import faces, pseudo_fakes
+    from dfd.data import pseudo_fakes
     from dfd.data.preprocessing import PreprocessSpec
+    from dfd.preprocess import faces
     from dfd.testing.face_frames import face_frame, noise_background
 
     frame, _ = face_frame(noise_background(np.random.default_rng(0), 480, 360), (240, 170), 150)

@@ -43,9 +43,10 @@ from pathlib import Path
 import apache_beam as beam   # optional (dfd[beam]): dfd.convert.convert imports this module only for --engine=beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from dfd.convert import records, verify, writer
-from dfd.convert.records import SkippedFile
+from dfd.convert import verify, writer
 from dfd.data import schema
+from dfd.preprocess import records
+from dfd.preprocess.records import SkippedFile
 
 DONE_SUFFIX = ".done.json"
 

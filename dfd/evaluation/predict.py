@@ -26,11 +26,11 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
-from dfd.convert import media, records
 from dfd.data import schema
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.evaluation import metrics
 from dfd.evaluation.loading import LoadedModel
+from dfd.preprocess import media, records
 
 PROGRESS_ABOVE = 5   # files; fewer finish before progress lines would help
 
