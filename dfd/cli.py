@@ -6,9 +6,13 @@
         define_flags()
         cli.run(main, "dfd.evaluate")
 
-`run` quiets TensorFlow's start-up logging (unless DFD_TF_LOGS=1), runs `main` under absl's app.run,
-and turns a ValueError (dfd's "user error": the message says what to do) into one line on stderr,
-`dfd.NAME: message`, with exit code 2 and no traceback. Anything else is a bug and keeps its traceback.
+`run` parses the flags, quiets TensorFlow's start-up logging (unless DFD_TF_LOGS=1) and runs `main`
+under absl's app.run. Every user error leaves the same way, as one line on stderr, `NAME: message`,
+with exit code 2 (USER_ERROR_EXIT) and no traceback: a flag absl cannot parse (unknown, malformed, out
+of bounds, a required one missing), a ValueError from `main` (dfd's "user error": the message says
+what to do) and an absl UsageError. Anything else is a bug and keeps its traceback. Every entry point
+(python -m dfd.{train,evaluate,predict,export,tune,serve,data_service,bench}, tools/*.py) ends in
+`cli.run`; tests/test_cli.py runs each with a bad value.
 
 Why the quieting takes two steps (measured with TensorFlow 2.21 on a CPU-only machine): every command
 printed `E0000 ... failed call to cuInit: UNKNOWN ERROR (303)`, which a newcomer reads as a failure,
@@ -84,22 +88,58 @@ def quiet_tensorflow() -> None:
                 sys.stderr.flush()
 
 
+def _report(name: str, error: Exception) -> int:
+    # One line whatever the message: absl indents multi-line flag errors, a wrapped message may hold "\n".
+    message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    print(f"{name}: {message}", file=sys.stderr, flush=True)
+    return USER_ERROR_EXIT
+
+
 def report_user_errors(main, name: str):
-    """`main` with a ValueError turned into `name: message` on stderr and exit code 2."""
+    """`main` with a user error (ValueError, absl UsageError or flag error) turned into `name: message`
+    on stderr and exit code 2."""
+    from absl import app, flags
 
     def wrapped(argv):
         try:
             return main(argv)
-        except ValueError as error:
-            print(f"{name}: {error}", file=sys.stderr)
-            return USER_ERROR_EXIT
+        except flags.DuplicateFlagError:   # two definitions of one flag: dfd's bug, not the user's
+            raise
+        except (ValueError, app.UsageError, flags.Error) as error:   # flags.Error: a command's own FlagValues
+            return _report(name, error)
 
     return wrapped
 
 
-def run(main, name: str) -> None:
-    """The entry point of command `name`: quiet TensorFlow, parse flags, run main, report user errors."""
+def _flags_parser(name: str, parse: bool):
+    from absl import flags
+
+    def parser(argv):
+        if not parse:   # the command parses its own flags (dfd.bench hands them to each benchmark)
+            flags.FLAGS.mark_as_parsed()
+            return argv
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as error:
+            sys.exit(_report(name, error))
+
+    return parser
+
+
+def run(main, name: str, *, parse_flags: bool = True, quiet: bool = True) -> None:
+    """The entry point of command `name`: parse flags, quiet TensorFlow, run main, report user errors.
+
+    parse_flags=False leaves argv to `main` (absl's FLAGS stay empty). quiet=False leaves TensorFlow
+    alone: for a command that never imports it, or whose TensorFlow warnings and errors are its log
+    (the tf.data service servers).
+    TensorFlow is imported after the flags are parsed, so a bad flag costs no TensorFlow start-up
+    (entry points that import it at module level quiet it themselves, before that import).
+    """
     from absl import app
 
-    quiet_tensorflow()
-    app.run(report_user_errors(main, name))
+    def quiet_main(argv):
+        if quiet:
+            quiet_tensorflow()
+        return main(argv)
+
+    app.run(report_user_errors(quiet_main, name), flags_parser=_flags_parser(name, parse_flags))

@@ -54,7 +54,9 @@ import sys
 import threading
 import time
 
-from absl import app, flags
+from absl import flags
+
+from dfd import cli
 
 # A worker that misses heartbeats for this long is dropped by the dispatcher (TF's default is
 # 1 min); no new work goes to it then (a stalled epoch is the trainer's watchdog's business).
@@ -213,8 +215,8 @@ def _serve_until_stopped(server, role: str, address: str) -> None:
 
 def main(argv) -> None:
     if len(argv) != 2 or argv[1] not in ("dispatcher", "worker"):
-        raise app.UsageError("usage: python -m dfd.data_service dispatcher --port=P | "
-                             "worker --dispatcher=HOST:P --port=Q")
+        raise ValueError("usage: python -m dfd.data_service dispatcher --port=P | "
+                         "worker --dispatcher=HOST:P --port=Q")
     values = flags.FLAGS
     if argv[1] == "dispatcher":
         server = start_dispatcher(values.port, values.work_dir, values.worker_timeout_s)
@@ -222,7 +224,7 @@ def main(argv) -> None:
         _serve_until_stopped(server, "dispatcher", f"{address} (trainers: --data_service={address})")
         return
     if not values.dispatcher:
-        raise app.UsageError("worker needs --dispatcher=HOST:PORT")
+        raise ValueError("worker needs --dispatcher=HOST:PORT")
     server = start_worker(values.dispatcher, values.port, values.worker_host)
     _serve_until_stopped(server, "worker", f"{values.worker_host or socket.gethostname()}:"
                                            f"{server._address.rsplit(':', 1)[1] if values.port == 0 else values.port}"
@@ -233,4 +235,5 @@ if __name__ == "__main__":
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     sys.stdout.reconfigure(line_buffering=True)
     define_flags()
-    app.run(main)
+    # Not quieted: a server's TensorFlow warnings and errors (lost workers, journal trouble) are its log.
+    cli.run(main, "dfd.data_service", quiet=False)

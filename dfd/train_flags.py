@@ -324,11 +324,7 @@ def host_augment(config: TrainConfig) -> Augment:
 def model_hparams(flag_values, model: str) -> dict:
     """The model hparams given as flags (not None), checked to belong to `model`."""
     given = {name: flag_values[name].value for name in hparam_names() if flag_values[name].value is not None}
-    valid = models.default_hparams(model)
-    foreign = sorted(set(given) - set(valid))
-    if foreign:
-        raise ValueError(f"--{', --'.join(foreign)} do(es) not apply to --model={model}; "
-                         f"its hparams are: {', '.join(sorted(valid))}")
+    models.check_hparams(model, given)
     return given
 
 

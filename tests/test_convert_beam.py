@@ -8,9 +8,9 @@ import tensorflow as tf
 
 from dfd.convert import beam_engine
 from dfd.convert import convert as convert_lib
-from dfd.convert.synthetic import write_video_folder
 from dfd.data import schema
 from dfd.data.metadata import DatasetMetadata
+from dfd.testing.synthetic import write_video_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 # 6 x 16 x 16 x 3 raw records (4.6 kB): 0.012 MiB shards hold 2 records, so each split has several shards.

@@ -8,9 +8,9 @@ import numpy as np
 import tensorflow as tf
 
 from dfd.convert import convert as convert_lib
-from dfd.convert import records
 from dfd.data import schema
 from dfd.data.metadata import DatasetMetadata
+from dfd.preprocess import records
 from dfd.testing.face_frames import (face_frame, moving_face_clip, noise_background, write_mp4v,
                                      write_rotated_portrait_video)
 

@@ -7,10 +7,10 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from dfd.convert import image_reader, records, video_reader
-from dfd.convert.synthetic import moving_clip, write_mp4
 from dfd.data import schema
 from dfd.data.preprocessing import PreprocessSpec
+from dfd.preprocess import image_reader, records, video_reader
+from dfd.testing.synthetic import moving_clip, write_mp4
 from dfd.testing.video_files import read_all_frames
 
 VIDEO = PreprocessSpec(kind="video", num_frames=6, size=16, encoding="raw")

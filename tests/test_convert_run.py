@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from dfd import cli
 from dfd.convert import convert as convert_lib
 from dfd.convert import verify
-from dfd.convert.synthetic import moving_clip, write_video_folder
 from dfd.data import schema
 from dfd.data.metadata import DatasetMetadata
+from dfd.testing.synthetic import moving_clip, write_video_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = [sys.executable, str(ROOT / "tools" / "make_tfrecords.py")]
@@ -170,7 +171,7 @@ def test_too_many_skips_is_a_failure_with_a_summary(tmp_path):
     process = run_tool([f"--source={tmp_path / 'src'}", f"--output={tmp_path / 'out'}", "--workers=1",
                         "--image_size=16", "--max_skip_fraction=0.25"])
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 1
+    assert process.returncode == cli.USER_ERROR_EXIT
     assert "skipped 4" in stdout and "more than --max_skip_fraction=0.25" in stderr
     assert len((tmp_path / "out" / "skipped.csv").read_text().splitlines()) == 5
 

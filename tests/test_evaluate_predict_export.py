@@ -15,13 +15,15 @@ import pytest
 import tensorflow as tf
 
 from dfd import models
-from dfd.convert import convert, records, synthetic
+from dfd.convert import convert
 from dfd.data import schema
 from dfd.data.metadata import DatasetMetadata
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.evaluation import evaluate, export, loading, plots, predict
 from dfd.models import augmentation
+from dfd.preprocess import records
 from dfd.run_layout import RunLayout
+from dfd.testing import synthetic
 from dfd.testing.fake_shards import write_fake_dataset
 
 SIZE = 16

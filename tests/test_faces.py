@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dfd.data import face_tracks, faces
 from dfd.data.preprocessing import PreprocessSpec
+from dfd.preprocess import face_tracks, faces
 from dfd.testing.face_frames import (face_frame, moving_face_clip, noise_background, write_mp4v,
                                      write_rotated_portrait_video)
 from dfd.testing.video_files import read_all_frames

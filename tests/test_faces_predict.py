@@ -15,9 +15,10 @@ import tensorflow as tf
 
 from dfd import models
 from dfd.convert import convert
-from dfd.data import faces, schema
+from dfd.data import schema
 from dfd.data.metadata import DatasetMetadata
 from dfd.evaluation import loading, predict
+from dfd.preprocess import faces
 from dfd.run_layout import RunLayout
 from dfd.testing.face_frames import face_frame, moving_face_clip, noise_background, write_mp4v
 

@@ -21,16 +21,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dfd import locks, models
+from dfd import cli, locks, models
 from dfd.convert import convert as convert_lib
 from dfd.convert import sources, verify, writer
-from dfd.convert.synthetic import moving_clip, write_mp4, write_video_folder
 from dfd.data import integrity, pipeline, schema
 from dfd.data.metadata import DatasetMetadata
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.evaluation import evaluate, loading, predict
 from dfd.run_layout import RunLayout
 from dfd.testing.fake_shards import write_fake_dataset
+from dfd.testing.synthetic import moving_clip, write_mp4, write_video_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 # 4 x 16 x 16 x 3 = 3 kB raw records: 0.012 MiB shards hold 4 of them.
@@ -246,7 +246,7 @@ def test_second_conversion_into_a_locked_folder_exits_with_one_line(videos, tmp_
         done = subprocess.run([sys.executable, str(ROOT / "tools" / "make_tfrecords.py"), f"--source={videos}",
                                f"--output={output}", "--workers=1", "--noprogress"], capture_output=True, text=True,
                               timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert done.returncode == 1
+    assert done.returncode == cli.USER_ERROR_EXIT
     errors = [line for line in done.stderr.splitlines() if line.startswith("make_tfrecords:")]
     assert len(errors) == 1 and f"is in use by process {os.getpid()}" in errors[0], done.stderr
     assert "Traceback" not in done.stderr

@@ -8,8 +8,8 @@ import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 import dfd.models
-from dfd.models import (HPARAM_NAMES, MODEL_NAMES, build_model, default_hparams, fake_probability, input_shape_for,
-                        loss_for, metrics_for, model_kind, select_hparams)
+from dfd.models import (MODEL_NAMES, build_model, check_hparams, default_hparams, fake_probability, loss_for,
+                        metrics_for, model_kind)
 from dfd.run_layout import RunLayout
 
 # Small but real shapes: every conv block still fits (32 → 30 → 15 → 13 → 6 → 2 → 1).
@@ -111,21 +111,13 @@ def test_policy_is_reset_after_mixed_precision_tests():
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
-def test_input_shape_for_records():
-    from dfd.data.schema import RecordShape
-    assert input_shape_for("cnn_lstm", RecordShape(16, 64, 64, "jpeg")) == (16, 64, 64, 3)
-    assert input_shape_for("image_cnn", RecordShape(1, 256, 256, "raw")) == (256, 256, 3)
-    with pytest.raises(ValueError, match="records hold 16 frames"):
-        input_shape_for("inception_v3", RecordShape(16, 256, 256, "raw"))
-
-
-def test_select_hparams_from_flag_values():
-    assert set(HPARAM_NAMES) == {key for name in MODEL_NAMES for key in default_hparams(name)}
-    flag_values = {key: None for key in HPARAM_NAMES} | {"batch_size": 32, "dropout": 0.1, "lstm_units": None}
-    assert select_hparams("image_cnn", flag_values) == {"dropout": 0.1}
-    with pytest.raises(ValueError, match="--lstm_units does not apply to model 'image_cnn'"):
-        select_hparams("image_cnn", flag_values | {"lstm_units": 32})
-    assert select_hparams("cnn_lstm", flag_values | {"lstm_units": 32}) == {"dropout": 0.1, "lstm_units": 32}
+def test_one_check_refuses_hparams_a_model_lacks():
+    check_hparams("cnn_lstm", {"dropout": 0.1, "lstm_units": 32})
+    with pytest.raises(ValueError, match=r"--lstm_units do\(es\) not apply to --model=image_cnn; its hparams are: "
+                                         r"conv_filters, dense_units, dropout"):
+        check_hparams("image_cnn", ["dropout", "lstm_units"])
+    with pytest.raises(ValueError, match="valid models"):
+        check_hparams("resnet", [])
 
 
 def test_hparams_from_flag_strings():
@@ -140,7 +132,8 @@ def test_hparams_from_flag_strings():
     (lambda: model_kind("resnet"), "valid models"),
     (lambda: default_hparams("resnet"), "valid models"),
     (lambda: build_model("image_cnn", (64, 64, 3), lstm_units=8),
-     "lstm_units for model 'image_cnn'; valid: conv_filters, dense_units, dropout, feature_pooling, kernel_sizes, l2"),
+     "--lstm_units do(es) not apply to --model=image_cnn; its hparams are: conv_filters, dense_units, dropout, "
+     "feature_pooling, kernel_sizes, l2"),
     (lambda: build_model("cnn_lstm", (64, 64, 3)), "takes inputs shaped (num_frames, height, width, 3)"),
     (lambda: build_model("image_cnn", (8, 8, 3)), "too small"),
     (lambda: build_model("image_cnn", (64, 64, 3), conv_filters=(4, 4), kernel_sizes=(3, 3, 3)),

@@ -10,7 +10,7 @@ from dfd.testing.fake_shards import write_fake_dataset
 from dfd.train import train
 
 # The astronaut's keypoints and MTCNN face box in dfd's crop of her (margin 1.3), as measured
-# with dfd.data.faces.crop_faces on dfd.testing.face_frames (face 100 px wide in a 640x360 frame).
+# with dfd.preprocess.faces.crop_faces on dfd.testing.face_frames (face 100 px wide in a 640x360 frame).
 ASTRONAUT_KEYPOINTS = [0.371, 0.382, 0.667, 0.400, 0.514, 0.575, 0.353, 0.648, 0.654, 0.663]
 ASTRONAUT_FACE_BOX = (0.217, 0.134, 0.795, 0.871)   # x0, y0, x1, y1
 

@@ -16,9 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
-from dfd.convert import synthetic
 from dfd.evaluation import loading, predict
 from dfd.serve.app import create_app, serve_in_thread
+from dfd.testing import synthetic
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_evaluate_predict_export import image_run  # noqa: E402,F401
@@ -115,10 +115,10 @@ def test_twenty_concurrent_uploads_are_answered_correctly_in_batches(server, fil
 def test_a_file_without_a_face_is_422_with_the_predict_error_entry(tmp_path):
     """A run whose preprocessing crops faces (MTCNN) refuses a faceless photo like dfd.predict does."""
     import keras
+    from test_evaluate_predict_export import SIZE, SMALL_CNN, make_run
 
     from dfd import models
     from dfd.data.preprocessing import PreprocessSpec
-    from test_evaluate_predict_export import SIZE, SMALL_CNN, make_run
 
     spec = PreprocessSpec(kind="image", num_frames=1, size=SIZE, encoding="jpeg", face_crop="mtcnn")
     keras.utils.set_random_seed(0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from absl import flags
 
-from dfd import models, train_flags
+from dfd import cli, models, train_flags
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -82,7 +82,7 @@ def test_every_conversion_flagfile_parses_and_opens_with_its_command(tmp_path):
         result = subprocess.run([sys.executable, "tools/make_tfrecords.py", f"--flagfile={path}",
                                  f"--source={tmp_path / 'missing'}", f"--output={tmp_path / 'out'}"],
                                 cwd=CONFIGS.parent, capture_output=True, text=True, timeout=120)
-        assert result.returncode == 1 and "is not a folder" in result.stderr, result.stderr
+        assert result.returncode == cli.USER_ERROR_EXIT and "is not a folder" in result.stderr, result.stderr
 
 
 def test_two_stage_configs_chain_image64_then_video_frozen_cnn(tmp_path):

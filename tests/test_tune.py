@@ -18,9 +18,9 @@ from dfd.train import train
 from dfd.tune import tune
 from dfd.tuning import flags as tune_flags
 from dfd.tuning import results
+from dfd.tuning.objectives import WORST_LOSS, apply_max_gap
 from dfd.tuning.search import run_search
-from dfd.tuning.search_space import WORST_LOSS, define_search_space
-from dfd.tuning.tuners import apply_max_gap
+from dfd.tuning.search_space import define_search_space
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,11 +12,11 @@ import tensorflow as tf
 from absl import flags
 
 from dfd import models, train_flags
-from dfd.convert import synthetic
 from dfd.data import pipeline
 from dfd.evaluation import evaluate, export, loading, predict
 from dfd.models import augmentation
 from dfd.models.resize import FrameResize
+from dfd.testing import synthetic
 from dfd.testing.fake_shards import write_fake_dataset
 from dfd.train import train
 from dfd.tuning import flags as tune_flags

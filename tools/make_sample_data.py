@@ -52,4 +52,4 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    cli.run(main, "make_sample_data")
+    cli.run(main, "make_sample_data", quiet=False)   # draws with numpy and OpenCV: no TensorFlow to quiet

@@ -10,28 +10,33 @@ included), exactly as the converter would store it. Top row: the real crop and f
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-flags.DEFINE_string("output", "docs/sbi.png", "Where to write the PNG.")
-flags.DEFINE_integer("size", 160, "Face crop size in pixels (the stored frame size).")
-flags.DEFINE_integer("num_fakes", 4, "Pseudo-fakes to show, seeds 1..N.")
+from dfd import cli  # noqa: E402
+
 FLAGS = flags.FLAGS
 
 
+def define_flags() -> None:
+    flags.DEFINE_string("output", "docs/sbi.png", "Where to write the PNG.")
+    flags.DEFINE_integer("size", 160, "Face crop size in pixels (the stored frame size).", lower_bound=32)
+    flags.DEFINE_integer("num_fakes", 4, "Pseudo-fakes to show, seeds 1..N.", lower_bound=1)
+
+
 def main(argv) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    del argv
     import cv2
     import numpy as np
     import tensorflow as tf
 
-    from dfd.data import faces, pseudo_fakes
+    from dfd.data import pseudo_fakes
     from dfd.data.preprocessing import PreprocessSpec
+    from dfd.preprocess import faces
     from dfd.testing.face_frames import face_frame, noise_background
 
     frame, _ = face_frame(noise_background(np.random.default_rng(0), 480, 360), (240, 170), 150)
@@ -66,4 +71,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    cli.run(main, "make_sbi_figure")

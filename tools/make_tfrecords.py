@@ -16,7 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Run from a checkout without installing: make the repository root importable.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402  (TensorFlow-free: worker processes re-import this file)
+from absl import flags  # noqa: E402  (TensorFlow-free: worker processes re-import this file)
+
+from dfd import cli  # noqa: E402
 
 
 def define_flags(flag_values=None) -> None:
@@ -29,20 +31,16 @@ def define_flags(flag_values=None) -> None:
 
 def main(argv) -> int:
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
     from dfd import settings
     from dfd.convert.convert import ConvertConfig, TooManySkipsError, convert  # imports TF: not at module level
 
     config = settings.from_flags(ConvertConfig, flags.FLAGS)
     try:
         summary = convert(config)
-    except TooManySkipsError as error:
-        print(error.summary.line())
-        print(f"make_tfrecords: error: {error}", file=sys.stderr)
-        return 1
-    except ValueError as error:
-        print(f"make_tfrecords: error: {error}", file=sys.stderr)
-        return 1
+    except TooManySkipsError as error:   # a ValueError (cli.run reports it), after the counts
+        print(error.summary.line(), flush=True)
+        raise
     print(summary.line())
     return 0
 
@@ -51,4 +49,4 @@ if __name__ == "__main__":
     from dfd import cli
     cli.quiet_tensorflow()   # before define_flags, which imports TensorFlow
     define_flags()
-    app.run(main)
+    cli.run(main, "make_tfrecords")

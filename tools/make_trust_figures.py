@@ -25,12 +25,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
-flags.DEFINE_string("work", "/tmp/dfd-trust", "Scratch folder (sample data, TFRecords, the run).")
-flags.DEFINE_string("docs", str(ROOT / "docs"), "Where the PNGs go.")
-flags.DEFINE_integer("port", 8765, "Loopback port for the dfd.serve screenshot.")
+from dfd import cli  # noqa: E402
+
 FLAGS = flags.FLAGS
+# What this tool writes into --work; anything else there is someone's, and --work is deleted when it holds no run.
+WORK_NAMES = {"sample_data", "tfrecords", "run", "chromium", "serve_full.png"}
+
+
+def define_flags() -> None:
+    flags.DEFINE_string("work", "/tmp/dfd-trust", "Scratch folder (sample data, TFRecords, the run); "
+                        "deleted and rebuilt when it holds no trained run.")
+    flags.DEFINE_string("docs", str(ROOT / "docs"), "Where the PNGs go.")
+    flags.DEFINE_integer("port", 8765, "Loopback port for the dfd.serve screenshot.")
 
 
 def run(*args: str) -> None:
@@ -94,6 +102,10 @@ def screenshot(run_dir: Path, clip: Path, target: Path) -> None:
 def main(argv) -> None:
     del argv
     work, docs = Path(FLAGS.work), Path(FLAGS.docs)
+    foreign = sorted(path.name for path in work.iterdir() if path.name not in WORK_NAMES) if work.is_dir() else []
+    if foreign or work.resolve() in (ROOT, *ROOT.parents):
+        raise ValueError(f"--work={work} holds files this tool did not write ({', '.join(foreign[:3]) or 'dfd'}), "
+                         "and --work is deleted and rebuilt: give a new or empty scratch folder, e.g. /tmp/dfd-trust")
     sample, shards, run_dir = work / "sample_data", work / "tfrecords", work / "run"
     if not (run_dir / "checkpoints" / "best.keras").is_file():
         shutil.rmtree(work, ignore_errors=True)
@@ -113,4 +125,5 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    define_flags()
+    cli.run(main, "make_trust_figures", quiet=False)   # TensorFlow runs in its subprocesses only

@@ -65,7 +65,7 @@ def define_flags() -> None:
 
 def _generate(root: Path, clips: int, frames: int, height: int, width: int) -> tuple[Path, Path]:
     """Set A of `clips` clips, and set B = A plus a hard-linked copy of each clip under another name."""
-    from dfd.convert.synthetic import moving_clip, write_mp4
+    from dfd.testing.synthetic import moving_clip, write_mp4
 
     set_a, set_b = root / "set_a", root / "set_b"
     for index in range(clips):
@@ -82,7 +82,7 @@ def _generate(root: Path, clips: int, frames: int, height: int, width: int) -> t
 def _decode_only_task(paths: list[str], spec: dict) -> int:
     import types
 
-    from dfd.convert.records import read_content
+    from dfd.preprocess.records import read_content
 
     namespace = types.SimpleNamespace(**spec)
     return sum(read_content(path, namespace).frames.shape[0] for path in paths)
@@ -131,7 +131,7 @@ def seed_npy(paths: list[str], output: Path, num_frames: int, size: int) -> floa
     import cv2
     import numpy as np
 
-    from dfd.convert.video_reader import plan_indices
+    from dfd.preprocess.video_reader import plan_indices
     from dfd.testing.video_files import read_all_frames
 
     output.mkdir(parents=True, exist_ok=True)

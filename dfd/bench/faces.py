@@ -3,9 +3,9 @@
 Writes a 1080p mp4 (the astronaut's face moving and zooming over noise),
 then times, per --face_detect_size, for --num_frames uniformly sampled frames:
   decode      the frames, read by the converter's reader (one in-order pass)
-  detect      dfd.data.faces.detect_faces on them (downscale included)
-  crop        dfd.data.faces.crop_faces (detect + track + smooth + crop)
-  clip        dfd.convert.records.read_content with --face_crop=mtcnn: the
+  detect      dfd.preprocess.faces.detect_faces on them (downscale included)
+  crop        dfd.preprocess.faces.crop_faces (detect + track + smooth + crop)
+  clip        dfd.preprocess.records.read_content with --face_crop=mtcnn: the
               whole reading side of converting one clip (decode + crop)
 and the same detection on every k-th frame (--detect_every) to see whether
 detecting fewer frames and interpolating would be worth a flag.
@@ -94,7 +94,7 @@ def write_video(path: str, width: int, height: int, num_frames: int, writer_name
 def read_uniform(path: str, num_frames: int) -> list[np.ndarray]:
     """The converter's reader: num_frames evenly spaced RGB frames, upright, in one
     in-order pass over the whole file (it counts the frames it decodes)."""
-    from dfd.convert.video_reader import sample_video_frames
+    from dfd.preprocess.video_reader import sample_video_frames
 
     return sample_video_frames(path, num_frames, "uniform").frames
 
@@ -115,9 +115,8 @@ def main(argv: list[str]) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     values = define_flags()
     values(argv)
-    from dfd.convert import records
-    from dfd.data import faces
     from dfd.data.preprocessing import PreprocessSpec
+    from dfd.preprocess import faces, records
 
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "clip.mp4")

@@ -65,9 +65,9 @@ def main(argv) -> None:
     import keras
     import tensorflow as tf
 
-    precision = flag_values.precision
-    if precision == "auto":
-        precision = "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+    from dfd.train import resolve_precision
+
+    precision = resolve_precision(flag_values.precision)
     keras.mixed_precision.set_global_policy(precision)
     input_shape = tuple(int(size) for size in flag_values.input_shape)
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"

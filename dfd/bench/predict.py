@@ -46,10 +46,11 @@ def main(argv) -> None:
     import keras
 
     from dfd import models
-    from dfd.convert import records, synthetic
     from dfd.data.preprocessing import PreprocessSpec
     from dfd.evaluation import loading, predict
+    from dfd.preprocess import records
     from dfd.run_layout import RunLayout
+    from dfd.testing import synthetic
 
     values = flags_values
     with tempfile.TemporaryDirectory() as temp:

@@ -44,9 +44,10 @@ import apache_beam as beam   # optional (dfd[beam]): dfd.convert.convert imports
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from dfd.atomic_files import write_json
-from dfd.convert import records, verify, writer
-from dfd.convert.records import SkippedFile
+from dfd.convert import verify, writer
 from dfd.data import schema
+from dfd.preprocess import records
+from dfd.preprocess.records import SkippedFile
 
 DONE_SUFFIX = ".done.json"
 

@@ -43,7 +43,7 @@ class ConvertConfig:
     jpeg_quality: int = like(PreprocessSpec, "jpeg_quality")
     sampling: str = like(PreprocessSpec, "sampling")
     short_clips: str = like(PreprocessSpec, "short_clips")
-    face_crop: str = like(PreprocessSpec, "face_crop")   # dfd.data.faces
+    face_crop: str = like(PreprocessSpec, "face_crop")   # dfd.preprocess.faces
     face_margin: float = like(PreprocessSpec, "face_margin")
     face_detect_size: int = like(PreprocessSpec, "face_detect_size")
     max_no_face_fraction: float = like(PreprocessSpec, "max_no_face_fraction")

@@ -26,12 +26,13 @@ from typing import Callable
 
 import dfd
 from dfd import locks
-from dfd.convert import pool, records, sources, splits, worker, writer
+from dfd.convert import pool, sources, splits, worker, writer
 from dfd.convert.config import ConvertConfig
-from dfd.convert.records import RecordContent, SkippedFile
 from dfd.data import metadata as metadata_lib
 from dfd.data import schema
 from dfd.data.preprocessing import PreprocessSpec
+from dfd.preprocess import records
+from dfd.preprocess.records import RecordContent, SkippedFile
 
 # Chosen from `python -m dfd.bench convert` (BENCHMARKS.md, Conversion):
 # raw for clips (small frames: decoding JPEGs costs the input pipeline more than

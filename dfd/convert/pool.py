@@ -26,7 +26,7 @@ from collections import deque
 from typing import Callable, Iterator
 
 from dfd.convert import worker
-from dfd.convert.records import SkippedFile
+from dfd.preprocess.records import SkippedFile
 
 IN_FLIGHT = 2
 

@@ -19,7 +19,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from dfd.convert import media
+from dfd.preprocess import media
 
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val",
                  "validation": "val", "dev": "val", "test": "test", "testing": "test"}

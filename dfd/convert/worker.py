@@ -11,8 +11,8 @@ import types
 
 import cv2
 
-from dfd.convert.records import try_read_content
-from dfd.data import faces  # TensorFlow-free until a face is detected
+from dfd.preprocess import faces  # TensorFlow-free until a face is detected
+from dfd.preprocess.records import try_read_content
 
 
 def init_worker() -> None:

@@ -1,6 +1,6 @@
 """Scoring image and video files with a trained model, preprocessed by the converter's own code.
 
-Each file becomes a record through dfd.convert.records.make_record — the function
+Each file becomes a record through dfd.preprocess.records.make_record — the function
 the converter writes shards with — and that record is parsed and decoded with
 dfd.data.schema like every training batch. So predict sees exactly what training
 saw (sampling, resizing, the JPEG round trip, and the face crop of
@@ -26,11 +26,11 @@ from typing import Iterable
 import numpy as np
 import tensorflow as tf
 
-from dfd.convert import media, records
 from dfd.data import schema
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.evaluation import metrics
 from dfd.evaluation.loading import LoadedModel
+from dfd.preprocess import media, records
 
 PROGRESS_ABOVE = 5   # files; fewer finish before progress lines would help
 

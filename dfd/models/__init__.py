@@ -4,11 +4,9 @@
     MODEL_NAMES                                                 # every name, sorted (see _REGISTRY)
     model_kind(name) -> "image" | "video"                       # image: (H, W, 3); video: (T, H, W, 3)
     default_hparams(name) -> dict                               # every hparam of a model with its default
-    input_shape_for(name, record_shape) -> tuple                # a dataset's RecordShape → the model's input
-    HPARAM_NAMES                                                # every hparam name of every model
     HPARAM_ALIASES                                              # old hparam name → its current name
     has_backbone(name) -> bool                                  # a keras.applications backbone (warm-up, freezing)
-    select_hparams(name, values) -> dict                        # flag values → build_model kwargs for `name`
+    check_hparams(name, hparams)                                # ValueError for hparams model `name` lacks
     fake_probability(outputs) -> P(fake), shape (B,)            # numpy or tensor
     loss_for(model) -> keras loss for integer labels (0 real, 1 fake)
     metrics_for(model) -> [accuracy, auc, precision, recall] on P(fake)
@@ -75,11 +73,8 @@ MODEL_NAMES = tuple(sorted(_REGISTRY))
 # Hparams holding one int per conv block; flags may hand them over as "16,32,64".
 _INT_TUPLE_HPARAMS = ("conv_filters", "kernel_sizes")
 
-__all__ = ["HPARAM_ALIASES", "HPARAM_NAMES", "MODEL_NAMES", "build_model", "default_hparams", "fake_probability",
-           "has_backbone", "input_shape_for", "loss_for", "metrics_for", "model_kind", "select_hparams"]
-
-# Shared names mean the same thing in every model (dropout, l2, conv_filters...), so one flag serves all.
-HPARAM_NAMES = tuple(sorted({key for _, module in _REGISTRY.values() for key in module.DEFAULTS}))
+__all__ = ["HPARAM_ALIASES", "MODEL_NAMES", "build_model", "check_hparams", "default_hparams", "fake_probability",
+           "has_backbone", "loss_for", "metrics_for", "model_kind"]
 
 
 def _entry(name: str):
@@ -103,38 +98,18 @@ def default_hparams(name: str) -> dict:
     return dict(_entry(name)[1].DEFAULTS)
 
 
-def select_hparams(name: str, values) -> dict:
-    """build_model kwargs for model `name` from a mapping such as absl's FLAGS.flag_values_dict().
+def check_hparams(name: str, hparams) -> None:
+    """A ValueError naming the hparams (names, or a dict's keys) that model `name` does not have, and its own.
 
-    Hparam flags default to None ("the model's own default", since e.g. dropout's default differs
-    between models); keys that are not hparams are ignored. A hparam set for a model that does not
-    have it (--lstm_units with --model=image_cnn) is a ValueError rather than silently dropped.
+    Shared names mean the same thing in every model (dropout, l2, conv_filters...), so one flag serves all
+    models; one set for a model without it (--lstm_units with --model=image_cnn) is refused, not dropped.
+    The trainer's flags, the tuner's pinned hparams and build_model's kwargs all check here.
     """
     valid = _entry(name)[1].DEFAULTS
-    selected = {}
-    for key in HPARAM_NAMES:
-        value = values.get(key)
-        if value is None:
-            continue
-        if key not in valid:
-            raise ValueError(f"--{key} does not apply to model {name!r}; its hparams: {', '.join(sorted(valid))}.")
-        selected[key] = value
-    return selected
-
-
-def input_shape_for(name: str, record_shape) -> tuple:
-    """The input shape model `name` takes for records of `record_shape` (dfd.data.schema.RecordShape).
-
-    Records always decode to (B, T, H, W, 3); image records have T == 1, and the input pipeline drops
-    that axis for image models (reshape to (B, H, W, 3)) so they see (H, W, 3).
-    """
-    if model_kind(name) == "video":
-        return tuple(record_shape.clip_shape)
-    if record_shape.num_frames != 1:
-        raise ValueError(f"Model {name!r} classifies single images but the records hold "
-                         f"{record_shape.num_frames} frames: convert the images with num_frames=1, or "
-                         f"use a video model ({', '.join(n for n in MODEL_NAMES if model_kind(n) == 'video')}).")
-    return tuple(record_shape.frame_shape)
+    foreign = sorted(set(hparams) - set(valid))
+    if foreign:
+        raise ValueError(f"--{', --'.join(foreign)} do(es) not apply to --model={name}; "
+                         f"its hparams are: {', '.join(sorted(valid))}")
 
 
 def _int_tuple(name: str, value) -> tuple:
@@ -180,10 +155,7 @@ def build_model(name: str, input_shape: tuple, **hparams) -> keras.Model:
             if new in hparams and hparams[new] != hparams[old]:
                 raise ValueError(f"{old} is the old name of {new}: give only {new}.")
             hparams[new] = hparams.pop(old)
-    unknown = sorted(set(hparams) - set(module.DEFAULTS))
-    if unknown:
-        raise ValueError(f"Unknown hparam(s) {', '.join(unknown)} for model {name!r}; "
-                         f"valid: {', '.join(sorted(module.DEFAULTS))}.")
+    check_hparams(name, hparams)
     input_shape = tuple(int(size) for size in input_shape)
     expected_rank = 3 if kind == "image" else 4
     if len(input_shape) != expected_rank or input_shape[-1] != 3:

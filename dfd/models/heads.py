@@ -33,45 +33,32 @@ def loss_for(model: keras.Model) -> keras.losses.Loss:
     raise ValueError(f"Model {model.name!r} has {units} output units; dfd models have 1 (sigmoid) or 2 (softmax).")
 
 
-def _as_fake_probability(y_true, y_pred):
-    labels = ops.reshape(ops.cast(y_true, "float32"), (-1,))
-    return labels, ops.cast(fake_probability(y_pred), "float32")
+class _OnFakeProbability:
+    """Mixin before a Keras metric: integer labels as floats (B,), and either head's output as P(fake)."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels = ops.reshape(ops.cast(y_true, "float32"), (-1,))
+        return super().update_state(labels, ops.cast(fake_probability(y_pred), "float32"), sample_weight)
 
 
 @keras.saving.register_keras_serializable(package="dfd")
-class FakeAUC(keras.metrics.AUC):
+class FakeAUC(_OnFakeProbability, keras.metrics.AUC):
     """ROC AUC of P(fake) against integer labels, for either head."""
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        labels, probability = _as_fake_probability(y_true, y_pred)
-        return super().update_state(labels, probability, sample_weight)
-
 
 @keras.saving.register_keras_serializable(package="dfd")
-class FakePrecision(keras.metrics.Precision):
+class FakePrecision(_OnFakeProbability, keras.metrics.Precision):
     """Precision of 'fake' at threshold 0.5 on P(fake), for either head."""
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        labels, probability = _as_fake_probability(y_true, y_pred)
-        return super().update_state(labels, probability, sample_weight)
-
 
 @keras.saving.register_keras_serializable(package="dfd")
-class FakeRecall(keras.metrics.Recall):
+class FakeRecall(_OnFakeProbability, keras.metrics.Recall):
     """Recall of 'fake' at threshold 0.5 on P(fake), for either head."""
 
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        labels, probability = _as_fake_probability(y_true, y_pred)
-        return super().update_state(labels, probability, sample_weight)
-
 
 @keras.saving.register_keras_serializable(package="dfd")
-class FakeAccuracy(keras.metrics.BinaryAccuracy):
+class FakeAccuracy(_OnFakeProbability, keras.metrics.BinaryAccuracy):
     """Accuracy of P(fake) > 0.5; for the softmax head this equals argmax accuracy."""
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        labels, probability = _as_fake_probability(y_true, y_pred)
-        return super().update_state(labels, probability, sample_weight)
 
 
 def metrics_for(model: keras.Model | None = None) -> list[keras.metrics.Metric]:

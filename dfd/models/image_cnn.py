@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from dfd.models.layers import conv_feature_extractor, uint8_input
+from dfd.models.layers import conv_feature_extractor, conv_output_size, uint8_input
 
 DEFAULTS = {
     "conv_filters": (16, 32, 64),
@@ -24,13 +24,10 @@ DEFAULTS = {
 
 def check_conv_stack_fits(frame_shape: tuple, kernel_sizes: tuple) -> None:
     """Valid convolutions and pools shrink the frame; refuse sizes that would vanish."""
-    height, width = frame_shape[0], frame_shape[1]
-    for kernel_size in kernel_sizes:
-        height, width = (height - kernel_size + 1) // 2, (width - kernel_size + 1) // 2
-        if height < 1 or width < 1:
-            raise ValueError(f"Frames of {frame_shape[0]}×{frame_shape[1]} are too small for "
-                             f"{len(kernel_sizes)} conv blocks with kernel sizes {tuple(kernel_sizes)}: "
-                             f"use larger frames, fewer conv_filters or smaller kernel_sizes.")
+    if conv_output_size(min(frame_shape[0], frame_shape[1]), kernel_sizes) < 1:
+        raise ValueError(f"Frames of {frame_shape[0]}×{frame_shape[1]} are too small for "
+                         f"{len(kernel_sizes)} conv blocks with kernel sizes {tuple(kernel_sizes)}: "
+                         f"use larger frames, fewer conv_filters or smaller kernel_sizes.")
 
 
 def build(input_shape: tuple, *, conv_filters, kernel_sizes, dense_units, dropout, l2,

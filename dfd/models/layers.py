@@ -14,6 +14,13 @@ def uint8_input(shape: tuple, name: str = "pixels") -> keras.KerasTensor:
     return keras.Input(shape=tuple(shape), dtype="uint8", name=name)
 
 
+def conv_output_size(size: int, kernel_sizes) -> int:
+    """The side a frame side of `size` has after conv_feature_extractor's blocks (< 1: it vanished)."""
+    for kernel_size in kernel_sizes:
+        size = (size - kernel_size + 1) // 2   # "valid" convolution, then a 2x2 max-pool
+    return size
+
+
 def conv_feature_extractor(
     frame_shape: tuple,
     conv_filters: tuple,

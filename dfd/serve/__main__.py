@@ -7,9 +7,9 @@ Binds to 127.0.0.1 by default: only this machine can reach it. --host=0.0.0.0 op
 
 from __future__ import annotations
 
-import sys
+from absl import flags
 
-from absl import app, flags
+from dfd import cli
 
 
 def define_flags() -> None:
@@ -32,11 +32,7 @@ def main(argv) -> int:
     from dfd.evaluation import loading
     from dfd.serve.app import create_app
 
-    try:
-        loaded = loading.load(values.model)
-    except ValueError as error:
-        print(f"dfd.serve: {error}", file=sys.stderr)
-        return 2
+    loaded = loading.load(values.model)
     loaded.score(np.zeros((1,) + loaded.input_shape, np.uint8))   # trace once now, not on the first upload
     application = create_app(loaded, values.max_upload_mb, values.video_frames, values.aggregate, values.batch_size)
     calibrated = f"; calibrated P(fake): {loaded.calibration_source}" if loaded.temperature != 1.0 else ""
@@ -49,4 +45,4 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, "dfd.serve")

@@ -22,9 +22,10 @@ from absl import flags
 from dfd import settings, train_flags
 from dfd.settings import setting
 from dfd.tuning import search_space
+from dfd.tuning.objectives import DIRECTIONS
 
 TUNERS = ("hyperband", "bayesian", "random")
-OBJECTIVES = ("val_auc", "val_loss")
+OBJECTIVES = tuple(DIRECTIONS)
 
 
 def define_tune_flags(flag_values=None) -> None:

@@ -17,6 +17,7 @@ import keras_tuner
 
 from dfd import train
 from dfd.train_flags import TrainConfig
+from dfd.tuning.objectives import best_index
 from dfd.tuning.search_space import Recipe, define_trial
 
 
@@ -35,8 +36,7 @@ def best_epoch_metrics(history: keras.callbacks.History, model: keras.Model, obj
             f"the training loss became {losses[-1] if losses else 'unavailable'}: this learning rate or "
             "architecture diverges (the trial is marked failed and the search goes on)")
     values = logs[objective]
-    pick = max if objective == "val_auc" else min
-    index = values.index(pick(values))
+    index = best_index(values, objective)
     at = {name: float(series[index]) for name, series in logs.items()}
     return {
         "val_auc": at["val_auc"],

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dfd import train_flags
 from dfd.tuning.board import searched_values
-from dfd.tuning.tuners import DIRECTIONS, measured, trial_metrics
+from dfd.tuning.objectives import DIRECTIONS, measured, trial_metrics
 
 COLUMNS = ("rank", "trial_id", "status", "objective", "val_auc", "val_loss", "auc_gap", "loss_gap",
            "params", "trainable_params", "best_epoch", "epochs")

@@ -31,7 +31,8 @@ from dfd.tuning import flags as tune_flags
 from dfd.tuning import results, search_space
 from dfd.tuning.board import HParamsBoard
 from dfd.tuning.hypermodel import DfdHyperModel
-from dfd.tuning.tuners import DIRECTIONS, make_tuner
+from dfd.tuning.objectives import DIRECTIONS
+from dfd.tuning.tuners import make_tuner
 
 PROJECT = "tuner"              # keras-tuner's project folder under the run dir (RunLayout.tuner)
 BEST_FLAGS = "best.flags"

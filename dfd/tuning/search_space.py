@@ -58,7 +58,7 @@ import keras_tuner
 from dfd import models
 from dfd.models import backbones, resize
 from dfd.models.backbone_models import TEMPORAL_HEADS
-from dfd.models.layers import FEATURE_POOLINGS
+from dfd.models.layers import FEATURE_POOLINGS, conv_output_size
 
 MAX_CONV_BLOCKS = 3            # the seed's stack; the search looks at it and at simpler ones
 KERNEL_SIZES = (3, 5)
@@ -74,24 +74,15 @@ PSEUDO_FAKE_FRACTIONS = (0.25, 0.5, 0.75)
 SCALED_AUGMENTS = {"augment_crop": 0.999, "augment_color": 0.999, "augment_brightness": 0.999,
                    "augment_contrast": 0.999, "augment_blur": 10.0, "augment_noise": 0.999,
                    "augment_cutout": 0.999}
-# Keras clips probabilities to [1e-7, 1 - 1e-7] in its cross-entropies, so no model's mean
-# validation loss exceeds -ln(1e-7) = 16.12: the objective's worst value (see tuning.tuners).
-WORST_LOSS = 16.118095650958317
-
-
-def _conv_output_size(size: int, kernel_sizes) -> int:
-    for kernel_size in kernel_sizes:
-        size = (size - kernel_size + 1) // 2   # valid convolution, then 2x2 max-pool
-    return size
 
 
 def max_conv_blocks(frame_shape: tuple) -> int:
     """Most conv blocks (up to MAX_CONV_BLOCKS) that still fit the frame with the largest kernel."""
     smallest_side = min(frame_shape[0], frame_shape[1])
     blocks = MAX_CONV_BLOCKS
-    while blocks > 1 and _conv_output_size(smallest_side, (max(KERNEL_SIZES),) * blocks) < 1:
+    while blocks > 1 and conv_output_size(smallest_side, (max(KERNEL_SIZES),) * blocks) < 1:
         blocks -= 1
-    if _conv_output_size(smallest_side, (min(KERNEL_SIZES),)) < 1:
+    if conv_output_size(smallest_side, (min(KERNEL_SIZES),)) < 1:
         raise ValueError(f"Frames of {frame_shape[0]}x{frame_shape[1]} are too small for even one conv block: "
                          "convert the data with a larger --size.")
     return blocks
@@ -101,7 +92,7 @@ def _conv_stack(hp, frame_shape: tuple, default_filters, default_kernels) -> dic
     """conv_filters and kernel_sizes for build_model, from conv_blocks / first_filters / kernel_size_<i>."""
     smallest_side = min(frame_shape[0], frame_shape[1])
     most = max_conv_blocks(frame_shape)
-    kernel_choices = [k for k in KERNEL_SIZES if _conv_output_size(smallest_side, (k,) * most) >= 1]
+    kernel_choices = [k for k in KERNEL_SIZES if conv_output_size(smallest_side, (k,) * most) >= 1]
     blocks = hp.Int("conv_blocks", 1, most, default=min(len(default_filters), most))
     first_filters = hp.Choice("first_filters", list(FIRST_FILTERS), default=default_filters[0])
     kernel_sizes = []
@@ -139,10 +130,8 @@ def define_search_space(hp, model_name: str, base_hparams: dict | None = None,
     with hp holding a trial's values it returns exactly that trial's model.
     """
     base = dict(base_hparams or {})
-    defaults = {**models.default_hparams(model_name), **base}   # raises for an unknown model
-    unknown = sorted(set(base) - set(models.default_hparams(model_name)))
-    if unknown:
-        raise ValueError(f"--{', --'.join(unknown)} do(es) not apply to --model={model_name}")
+    models.check_hparams(model_name, base)   # raises for an unknown model too
+    defaults = {**models.default_hparams(model_name), **base}
 
     def pick(name, define):   # a flag given on the command line pins the hparam
         return base[name] if name in base else define()

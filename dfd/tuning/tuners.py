@@ -4,11 +4,8 @@ Hyperband, BayesianOptimization and RandomSearch are used as keras-tuner ships t
 decide which trial runs next); the TrialRecording mixin adds, for all three:
 - per trial, the train-validation gaps and parameter counts as trial metrics (trial.json), averaged
   over executions;
-- --max_gap: a trial whose AUC gap exceeds it is rejected: it reports the objective's worst value
-  to the oracle (val_auc 0, val_loss 16.12, the largest mean cross-entropy Keras can produce) and keeps
-  its measured value as measured_<objective>, with rejected=1. So Hyperband never promotes it to a
-  longer round, Bayesian optimisation learns to avoid its region, it never becomes best.flags, and
-  the summary table lists it with status "rejected";
+- --max_gap: a trial whose AUC gap exceeds it is rejected (objectives.apply_max_gap: it reports the
+  objective's worst value to the oracle);
 - a TensorBoard HParams session per trial (board.py) and a progress line per trial.
 """
 
@@ -20,30 +17,8 @@ import keras_tuner
 import psutil
 
 from dfd.tuning.board import HParamsBoard, searched_values
-from dfd.tuning.search_space import WORST_LOSS
-
-WORST = {"val_auc": 0.0, "val_loss": WORST_LOSS}
-DIRECTIONS = {"val_auc": "max", "val_loss": "min"}
-
-
-def apply_max_gap(metrics: dict, objective: str, max_gap: float | None) -> dict:
-    """metrics with `rejected` set, and the objective replaced by its worst value when auc_gap > max_gap."""
-    metrics = dict(metrics)
-    rejected = max_gap is not None and metrics["auc_gap"] > max_gap
-    metrics["rejected"] = 1.0 if rejected else 0.0
-    if rejected:
-        metrics[f"measured_{objective}"] = metrics[objective]
-        metrics[objective] = WORST[objective]
-    return metrics
-
-
-def measured(metrics: dict, name: str):
-    """A trial's measured value of `name` (not the worst value a rejected trial reported)."""
-    return metrics.get(f"measured_{name}", metrics.get(name))
-
-
-def trial_metrics(trial) -> dict:
-    return {name: trial.metrics.get_last_value(name) for name in trial.metrics.metrics}
+from dfd.tuning.objectives import DIRECTIONS, apply_max_gap, measured, trial_metrics
+from dfd.tuning.results import ranked_rows
 
 
 def scheduled_trials(oracle) -> int | None:
@@ -128,7 +103,6 @@ class TrialRecording:
               f"{self._best_so_far()}; host memory {memory:.2f} GiB", flush=True)
 
     def _best_so_far(self) -> str:
-        from dfd.tuning.results import ranked_rows   # results builds on this module
         objective = self.oracle.objective.name
         rows = ranked_rows(self.oracle.trials.values(), objective)   # the final table's order, ties included
         if not rows or rows[0]["status"] != "ok":

@@ -11,12 +11,12 @@
                       (stored as face_keypoints; what dfd.data.pseudo_fakes
                       builds its blend masks from)
 
-The converter calls crop_faces() through dfd.convert.records.read_content(),
+The converter calls crop_faces() through dfd.preprocess.records.read_content(),
 which `dfd.predict` reuses, so a model sees at prediction time exactly the
 crops it was trained on. The steps
 (detect on a small copy, choose the main face track, fill misses, smooth,
 square crop) are explained where they happen; the track logic is in
-dfd.data.face_tracks.
+dfd.preprocess.face_tracks.
 
 The detector is MTCNN from the `mtcnn` package (MIT; its weights ship inside
 the wheel, so nothing is downloaded; it runs on TensorFlow). It is built once
@@ -33,7 +33,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from dfd.data import face_tracks
+from dfd.preprocess import face_tracks
+from dfd.preprocess.video_reader import resize_frame
 
 # Frames handed to the detector in one call. Batches amortise TensorFlow's
 # per-call overhead; the cap bounds memory for long lists at large detect sizes
@@ -194,15 +195,9 @@ def crop_faces(frames: Sequence[np.ndarray], spec) -> FaceCrops:
                           face_tracks.keypoints_in_crops(face_tracks.fill_missing(keypoints), squares))
     crops = np.empty((len(frames), spec.size, spec.size, 3), np.uint8)
     for i, (frame, (x0, y0, x1, y1)) in enumerate(zip(frames, squares)):
-        crops[i] = _resize(frame[y0:y1, x0:x1], spec.size)
+        # The converter's resize of whole frames: INTER_AREA when shrinking (no aliasing), INTER_LINEAR
+        # when enlarging a small face (INTER_AREA degenerates to blocky nearest-neighbour there).
+        crops[i] = resize_frame(frame[y0:y1, x0:x1], spec.size)
     normalised = (squares / np.array([width, height, width, height])).astype(np.float32)
     return FaceCrops(crops=crops, boxes=normalised, confidence=confidence.astype(np.float32),
                      keypoints=crop_keypoints)
-
-
-def _resize(square: np.ndarray, size: int) -> np.ndarray:
-    # INTER_AREA when shrinking (no aliasing), INTER_LINEAR when enlarging a
-    # small face (INTER_AREA degenerates to blocky nearest-neighbour there);
-    # the same rule as the converter's resize of whole frames.
-    interpolation = cv2.INTER_AREA if square.shape[0] >= size else cv2.INTER_LINEAR
-    return cv2.resize(square, (size, size), interpolation=interpolation)

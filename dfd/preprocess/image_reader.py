@@ -19,8 +19,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from dfd.convert.video_reader import resize_frame
-
 # Larger images are refused before decoding: a 30000 x 30000 RGB image is
 # 2.7 GB, which would take down a worker (and the machine) rather than one file.
 MAX_PIXELS = 100_000_000
@@ -168,12 +166,6 @@ def is_plain_jpeg(data: bytes) -> bool:
             and exif_orientation(data) == 1)
 
 
-def read_image(path: str) -> np.ndarray:
-    """Full-resolution RGB uint8 image of `path` (the face-crop stage works on this)."""
-    image, _ = read_image_and_bytes(path)
-    return image
-
-
 def read_image_and_bytes(path: str) -> tuple[np.ndarray, bytes]:
     data = read_bytes(path)
     if not data:
@@ -186,8 +178,3 @@ def read_image_and_bytes(path: str) -> tuple[np.ndarray, bytes]:
     if min(height, width) < MIN_SIDE:
         raise ImageReadError(f"image is {width}x{height}: too small to hold a face (sides must be >= {MIN_SIDE})")
     return image, data
-
-
-def resize_image(image: np.ndarray, size: int) -> np.ndarray:
-    """RGB image to uint8 (size, size, 3), the same resize as video frames."""
-    return resize_frame(image, size)

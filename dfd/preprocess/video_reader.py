@@ -24,7 +24,7 @@ import dataclasses
 import cv2
 import numpy as np
 
-from dfd.convert import media
+from dfd.preprocess import media
 
 
 class VideoReadError(ValueError):

@@ -1,6 +1,6 @@
 """From per-frame face detections to one crop square per frame (pure numpy).
 
-dfd.data.faces runs the detector; this module decides what to crop, so the
+dfd.preprocess.faces runs the detector; this module decides what to crop, so the
 choices can be tested without a detector:
 
   1. pick_track():        the main face of the clip, one box (or none) per frame
@@ -14,7 +14,7 @@ choices can be tested without a detector:
 
 Boxes here are float pixel boxes (x0, y0, x1, y1) in the full-resolution frame.
 A detection row is [x0, y0, x1, y1, confidence], optionally followed by the
-detector's five keypoints as (x, y) pairs (dfd.data.faces.KEYPOINT_NAMES order).
+detector's five keypoints as (x, y) pairs (dfd.preprocess.faces.KEYPOINT_NAMES order).
 """
 
 from __future__ import annotations

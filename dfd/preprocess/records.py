@@ -10,7 +10,7 @@ The stages of read_content for a video are
     then either
       crop_faces()          spec.face_crop == "mtcnn": square crops of the main
                             face at spec.size, plus boxes and confidences for
-                            the record (dfd.data.faces)
+                            the record (dfd.preprocess.faces)
     or
       resize_frames()       the whole frame to spec.size x spec.size
 and for an image read_image_and_bytes() -> the same two choices on one frame.
@@ -24,7 +24,7 @@ import dataclasses
 
 import numpy as np
 
-from dfd.convert import image_reader, media, video_reader
+from dfd.preprocess import image_reader, media, video_reader
 
 
 @dataclasses.dataclass
@@ -53,13 +53,13 @@ def _record_frames(frames: list[np.ndarray], spec) -> dict:
     """Full-resolution frames to the record's frames, face_boxes, face_confidence and
     face_keypoints (RecordContent fields; the face ones None without face cropping).
 
-    Raises dfd.data.faces.NoFaceError (a ValueError: the file is skipped with a
+    Raises dfd.preprocess.faces.NoFaceError (a ValueError: the file is skipped with a
     reason starting 'no face') when too many frames have no face.
     """
     if spec.face_crop == "mtcnn":
-        # Importing dfd.data.faces does not import TensorFlow; the detector
+        # Importing dfd.preprocess.faces does not import TensorFlow; the detector
         # loads it on first use, so face_crop='none' workers stay TF-free.
-        from dfd.data import faces
+        from dfd.preprocess import faces
 
         crops = faces.crop_faces(frames, spec)
         return dict(frames=crops.crops, face_boxes=crops.boxes,
