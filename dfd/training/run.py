@@ -91,11 +91,11 @@ def _recorded_metadata(setup: TrainingSetup) -> dict:
 def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool, setup: TrainingSetup | None = None) -> dict:
     # The first TensorFlow work: a multi-worker strategy must be set up before the rest.
     strategy = runtime.make_strategy(config.strategy)
+    # train() has opened and checked the data already on the chief; other workers open it here.
+    setup = setup or TrainingSetup.open(config)
     # Non-chief workers write their (identical) checkpoints and logs to a temporary folder that is
     # removed afterwards, as in the Keras multi-worker guide: only the chief owns the run dir.
     write_root = Path(config.run_dir) if chief else Path(tempfile.mkdtemp(prefix="dfd-worker-"))
-    # train() has opened and checked the data already on the chief; other workers open it here.
-    setup = setup or TrainingSetup.open(config)
     precision = runtime.resolve_precision(config.precision)
     try:
         with runtime.precision_policy(precision):
