@@ -33,7 +33,7 @@ def tune(config, options) -> None:
     """The search, then (--retrain_best) the winner at full length."""
     import keras
 
-    from dfd import train
+    from dfd.training import run
     from dfd.tuning.search import run_search
 
     result = run_search(config, options)
@@ -44,7 +44,7 @@ def tune(config, options) -> None:
         print(f"dfd.tune: retraining the best trial for {result.best_config.epochs} epochs into "
               f"{result.best_config.run_dir}")
         # best/ belongs to the search: when a resumed search found another winner, its old training goes.
-        train.train(result.best_config, overwrite=train.holds_another_run(result.best_config))
+        run.train(result.best_config, overwrite=run.holds_another_run(result.best_config))
 
 
 if __name__ == "__main__":

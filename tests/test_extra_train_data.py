@@ -13,7 +13,8 @@ from dfd.data import pipeline, pseudo_fakes, schema
 from dfd.data.metadata import DatasetMetadata
 from dfd.run_layout import RunLayout
 from dfd.testing.fake_shards import write_fake_dataset
-from dfd.train import class_weights, train
+from dfd.training.run import train
+from dfd.training.setup import class_weights
 
 IMAGE_TINY = {"conv_filters": "4", "kernel_sizes": "3", "dense_units": 4}
 

@@ -24,7 +24,7 @@ from dfd.models import augmentation
 from dfd.run_layout import RunLayout
 from dfd.testing.callbacks import EpochRecorder
 from dfd.testing.fake_shards import write_fake_dataset
-from dfd.train import train
+from dfd.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"conv_filters": "4,4", "kernel_sizes": "3", "frame_dense_units": 8, "lstm_units": 4, "head_units": 4}
@@ -84,8 +84,8 @@ _KILL_SCRIPT = """
     import os, signal, sys
     import keras
     from dfd import train_flags
-    from dfd.train import train
     from dfd.training.config import Augment   # the repr of config.augment below
+    from dfd.training.run import train
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

@@ -12,7 +12,8 @@ from dfd.models import augmentation
 from dfd.run_layout import RunLayout
 from dfd.testing.callbacks import EpochRecorder
 from dfd.testing.fake_shards import write_fake_dataset
-from dfd.train import NaNLossError, train
+from dfd.training.callbacks import NaNLossError
+from dfd.training.run import train
 
 # A small cnn_lstm so a step costs milliseconds on CPU.
 TINY = {"conv_filters": "4,4", "kernel_sizes": "3", "frame_dense_units": 8, "lstm_units": 4, "head_units": 4}
@@ -188,7 +189,7 @@ def test_an_image_model_on_video_records_defaults_to_one_frame_per_clip(clips, t
 
 def test_class_weights_only_for_an_imbalanced_train_split(tmp_path):
     from dfd.data.metadata import DatasetMetadata
-    from dfd.train import class_weights
+    from dfd.training.setup import class_weights
     balanced = DatasetMetadata.load(write_fake_dataset(tmp_path / "a", counts={"train": (4, 4)}))
     assert class_weights(balanced, threshold=1.2) is None
     skewed = DatasetMetadata.load(write_fake_dataset(tmp_path / "b", counts={"train": (2, 6)}))

@@ -14,7 +14,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from dfd import models, train_flags
 from dfd.testing.fake_shards import write_fake_dataset
-from dfd.train import train
+from dfd.training.run import train
 from dfd.tune import tune
 from dfd.tuning import flags as tune_flags
 from dfd.tuning import results

@@ -18,7 +18,8 @@ from dfd.models import augmentation
 from dfd.models.resize import FrameResize
 from dfd.testing import synthetic
 from dfd.testing.fake_shards import write_fake_dataset
-from dfd.train import train
+from dfd.training import model as training_model
+from dfd.training.run import train
 from dfd.tuning import flags as tune_flags
 from dfd.tuning.search import run_search
 from dfd.tuning.search_space import define_search_space, define_trial, make_recipe
@@ -159,7 +160,7 @@ def test_a_search_over_models_input_sizes_and_pseudo_fakes_retrains_its_best(tmp
     argv = [f"--flagfile={training}", f"--run_dir={tmp_path / 'tune'}", "--tuner=random", "--max_trials=2",
             "--max_epochs=1", "--search_models=image_cnn,efficientnet_b0", "--search_input_sizes=32,40"]
     built_train_sets, trials = [], []
-    make_train_dataset, build_and_compile = pipeline.make_train_dataset, __import__("dfd.train").train.build_and_compile
+    make_train_dataset, build_and_compile = pipeline.make_train_dataset, training_model.build_and_compile
 
     def spy_dataset(meta, **kwargs):
         built_train_sets.append(kwargs["pseudo_fakes"].fraction)
@@ -170,7 +171,7 @@ def test_a_search_over_models_input_sizes_and_pseudo_fakes_retrains_its_best(tmp
         return build_and_compile(config, input_shape, hparams)
 
     monkeypatch.setattr(pipeline, "make_train_dataset", spy_dataset)
-    monkeypatch.setattr("dfd.train.build_and_compile", spy_build)
+    monkeypatch.setattr(training_model, "build_and_compile", spy_build)
     flag_values = _parse(argv)
     result = run_search(train_flags.config_from_flags(flag_values), tune_flags.options_from_flags(flag_values))
 

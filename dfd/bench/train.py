@@ -109,7 +109,7 @@ def main(argv) -> None:
     from dfd.data import pipeline
     from dfd.models import augmentation
     from dfd.testing.fake_shards import write_fake_dataset
-    from dfd.train import resolve_precision
+    from dfd.training.runtime import resolve_precision
 
     precision = resolve_precision(flag_values.precision)
     keras.config.set_dtype_policy(precision)

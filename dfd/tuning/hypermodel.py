@@ -1,10 +1,10 @@
 """The keras-tuner HyperModel: the search space (search_space.py) built by the trainer's own builder.
 
-build(hp) calls dfd.train.build_and_compile with the trial's TrainConfig (search_space.define_trial),
-so a trial's model is compiled exactly as dfd.train compiles it (same loss, metrics, optimizer, jit
-setting, augmentation and resize layers); fit passes **kwargs through so the tuner's callbacks
-(checkpointing, EarlyStopping, TensorBoard) arrive, and returns the best epoch's metrics with the
-train-validation gaps and parameter counts. When the pseudo-fake fraction is searched, fit trains on
+build(hp) calls dfd.training.model.build_and_compile with the trial's TrainConfig
+(search_space.define_trial), so a trial's model is compiled exactly as dfd.train compiles it (same
+loss, metrics, optimizer, jit setting, augmentation and resize layers); fit passes **kwargs through so
+the tuner's callbacks (checkpointing, EarlyStopping, TensorBoard) arrive, and returns the best epoch's
+metrics with the train-validation gaps and parameter counts. When the pseudo-fake fraction is searched, fit trains on
 the trial's own training set (training_sets: its fraction's input pipeline, class weights and steps).
 """
 
@@ -15,8 +15,9 @@ import math
 import keras
 import keras_tuner
 
-from dfd import train
 from dfd.train_flags import TrainConfig
+from dfd.training import model as training_model
+from dfd.training import runtime
 from dfd.tuning.objectives import best_index
 from dfd.tuning.search_space import Recipe, define_trial
 
@@ -83,11 +84,11 @@ class DfdHyperModel(keras_tuner.HyperModel):
     def build(self, hp) -> keras.Model:
         # keras-tuner's Tuner._try_build calls keras.backend.clear_session() and gc.collect() before
         # every build, which keeps memory flat across trials; the dtype policy lives in that session,
-        # so it is set again here.
-        keras.config.set_dtype_policy(self.precision)
+        # so every build sets it (and restores it: the model keeps the policy it was built with).
         config = self.trial_config(hp)
         self.builds += 1
-        return train.build_and_compile(config, self.input_shape, config.hparams)
+        with runtime.precision_policy(self.precision):
+            return training_model.build_and_compile(config, self.input_shape, config.hparams)
 
     def fit(self, hp, model, *args, **kwargs) -> dict:
         if self.recipe.pseudo_fake_fractions:

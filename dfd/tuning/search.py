@@ -19,14 +19,13 @@ import shutil
 from pathlib import Path
 
 import keras
-import tensorflow as tf
 
-from dfd import train, train_flags
+from dfd import train_flags
 from dfd.atomic_files import write_json
-from dfd.data import pipeline
-from dfd.data.metadata import DatasetMetadata
 from dfd.locks import folder_lock
 from dfd.run_layout import RunLayout
+from dfd.training import runtime
+from dfd.training.setup import TrainingSetup
 from dfd.tuning import flags as tune_flags
 from dfd.tuning import results, search_space
 from dfd.tuning.board import HParamsBoard
@@ -66,7 +65,7 @@ def _search_identity(config, options, input_shape, recipe) -> dict:
 
 
 class TrainingSets:
-    """The training set of a trial, built through pipeline.make_train_dataset once per pseudo-fake fraction.
+    """The training set of a trial, built through the trainer's TrainingSetup once per pseudo-fake fraction.
 
     Called with a TrainConfig: (repeating train dataset, steps per epoch, class weights). Every trial of
     a search shares the data, frame sampling and batch size; only --pseudo_fake_fraction changes the
@@ -74,36 +73,21 @@ class TrainingSets:
     fraction keeps its own cache.
     """
 
-    def __init__(self, meta, frames, input_shape, extras=(), train_frames=None):
-        self.meta = meta
-        self.frames = frames                # validation: frames of video records for an image model
-        self.input_shape = input_shape
-        self.extras = list(extras)          # --extra_train_data's metadata
-        self.train_frames = train_frames    # K frames per training clip (see train.train_frames_per_clip)
+    def __init__(self, setup: TrainingSetup):
+        self.setup = setup
         self._built = {}
 
     def __call__(self, config) -> tuple:
         key = config.pseudo_fake_fraction
         if key not in self._built:
-            # The training set repeats and fit counts steps, as in dfd.train (frames of video records
-            # for an image model: see dfd.train).
-            data, num_train, num_examples = pipeline.make_train_dataset(
-                self.meta, extras=self.extras, batch_size=config.batch_size, cache=config.cache,
-                augment=train_flags.host_augment(config), frames_per_clip=self.train_frames,
-                deterministic=config.deterministic, seed=config.seed, expected_shape=self.input_shape,
-                shuffle_buffer=config.shuffle_buffer, repeat=True, pseudo_fakes=config.pseudo_fake_spec,
-                classes=config.train_classes)
-            steps = pipeline.steps_per_epoch(num_examples, config.batch_size, training=True)
-            self._built[key] = (data, steps, self.weights(config), num_train)
-        return self._built[key][:3]
-
-    def weights(self, config):
-        return train.class_weights(self.meta, config.class_weight_threshold, config.pseudo_fake_spec,
-                                   config.train_classes, self.extras, self.train_frames)
+            self._built[key] = (self.setup.training_data(config, self.setup.input_shape),
+                                self.setup.class_weights(config))
+        train_set, weights = self._built[key]
+        return train_set.dataset, train_set.steps, weights
 
     def num_train(self, config) -> int:
         self(config)
-        return self._built[config.pseudo_fake_fraction][3]
+        return self._built[config.pseudo_fake_fraction][0].num_records
 
 
 def _check_same_search(path: Path, identity: dict, run_dir) -> None:
@@ -111,10 +95,12 @@ def _check_same_search(path: Path, identity: dict, run_dir) -> None:
         return
     previous = json.loads(path.read_text())
     changed = [f"{key}: {previous.get(key)!r} -> {identity.get(key)!r}"
-               for key in [*identity, *({"extra_train_data"} - set(identity))] if previous.get(key) != identity.get(key)]
+               for key in [*identity, *({"extra_train_data"} - set(identity))]
+               if previous.get(key) != identity.get(key)]
     if changed:
-        raise SearchSettingsError(f"{run_dir} holds a search with other settings ({'; '.join(changed)}). Re-run with the "
-                         "same flags to resume it, add --overwrite to start over, or use another --run_dir.")
+        raise SearchSettingsError(f"{run_dir} holds a search with other settings ({'; '.join(changed)}). Re-run "
+                                  "with the same flags to resume it, add --overwrite to start over, or use another "
+                                  "--run_dir.")
 
 
 def _start_over(layout: RunLayout) -> None:
@@ -140,84 +126,70 @@ def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions)
         raise SearchSettingsError("dfd.tune trains every trial in one phase: leave --warmup_epochs out of the search "
                                   "(search with --freeze_backbone or without), then train the best flags with it")
     layout = RunLayout(config.run_dir)
-    meta = DatasetMetadata.load(pipeline.checked_dir(config.data))
     try:
-        extras = train.extra_train_data(config, meta)
-        frames = train.frames_per_clip(config, meta.preprocessing, [extra.preprocessing.kind for extra in extras])
-        train_frames = train.train_frames_per_clip(config, meta.preprocessing, extras)
-    except ValueError as error:
-        raise SearchSettingsError(str(error)) from None
-    input_shape = pipeline.output_shape(meta, frames=frames is not None)
-    try:
+        setup = TrainingSetup.open(config)   # the trainer's checks of the data and the model kind
         recipe = search_space.make_recipe(
-            config, input_shape, model_names=options.search_models, input_sizes=options.search_input_sizes,
+            config, setup.input_shape, model_names=options.search_models, input_sizes=options.search_input_sizes,
             augment_strengths=options.search_augment_strengths,
             pseudo_fake_fractions=options.search_pseudo_fake_fractions)
-        training_sets = TrainingSets(meta, frames, input_shape, extras, train_frames)
         for fraction in recipe.pseudo_fake_fractions or (config.pseudo_fake_fraction,):
             # Raises now, not in a trial, for a fraction leaving one class (e.g. 1.0 with --train_classes=real).
-            training_sets.weights(dataclasses.replace(config, pseudo_fake_fraction=fraction))
+            setup.class_weights(dataclasses.replace(config, pseudo_fake_fraction=fraction))
     except ValueError as error:
         raise SearchSettingsError(str(error)) from None
 
     # One search per run dir; the lock is released when this process ends, however it ends.
     with folder_lock(layout.root, "tuning"):
-        return _locked_search(config, options, layout, input_shape, recipe, training_sets)
+        return _locked_search(config, options, layout, recipe, TrainingSets(setup))
 
 
-def _locked_search(config, options, layout, input_shape, recipe, training_sets) -> SearchResult:
+def _locked_search(config, options, layout, recipe, training_sets) -> SearchResult:
     if options.overwrite:
         _start_over(layout)
+    setup = training_sets.setup
+    input_shape = setup.input_shape
     identity_file = layout.tuner / "search.json"
     identity = _search_identity(config, options, input_shape, recipe)
     _check_same_search(identity_file, identity, config.run_dir)
 
-    strategy = train.make_strategy(config.strategy)
-    precision = train.resolve_precision(config.precision)
-    previous_policy = keras.config.dtype_policy()
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    try:
-        # Built once for all trials (once per pseudo-fake fraction when it is searched: TrainingSets).
-        train_data, steps, weights = training_sets(config)
-        num_train = training_sets.num_train(config)
-        val_data, num_val = pipeline.make_eval_dataset(training_sets.meta, "val", batch_size=config.batch_size,
-                                                       cache=config.cache, expected_shape=input_shape,
-                                                       frames=training_sets.frames is not None)
+    strategy = runtime.make_strategy(config.strategy)
+    precision = runtime.resolve_precision(config.precision)
+    runtime.seed_everything(config.seed, config.deterministic)
+    # Built once for all trials (once per pseudo-fake fraction when it is searched: TrainingSets).
+    train_data, steps, weights = training_sets(config)
+    num_train = training_sets.num_train(config)
+    val_data, num_val = setup.validation_data(config, input_shape)
 
-        hypermodel = DfdHyperModel(config, input_shape, precision, options.objective, recipe, training_sets)
-        board = HParamsBoard(layout.tensorboard)
-        tuner = make_tuner(
-            options.tuner, hypermodel, objective=options.objective, max_trials=options.max_trials,
-            max_epochs=options.max_epochs, hyperband_factor=options.hyperband_factor,
-            executions_per_trial=options.executions_per_trial, seed=config.seed, directory=layout.root,
-            project_name=PROJECT, overwrite=False, board=board, max_gap=options.max_gap,
-            distribution_strategy=strategy if strategy.num_replicas_in_sync > 1 else None)
-        write_json(identity_file, identity)
-        layout.flags.write_text(_flags_text(config, options))
-        board.write_config(tuner.oracle.hyperparameters)
+    hypermodel = DfdHyperModel(config, input_shape, precision, options.objective, recipe, training_sets)
+    board = HParamsBoard(layout.tensorboard)
+    tuner = make_tuner(
+        options.tuner, hypermodel, objective=options.objective, max_trials=options.max_trials,
+        max_epochs=options.max_epochs, hyperband_factor=options.hyperband_factor,
+        executions_per_trial=options.executions_per_trial, seed=config.seed, directory=layout.root,
+        project_name=PROJECT, overwrite=False, board=board, max_gap=options.max_gap,
+        distribution_strategy=strategy if strategy.num_replicas_in_sync > 1 else None)
+    write_json(identity_file, identity)
+    layout.flags.write_text(_flags_text(config, options))
+    board.write_config(tuner.oracle.hyperparameters)
 
-        callbacks = [keras.callbacks.TerminateOnNaN(),
-                     keras.callbacks.TensorBoard(str(layout.tensorboard))]   # log_dir set per trial
-        if config.data_service:
-            from dfd import data_service
-            callbacks.append(data_service.stall_watchdog(config.data_service, config.data_service_timeout_s))
-        if options.trial_patience > 0:
-            callbacks.append(keras.callbacks.EarlyStopping(
-                monitor=options.objective, mode=DIRECTIONS[options.objective], patience=options.trial_patience))
-        finished = sum(trial.status in ("COMPLETED", "FAILED") for trial in tuner.oracle.trials.values())
-        searched = ", ".join(f"{name} {','.join(map(str, values))}" for name, values in recipe.identity().items())
-        print(f"dfd.tune: {options.tuner} search over {config.model} on {config.data} ({num_train} train / "
-              f"{num_val} val clips of {input_shape}), objective {options.objective}, up to {options.max_epochs} "
-              f"epochs per trial, precision {precision}, run dir {config.run_dir}"
-              + (f"; recipe: {searched}" if searched else "")
-              + (f"; resuming after {finished} finished trials" if finished else ""), flush=True)
-        tuner.search(train_data, epochs=options.max_epochs, steps_per_epoch=steps, validation_data=val_data,
-                     callbacks=callbacks, class_weight=weights, verbose=config.verbose, shuffle=False)
-        return _finish(tuner, hypermodel, config, options, layout)
-    finally:
-        keras.config.set_dtype_policy(previous_policy)
+    callbacks = [keras.callbacks.TerminateOnNaN(),
+                 keras.callbacks.TensorBoard(str(layout.tensorboard))]   # log_dir set per trial
+    if config.data_service:
+        from dfd import data_service
+        callbacks.append(data_service.stall_watchdog(config.data_service, config.data_service_timeout_s))
+    if options.trial_patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=options.objective, mode=DIRECTIONS[options.objective], patience=options.trial_patience))
+    finished = sum(trial.status in ("COMPLETED", "FAILED") for trial in tuner.oracle.trials.values())
+    searched = ", ".join(f"{name} {','.join(map(str, values))}" for name, values in recipe.identity().items())
+    print(f"dfd.tune: {options.tuner} search over {config.model} on {config.data} ({num_train} train / "
+          f"{num_val} val clips of {input_shape}), objective {options.objective}, up to {options.max_epochs} "
+          f"epochs per trial, precision {precision}, run dir {config.run_dir}"
+          + (f"; recipe: {searched}" if searched else "")
+          + (f"; resuming after {finished} finished trials" if finished else ""), flush=True)
+    tuner.search(train_data, epochs=options.max_epochs, steps_per_epoch=steps, validation_data=val_data,
+                 callbacks=callbacks, class_weight=weights, verbose=config.verbose, shuffle=False)
+    return _finish(tuner, hypermodel, config, options, layout)
 
 
 def _finish(tuner, hypermodel, config, options, layout) -> SearchResult:
@@ -225,7 +197,8 @@ def _finish(tuner, hypermodel, config, options, layout) -> SearchResult:
     print(f"dfd.tune: trials, best {options.objective} first (epochs: best/trained):")
     print(results.format_table(rows))
     results.write_csv(rows, layout.tuner / "trials.csv")
-    print(f"dfd.tune: table saved to {layout.tuner / 'trials.csv'}; TensorBoard: tensorboard --logdir {layout.tensorboard}")
+    print(f"dfd.tune: table saved to {layout.tuner / 'trials.csv'}; "
+          f"TensorBoard: tensorboard --logdir {layout.tensorboard}")
 
     best_flags = layout.root / BEST_FLAGS
     if not rows or rows[0]["status"] != "ok":
