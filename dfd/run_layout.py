@@ -81,11 +81,15 @@ class RunLayout:
     def partial(path: Path) -> Path:    # a file being written; renamed to `path` when complete
         return path.with_name(f".{path.stem}.partial{path.suffix}")
 
+    @property
+    def calibration(self) -> Path:     # temperature fitted by evaluate --calibrate (dfd.evaluation.calibration)
+        return self.root / "calibration.json"
+
     def written_by_dfd(self) -> list[Path]:
         """Every file and folder dfd writes into a run directory (trainer, evaluate, tune), except the lock."""
         files = [self.flags, self.data_metadata, self.preprocessing, self.best_model, self.final_model,
-                 self.history, self.summary, self.threshold]
+                 self.history, self.summary, self.threshold, self.calibration]
         partials = [self.partial(path) for path in (self.best_model, self.final_model)]
-        partials += [path.with_suffix(path.suffix + ".tmp") for path in (self.history, self.summary)]
+        partials += [path.with_suffix(path.suffix + ".tmp") for path in (self.history, self.summary, self.threshold, self.calibration)]
         tune = [self.tuner, self.root / "best.flags", self.root / "best"]
         return files + partials + [self.tensorboard, self.backup, self.root / "eval"] + tune

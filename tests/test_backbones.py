@@ -14,7 +14,7 @@ from dfd.models import backbones
 from dfd.models.backbones import BACKBONES
 from dfd.run_layout import RunLayout
 from dfd.testing.fake_shards import write_fake_dataset
-from dfd.train import train
+from dfd.training.run import train
 
 # The smallest input each backbone accepts: small enough to build in seconds on 2 cores.
 MIN_SIZE = {name: spec.min_size for name, spec in BACKBONES.items()}

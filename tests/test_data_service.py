@@ -15,7 +15,7 @@ import pytest
 from dfd import train_flags
 from dfd.data import pipeline
 from dfd.testing.fake_shards import write_fake_dataset
-from dfd.train import train
+from dfd.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"conv_filters": "4,4", "kernel_sizes": "3", "frame_dense_units": 8, "lstm_units": 4, "head_units": 4}

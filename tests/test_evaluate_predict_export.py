@@ -306,7 +306,7 @@ def test_backbone_models_through_evaluate_predict_and_export(media_files, tmp_pa
 def test_a_run_trained_on_frames_evaluates_at_both_levels_and_predicts_videos(media_files, tmp_path):
     """dfd.train with --frames_per_clip=2 on video records, then dfd.evaluate and dfd.predict on the run."""
     from dfd import train_flags
-    from dfd.train import train
+    from dfd.training.run import train
 
     data_dir = write_fake_dataset(tmp_path / "data", kind="video", num_frames=4, size=SIZE,
                                   counts={"train": (8, 8), "val": (4, 4), "test": (3, 3)})

@@ -316,7 +316,7 @@ def test_a_file_name_that_is_not_utf8_is_converted_and_scored(tmp_path, image_ru
 
 def test_a_bit_flipped_shard_is_named_in_training_and_evaluation(tmp_path, image_run):
     from dfd import train_flags
-    from dfd.train import train
+    from dfd.training.run import train
 
     data = write_fake_dataset(tmp_path / "data", kind="image", size=16, encoding="jpeg",
                               counts={"train": (4, 4), "val": (2, 2), "test": (2, 2)}, shards_per_split=1)

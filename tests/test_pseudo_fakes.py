@@ -7,7 +7,7 @@ import tensorflow as tf
 from dfd import train_flags
 from dfd.data import pipeline, pseudo_fakes, schema
 from dfd.testing.fake_shards import write_fake_dataset
-from dfd.train import train
+from dfd.training.run import train
 
 # The astronaut's keypoints and MTCNN face box in dfd's crop of her (margin 1.3), as measured
 # with dfd.preprocess.faces.crop_faces on dfd.testing.face_frames (face 100 px wide in a 640x360 frame).

@@ -92,7 +92,7 @@ def test_two_stage_configs_chain_image64_then_video_frozen_cnn(tmp_path):
 
     from dfd.models import augmentation
     from dfd.testing.fake_shards import write_fake_dataset
-    from dfd.train import train
+    from dfd.training.run import train
 
     images = write_fake_dataset(tmp_path / "images64", kind="image", size=64, counts={"train": (8, 8), "val": (2, 2)})
     clips = write_fake_dataset(tmp_path / "video", num_frames=2, size=64, counts={"train": (8, 8), "val": (2, 2)})

@@ -65,7 +65,7 @@ def main(argv) -> None:
     import keras
     import tensorflow as tf
 
-    from dfd.train import resolve_precision
+    from dfd.training.runtime import resolve_precision
 
     precision = resolve_precision(flag_values.precision)
     keras.mixed_precision.set_global_policy(precision)

@@ -11,7 +11,6 @@ changes nothing. A run dir holding another run is refused unless --overwrite (df
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 import tempfile
 import time
@@ -126,7 +125,7 @@ def _fit(config: train_flags.TrainConfig, extra_callbacks, chief: bool, setup: T
     if chief:
         layout.root.mkdir(parents=True, exist_ok=True)
         layout.flags.write_text(train_flags.flagfile_text(config))
-        layout.data_metadata.write_text(json.dumps(_recorded_metadata(setup), indent=2) + "\n")
+        write_json(layout.data_metadata, _recorded_metadata(setup))
         setup.meta.preprocessing.save(layout.preprocessing)
     own.best_model.parent.mkdir(parents=True, exist_ok=True)
 
