@@ -113,6 +113,15 @@ def test_image_model_onnx_scores_jpeg_and_video_frames_and_refuses_misuse(media_
         assert from_onnx[name].error is None
         assert from_onnx[name].fake_probability == pytest.approx(from_keras[name].fake_probability, abs=2e-6)
     assert len(from_onnx["clip.mp4"].frame_scores) == 4
+    # dfd.serve takes it too: its model description, and no Grad-CAM crops (no layers).
+    from dfd.serve.app import model_description
+    from dfd.serve.batcher import Batcher
+
+    options = {"video_frames": 16, "aggregate": "mean", "max_upload_mb": 1}
+    assert model_description(loaded, options)["name"] == "image" and model_description(loaded, options)["threshold"]
+    batcher = Batcher(loaded, explain_crops=True)
+    assert not batcher.explainable
+    batcher.close()
 
     with pytest.raises(ValueError, match="exists; choose a new --output file or pass --overwrite"):
         export.export(run_dir, output, verbose=False, export_format="onnx")

@@ -19,6 +19,7 @@ Conversion is Keras's own `model.export(format="onnx")`, whose route Keras 3.15 
               onnxscript is needed and the batch stays dynamic. Keras's torch variables are parameters that
               require grad and the tracer refuses to bake those in as constants ("Cannot insert a Tensor that
               requires grad as a constant"), so grad is off during the export.
+A mixed_float16 run converts too (its float16 layers stay float16 in the graph; measured 1.1e-5 against Keras).
 """
 
 from __future__ import annotations

@@ -88,5 +88,5 @@ def load(path: str | Path) -> OnnxModel:
         raise ValueError(f"{path} does not have dfd's input {INPUT_NAME!r} and output {OUTPUT_NAME!r}; export the "
                          "run again with dfd.export --format=onnx")
     source = values.get("threshold_source") or "?"
-    return OnnxModel(OnnxGraph(meta.graph_name or path.stem, session), spec, threshold,
+    return OnnxModel(OnnxGraph(path.stem, session), spec, threshold,
                      f"{path} metadata ({source})", path, temperature, values.get("calibration_source") or None)
