@@ -1,4 +1,4 @@
-"""`python -m dfd.predict --model=RUN_OR_EXPORT_DIR PATH [PATH ...]`: P(fake) for image and video files.
+"""`python -m dfd.predict --model=RUN_OR_EXPORT_DIR|FILE.onnx PATH [PATH ...]`: P(fake) for image and video files.
 
 PATHs are files or folders (searched recursively for images and videos). Output is
 a JSON array (or CSV) with, per file: path, kind, fake_probability, label at the
@@ -31,7 +31,8 @@ CSV_COLUMNS = ("path", "kind", "fake_probability", "label", "threshold", "frames
 def define_flags() -> None:
     from dfd.evaluation.metrics import AGGREGATE_METHODS  # imports TensorFlow: quiet it first (__main__)
 
-    flags.DEFINE_string("model", None, "Run directory (trainer) or export directory (dfd.export).", required=True)
+    flags.DEFINE_string("model", None, "Run directory (trainer), export directory (dfd.export) or .onnx file "
+                        "(dfd.export --format=onnx, scored with onnxruntime).", required=True)
     flags.DEFINE_enum("format", "json", list(FORMATS), "Output format.")
     flags.DEFINE_string("output", None, "Write to this file instead of stdout.")
     flags.DEFINE_integer("batch_size", 32, "Files per inference batch.")
@@ -101,6 +102,9 @@ def predict_command(model: str, paths: list[str], output_format: str = "json", o
         raise ValueError(f"no image or video files in {' '.join(paths)}")
     if output:
         check_output(output, paths, files)
+    if explain and Path(model).suffix == ".onnx":
+        raise ValueError(f"--explain needs the Keras model: {model} is an ONNX graph with no layers to explain; "
+                         "give --model the run directory (or a SavedModel export directory) instead")
     loaded = loading.load(model)
     if loaded.temperature != 1.0:
         print(f"dfd.predict: calibrated P(fake): {loaded.calibration_source}", file=sys.stderr)

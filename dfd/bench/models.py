@@ -2,12 +2,23 @@
 
 No input pipeline is involved (batches sit on the device), so this is the compute ceiling the trainer's
 P2 ratio is measured against. Last line: the jit_compile speedup of the seed CNN+LSTM train step.
+
+`--backend=tensorflow,torch` times the train step on each Keras backend. Keras fixes its backend when it is
+first imported, once per process, so each backend other than this process's runs in a child process
+(`KERAS_BACKEND` set, `--child` printing one JSON line) and the numbers are gathered into one table; the
+last line is then the torch/tensorflow step-time ratio. `--inference` adds P(fake) inference clips/s on the
+same batch through Keras (predict_on_batch, the path dfd.predict takes) and through onnxruntime on the
+model's ONNX export (dfd.evaluation.onnx_export's conversion), and its onnxruntime/Keras ratio.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -27,10 +38,18 @@ class Settings:
     batch_size: int = setting(32, "Clips or images per step.")
     steps: int = setting(10, "Timed steps (after warm-up).")
     precision: str = setting("auto", "auto: mixed_float16 with a GPU, float32 on CPU.", choices=PRECISIONS)
+    backend: tuple = setting(("tensorflow",), "Keras backends to time, each in its own process: tensorflow, torch.")
+    inference: bool = setting(False, "Also time P(fake) inference clips/s: Keras vs onnxruntime on the model's "
+                              "ONNX export, same batch.")
+    child: bool = setting(False, "Internal: measure on this process's backend and print one JSON line.")
 
 
 def define_flags(flag_values=flags.FLAGS) -> None:
     settings.define_flags(Settings, flag_values)
+
+
+BACKENDS = ("tensorflow", "torch")
+RESULT_PREFIX = "dfd.bench.models result: "
 
 
 def time_train_step(name, input_shape, batch_size, steps, jit_compile) -> float:
@@ -44,8 +63,10 @@ def time_train_step(name, input_shape, batch_size, steps, jit_compile) -> float:
     model.compile(optimizer="adam", loss=dfd.models.loss_for(model), metrics=dfd.models.metrics_for(model),
                   jit_compile=jit_compile)
     rng = np.random.default_rng(0)
-    batch = tf.constant(rng.integers(0, 256, size=(batch_size, *input_shape), dtype=np.uint8))
-    labels = tf.constant(np.arange(batch_size) % 2)
+    # Tensors of the backend, so the batch is on the device before the clock starts.
+    to_tensor = tf.constant if keras.backend.backend() == "tensorflow" else keras.ops.convert_to_tensor
+    batch = to_tensor(rng.integers(0, 256, size=(batch_size, *input_shape), dtype=np.uint8))
+    labels = to_tensor(np.arange(batch_size) % 2)
     for _ in range(2):
         model.train_on_batch(batch, labels)
     times = []
@@ -58,16 +79,118 @@ def time_train_step(name, input_shape, batch_size, steps, jit_compile) -> float:
     return float(np.median(times))
 
 
+def time_inference(name, input_shape, batch_size, steps) -> dict:
+    """Median seconds per P(fake) batch of the same model and batch: Keras predict_on_batch and onnxruntime."""
+    import keras
+    import onnxruntime
+
+    import dfd.models
+    from dfd.evaluation import export, onnx_export
+
+    serving = export.serving_model(dfd.models.build_model(name, input_shape))
+    batch = np.random.default_rng(0).integers(0, 256, size=(batch_size, *input_shape), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.onnx")
+        onnx_export.convert(serving, path, tuple(input_shape))
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: batch}
+    runners = {"keras": lambda: np.asarray(serving.predict_on_batch(batch)),
+               "onnxruntime": lambda: session.run(None, feed)[0]}
+    seconds = {}
+    for runner_name, run in runners.items():
+        for _ in range(2):
+            run()
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            run()   # both return numpy arrays: the batch has finished when the clock stops
+            times.append(time.perf_counter() - start)
+        seconds[runner_name] = float(np.median(times))
+    keras.backend.clear_session()
+    return seconds
+
+
+def measure(flag_values, precision: str) -> dict:
+    """This process's backend: train-step seconds (jit off, and on for tensorflow) and inference seconds."""
+    import keras
+
+    backend = keras.backend.backend()
+    input_shape = tuple(int(size) for size in flag_values.input_shape)
+    # jit_compile on torch is torch.compile, not the XLA flag the trainer's --jit_compile sets: not timed here.
+    jit_options = (False, True) if backend == "tensorflow" else (False,)
+    result = {"backend": backend, "precision": precision, "train_s": {}}
+    for jit_compile in jit_options:
+        result["train_s"][str(jit_compile)] = time_train_step(flag_values.model, input_shape,
+                                                              flag_values.batch_size, flag_values.steps, jit_compile)
+    if flag_values.inference:
+        result["inference_s"] = time_inference(flag_values.model, input_shape, flag_values.batch_size,
+                                               flag_values.steps)
+    return result
+
+
+def _in_child(backend: str, argv) -> dict:
+    """measure() on `backend` in a new process (Keras's backend is fixed per process)."""
+    arguments = [flag for flag in argv[1:] if not flag.startswith(("--backend", "--child"))]
+    command = [sys.executable, "-m", "dfd.bench", "models", *arguments, f"--backend={backend}", "--child"]
+    done = subprocess.run(command, env={**os.environ, "KERAS_BACKEND": backend}, capture_output=True, text=True)
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if done.returncode or not lines:
+        raise ValueError(f"the {backend} benchmark process failed (exit code {done.returncode}):\n"
+                         f"{done.stderr[-2000:]}")
+    return json.loads(lines[-1][len(RESULT_PREFIX):])
+
+
+def _print_backends(flag_values, results: list, device: str) -> None:
+    input_shape = tuple(int(size) for size in flag_values.input_shape)
+    print(f"{'backend':<12}{'model':<14}{'input':<18}{'batch':>6}{'precision':>15}{'jit':>6}{'ms/step':>10}"
+          f"{'clips/s':>10}  device")
+    for result in results:
+        for jit, seconds in result["train_s"].items():
+            print(f"{result['backend']:<12}{flag_values.model:<14}{str(input_shape):<18}{flag_values.batch_size:>6}"
+                  f"{result['precision']:>15}{jit:>6}{seconds * 1e3:>10.1f}{flag_values.batch_size / seconds:>10.1f}"
+                  f"  {device}")
+    inference = [result for result in results if "inference_s" in result]
+    if inference:
+        print(f"\n{'inference (P(fake))':<36}{'batch':>6}{'ms/batch':>10}{'clips/s':>10}")
+        for result in inference:
+            for runner, seconds in result["inference_s"].items():
+                print(f"{runner + ' (' + result['backend'] + ')':<36}{flag_values.batch_size:>6}{seconds * 1e3:>10.1f}"
+                      f"{flag_values.batch_size / seconds:>10.1f}")
+    by_backend = {result["backend"]: result for result in results}
+    if inference:
+        first = inference[0]
+        print(f"onnxruntime / keras {first['backend']} inference clips/s ({flag_values.model}, batch "
+              f"{flag_values.batch_size}): {first['inference_s']['keras'] / first['inference_s']['onnxruntime']:.2f}x")
+    if {"tensorflow", "torch"} <= set(by_backend):
+        ratio = by_backend["torch"]["train_s"]["False"] / by_backend["tensorflow"]["train_s"]["False"]
+        print(f"torch / tensorflow train-step time ({flag_values.model}, batch {flag_values.batch_size}, jit off): "
+              f"{ratio:.2f}x")
+
+
 def main(argv) -> None:
     flag_values = flags.FlagValues()
     define_flags(flag_values)
     flag_values(argv)
+    unknown = sorted(set(flag_values.backend) - set(BACKENDS))
+    if unknown or not flag_values.backend:
+        raise ValueError(f"--backend takes {', '.join(BACKENDS)} (comma-separated), got {unknown or 'nothing'}")
     import keras
     import tensorflow as tf
 
     from dfd.training.runtime import resolve_precision
 
     precision = resolve_precision(flag_values.precision)
+    if flag_values.child or flag_values.backend != ["tensorflow"] or flag_values.inference:
+        keras.mixed_precision.set_global_policy(precision)
+        if flag_values.child:
+            print(RESULT_PREFIX + json.dumps(measure(flag_values, precision)), flush=True)
+            return
+        device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
+        results = [measure(flag_values, precision) if backend == keras.backend.backend() else _in_child(backend, argv)
+                   for backend in flag_values.backend]
+        _print_backends(flag_values, results, device)
+        return
+
     keras.mixed_precision.set_global_policy(precision)
     input_shape = tuple(int(size) for size in flag_values.input_shape)
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"

@@ -1,4 +1,7 @@
-"""A run's best model as a SavedModel for TensorFlow Serving, verified by reloading it.
+"""A run's best model as a SavedModel for TensorFlow Serving (or one ONNX file), verified by reloading it.
+
+`export_format="onnx"` writes a single .onnx file instead (dfd.evaluation.onnx_export); the rest of
+this doc is the SavedModel format, the default.
 
 The export directory holds:
   saved_model.pb, variables/   serving signature `serve` (also `serving_default`):
@@ -39,7 +42,9 @@ def serving_model(model: keras.Model, temperature: float = 1.0) -> keras.Model:
     probability = fake_probability(model(pixels))
     if temperature != 1.0:
         clipped = keras.ops.clip(keras.ops.cast(probability, "float32"), calibration.EPSILON, 1.0 - calibration.EPSILON)
-        probability = keras.ops.sigmoid((keras.ops.log(clipped) - keras.ops.log1p(-clipped)) / temperature)
+        # log(1 - p), not log1p(-p): tf2onnx has no Log1p (the ONNX export failed on it), and 1 - p is exact
+        # in float32 for p >= 0.5 (Sterbenz), where the logit needs the precision.
+        probability = keras.ops.sigmoid((keras.ops.log(clipped) - keras.ops.log(1.0 - clipped)) / temperature)
     return keras.Model(pixels, probability, name=f"{model.name}_serving")
 
 
@@ -70,8 +75,18 @@ def _clear_output(output: Path, overwrite: bool) -> None:
     shutil.rmtree(output)
 
 
-def export(run_dir: str | Path, output: str | Path, verbose: bool = True, overwrite: bool = False) -> float:
+FORMATS = ("saved_model", "onnx")
+
+
+def export(run_dir: str | Path, output: str | Path, verbose: bool = True, overwrite: bool = False,
+           export_format: str = "saved_model") -> float:
     """Writes the export directory and returns the max abs difference between reloaded and source outputs."""
+    if export_format not in FORMATS:
+        raise ValueError(f"the export format must be one of {FORMATS}, got {export_format!r}")
+    if export_format == "onnx":
+        from dfd.evaluation import onnx_export  # onnx, onnxruntime, tf2onnx: the `onnx` extra
+
+        return onnx_export.export_onnx(run_dir, output, verbose=verbose, overwrite=overwrite)
     layout = RunLayout(run_dir)
     loaded = loading.load(layout.root)
     output = Path(output)

@@ -3,6 +3,7 @@
 Both hold a Keras file, preprocessing.json and (after dfd.evaluate) threshold.json and calibration.json:
   run dir     checkpoints/best.keras (else model.keras), preprocessing.json, threshold.json, calibration.json
   export dir  model.keras, preprocessing.json, threshold.json, calibration.json, saved_model.pb (for TF Serving)
+  FILE.onnx   dfd.export --format=onnx: all of it in one file (dfd.evaluation.onnx_model, scored by onnxruntime)
 A calibration.json (dfd.evaluate --calibrate) makes every score the temperature-scaled probability.
 
 Models are always loaded in Keras safe mode: a `.keras` file can carry a Lambda
@@ -161,8 +162,12 @@ def model_file(directory: str | Path) -> Path:
 
 
 def load(directory: str | Path) -> LoadedModel:
-    """The model of a run or export directory, its preprocessing and its decision threshold."""
+    """The model of a run or export directory (or .onnx file), its preprocessing and its decision threshold."""
     directory = Path(directory)
+    if directory.suffix == ".onnx" and not directory.is_dir():
+        from dfd.evaluation import onnx_model  # onnxruntime: the `onnx` extra
+
+        return onnx_model.load(directory)
     if not directory.is_dir():
         raise ValueError(f"--model/--run_dir {directory} is not a directory")
     path = model_file(directory)
