@@ -6,7 +6,9 @@
         define_flags()
         cli.run(main, "dfd.evaluate")
 
-`run` quiets TensorFlow's start-up logging (unless DFD_TF_LOGS=1), runs `main` under absl's app.run,
+`run` selects the Keras backend (--backend or KERAS_BACKEND, dfd.backend.select: before Keras is imported,
+so `quiet_tensorflow`, which entry points call before their imports, does it too), quiets TensorFlow's
+start-up logging (unless DFD_TF_LOGS=1), runs `main` under absl's app.run,
 and turns a ValueError (dfd's "user error": the message says what to do) into one line on stderr,
 `dfd.NAME: message`, with exit code 2 and no traceback. Anything else is a bug and keeps its traceback.
 
@@ -28,6 +30,9 @@ import os
 import re
 import sys
 import tempfile
+from pathlib import Path
+
+from dfd import backend
 
 SHOW_LOGS_ENV = "DFD_TF_LOGS"   # DFD_TF_LOGS=1: leave TensorFlow's logging as TensorFlow sets it
 USER_ERROR_EXIT = 2
@@ -54,13 +59,31 @@ def show_tf_logs() -> bool:
     return os.environ.get(SHOW_LOGS_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def quiet_tensorflow() -> None:
-    """Imports TensorFlow with its start-up lines held back (see the module docstring); idempotent.
+def select_backend(name: str | None = None) -> None:
+    """Keras's backend from --backend (flagfiles included) or KERAS_BACKEND (dfd.backend.select), before
+    Keras is imported; a bad value ends the command as a user error (one line, exit code 2)."""
+    try:
+        backend.select(sys.argv)
+    except ValueError as error:
+        print(f"{name or 'dfd.' + Path(sys.argv[0]).stem}: {error}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
 
-    Call before anything imports TensorFlow; with DFD_TF_LOGS=1 it changes nothing.
+
+def quiet_tensorflow() -> None:
+    """Selects the Keras backend (select_backend) and imports TensorFlow with its start-up lines held back
+    (see the module docstring); idempotent.
+
+    Call before anything imports TensorFlow or Keras; with DFD_TF_LOGS=1 TensorFlow's lines are shown. On
+    the torch backend TensorFlow, which then only reads the input, is kept off the GPUs.
     """
-    if show_tf_logs() or "tensorflow" in sys.modules:
-        return
+    select_backend()
+    if not show_tf_logs() and "tensorflow" not in sys.modules:
+        _import_tensorflow_quietly()
+    if os.environ[backend.ENV] != "tensorflow":
+        backend.hide_gpus_from_tensorflow()
+
+
+def _import_tensorflow_quietly() -> None:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.stderr.flush()
     saved = os.dup(2)
@@ -98,8 +121,10 @@ def report_user_errors(main, name: str):
 
 
 def run(main, name: str) -> None:
-    """The entry point of command `name`: quiet TensorFlow, parse flags, run main, report user errors."""
+    """The entry point of command `name`: select the backend, quiet TensorFlow, parse flags, run main, report
+    user errors."""
     from absl import app
 
+    select_backend(name)
     quiet_tensorflow()
     app.run(report_user_errors(main, name))

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from absl import flags
 
-from dfd import cli
+from dfd import backend, cli
 
 if __name__ == "__main__":   # before dfd.models imports TensorFlow
     cli.quiet_tensorflow()
@@ -159,9 +159,8 @@ def _read_history(path: Path) -> list[dict]:
 # --------------------------------------------------------------------------
 
 def resolve_precision(precision: str) -> str:
-    import tensorflow as tf
     if precision == "auto":
-        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+        return "mixed_float16" if backend.gpu_available() else "float32"
     return precision
 
 
@@ -377,6 +376,7 @@ def _checked_data(config: train_flags.TrainConfig) -> DatasetMetadata:
 
 def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
            meta: DatasetMetadata | None = None, extras: list[DatasetMetadata] | None = None) -> dict:
+    backend.check_supported(config)   # what the torch backend cannot do: refused before any work
     strategy = make_strategy(config.strategy)   # first TensorFlow work: multi-worker setup must precede the rest
     keras = _keras()
     import tensorflow as tf
@@ -502,6 +502,7 @@ def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool,
         _save_model_atomically(model, own.final_model)
         summary = _summary(config, epoch_log.epochs, wall_seconds, precision, num_train, num_val)
         summary["replicas"] = strategy.num_replicas_in_sync
+        summary["backend"] = keras.backend.backend()
         if chief:
             write_json(layout.summary, summary)
             _print_summary(summary)
@@ -585,4 +586,5 @@ def main(argv) -> None:
 if __name__ == "__main__":
     train_flags.define_all_flags()
     train_flags.define_overwrite_flag()
+    backend.define_backend_flag()
     cli.run(main, "dfd.train")
