@@ -75,8 +75,8 @@ def differences(layout: RunLayout, config: train_flags.TrainConfig, data_metadat
     """
     if not layout.flags.is_file():
         return []
-    before = _flag_lines(layout.flags.read_text())
-    now = _flag_lines(train_flags.flagfile_text(config))
+    before = flag_lines(layout.flags.read_text())
+    now = flag_lines(train_flags.flagfile_text(config))
     # A flag added to dfd after the run was trained (absent from its flags.txt) at its default is the same run.
     for name, default in _field_defaults().items():
         if name not in before and now.get(name) == train_flags.flag_line(name, default):

@@ -152,6 +152,40 @@ def test_the_seed_model_and_dfds_layers_on_torch(tmp_path):
     np.testing.assert_array_equal(out["identity"], clips)
 
 
+_TORCH_RESUME = """
+import json, sys, keras
+from dfd import train_flags
+from dfd.testing.callbacks import EpochRecorder
+from dfd.train import train
+assert keras.backend.backend() == "torch"
+
+class Kill(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+hparams = {"conv_filters": "4,4", "kernel_sizes": "3", "frame_dense_units": 8, "lstm_units": 4, "head_units": 4}
+config = train_flags.TrainConfig(data=sys.argv[1], run_dir=sys.argv[2], hparams=hparams, epochs=2, batch_size=4,
+                                 verbose=0, patience=0, precision="mixed_float16", augment_crop=0.2)
+try:
+    train(config, extra_callbacks=[Kill()])
+except KeyboardInterrupt:
+    pass
+recorder = EpochRecorder()
+summary = train(config, extra_callbacks=[recorder])
+print(json.dumps({"resumed_at": recorder.epochs, **summary}))
+"""
+
+
+def test_a_killed_torch_run_resumes_in_mixed_precision(data, tmp_path):
+    """BackupAndRestore and dfd's own checkpoint files on torch: the re-run trains epoch 2 only."""
+    done = _run(["-c", _TORCH_RESUME, str(data), str(tmp_path / "run")], backend_env="torch")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["resumed_at"] == [1] and summary["epochs_run"] == 2
+    assert summary["precision"] == "mixed_float16" and summary["backend"] == "torch"
+    assert np.isfinite(summary["last_epoch"]["loss"])
+
+
 def test_dfd_tune_searches_on_torch(data, tmp_path):
     training = tmp_path / "train.flags"
     training.write_text(f"--data={data}\n--run_dir={tmp_path / 'train_run'}\n--model=cnn_lstm\n--batch_size=4\n"
