@@ -17,6 +17,10 @@ frame flips or colour shifts would be a temporal artefact a video model could le
 Gaussian noise is the exception on purpose: its strength is per clip, the noise itself differs from
 frame to frame, as sensor noise does. Images are clips of one frame, each with its own transform.
 
+Written in keras.ops, so it runs on either Keras backend (dfd.backend: tensorflow or torch); only the
+per-clip gathers take TensorFlow's own batched gather on TensorFlow (_gather_per_clip says why). Random
+numbers come from keras.random: a seed gives the same transforms on one backend, other ones on the other.
+
 In inference (training=False: evaluate, predict, export, validation) the layer returns its input
 untouched. It has no weights, only a seed generator's state, so a wrapped model has the parameter
 count of the model inside (the seed's cnn_lstm stays at 552,609).
