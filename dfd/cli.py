@@ -6,11 +6,13 @@
         define_flags()
         cli.run(main, "dfd.evaluate")
 
-`run` parses the flags, quiets TensorFlow's start-up logging (unless DFD_TF_LOGS=1) and runs `main`
-under absl's app.run. Every user error leaves the same way, as one line on stderr, `NAME: message`,
-with exit code 2 (USER_ERROR_EXIT) and no traceback: a flag absl cannot parse (unknown, malformed, out
-of bounds, a required one missing), a ValueError from `main` (dfd's "user error": the message says
-what to do) and an absl UsageError. Anything else is a bug and keeps its traceback. Every entry point
+`run` selects the Keras backend (--backend or KERAS_BACKEND, dfd.backend.select: before Keras is
+imported, so `quiet_tensorflow`, which entry points call before their imports, does it too), parses the
+flags, quiets TensorFlow's start-up logging (unless DFD_TF_LOGS=1) and runs `main` under absl's app.run.
+Every user error leaves the same way, as one line on stderr, `NAME: message`, with exit code 2
+(USER_ERROR_EXIT) and no traceback: a flag absl cannot parse (unknown, malformed, out of bounds, a
+required one missing), a ValueError from `main` (dfd's "user error": the message says what to do) and
+an absl UsageError. Anything else is a bug and keeps its traceback. Every entry point
 (python -m dfd.{train,evaluate,predict,export,tune,serve,data_service,bench}, tools/*.py) ends in
 `cli.run`; tests/test_cli.py runs each with a bad value.
 
@@ -32,6 +34,9 @@ import os
 import re
 import sys
 import tempfile
+from pathlib import Path
+
+from dfd import backend
 
 SHOW_LOGS_ENV = "DFD_TF_LOGS"   # DFD_TF_LOGS=1: leave TensorFlow's logging as TensorFlow sets it
 USER_ERROR_EXIT = 2
@@ -58,13 +63,30 @@ def show_tf_logs() -> bool:
     return os.environ.get(SHOW_LOGS_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def quiet_tensorflow() -> None:
-    """Imports TensorFlow with its start-up lines held back (see the module docstring); idempotent.
+def select_backend(name: str | None = None) -> None:
+    """Keras's backend from --backend (flagfiles included) or KERAS_BACKEND (dfd.backend.select), before
+    Keras is imported; a bad value ends the command as a user error (one line, exit code 2)."""
+    try:
+        backend.select(sys.argv)
+    except ValueError as error:
+        sys.exit(_report(name or "dfd." + Path(sys.argv[0]).stem, error))
 
-    Call before anything imports TensorFlow; with DFD_TF_LOGS=1 it changes nothing.
+
+def quiet_tensorflow() -> None:
+    """Selects the Keras backend (select_backend) and imports TensorFlow with its start-up lines held back
+    (see the module docstring); idempotent.
+
+    Call before anything imports TensorFlow or Keras; with DFD_TF_LOGS=1 TensorFlow's lines are shown. On
+    the torch backend TensorFlow, which then only reads the input, is kept off the GPUs.
     """
-    if show_tf_logs() or "tensorflow" in sys.modules:
-        return
+    select_backend()
+    if not show_tf_logs() and "tensorflow" not in sys.modules:
+        _import_tensorflow_quietly()
+    if os.environ[backend.ENV] != "tensorflow":
+        backend.hide_gpus_from_tensorflow()
+
+
+def _import_tensorflow_quietly() -> None:
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     sys.stderr.flush()
     saved = os.dup(2)
@@ -127,7 +149,8 @@ def _flags_parser(name: str, parse: bool):
 
 
 def run(main, name: str, *, parse_flags: bool = True, quiet: bool = True) -> None:
-    """The entry point of command `name`: parse flags, quiet TensorFlow, run main, report user errors.
+    """The entry point of command `name`: select the backend, parse flags, quiet TensorFlow, run main, report
+    user errors.
 
     parse_flags=False leaves argv to `main` (absl's FLAGS stay empty). quiet=False leaves TensorFlow
     alone: for a command that never imports it, or whose TensorFlow warnings and errors are its log
@@ -136,6 +159,8 @@ def run(main, name: str, *, parse_flags: bool = True, quiet: bool = True) -> Non
     (entry points that import it at module level quiet it themselves, before that import).
     """
     from absl import app
+
+    select_backend(name)   # before anything imports Keras
 
     def quiet_main(argv):
         if quiet:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from dfd import cli
+from dfd import backend, cli
 
 if __name__ == "__main__":   # before dfd.evaluation imports TensorFlow
     cli.quiet_tensorflow()
@@ -44,6 +44,7 @@ def main(argv) -> int:
     from dfd.evaluation.evaluate import evaluate  # after flag parsing: TensorFlow import is slow
 
     values = flags.FLAGS
+    backend.check_supported(values)   # --explain is TensorFlow's
     evaluate(values.run_dir, values.split, values.data, values.threshold, values.aggregate, values.batch_size,
              calibrate=values.calibrate, perturbations=values.perturb, perturb_seed=values.perturb_seed,
              explain=values.explain)
@@ -52,4 +53,5 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
     define_flags()
+    backend.define_backend_flag()
     cli.run(main, "dfd.evaluate")

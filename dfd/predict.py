@@ -21,7 +21,7 @@ from pathlib import Path
 
 from absl import flags
 
-from dfd import cli
+from dfd import backend, cli
 
 FORMATS = ("json", "csv")
 CSV_COLUMNS = ("path", "kind", "fake_probability", "label", "threshold", "frames_used", "frame_scores", "temperature",
@@ -140,6 +140,7 @@ def main(argv) -> int:
     if not paths:
         raise ValueError("give one or more image/video files or folders after the flags")
     values = flags.FLAGS
+    backend.check_supported(values)   # --explain is TensorFlow's
     return predict_command(values.model, paths, values.format, values.output, values.batch_size,
                            values.video_frames, values.aggregate, explain=values.explain)
 
@@ -147,4 +148,5 @@ def main(argv) -> int:
 if __name__ == "__main__":
     cli.quiet_tensorflow()   # before define_flags, which imports TensorFlow (cli.run does it again: idempotent)
     define_flags()
+    backend.define_backend_flag()
     cli.run(main, "dfd.predict")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from dfd import cli
+from dfd import backend, cli
 
 if __name__ == "__main__":   # before dfd.models imports TensorFlow
     cli.quiet_tensorflow()
@@ -25,6 +25,7 @@ def main(argv) -> None:
         raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
     # Bad flag values and search settings are ValueErrors: cli.run reports them in one line.
     config = train_flags.config_from_flags(flags.FLAGS)
+    backend.check_supported(config)
     options = tune_flags.options_from_flags(flags.FLAGS)
     tune(config, options)
 
@@ -49,4 +50,5 @@ def tune(config, options) -> None:
 
 if __name__ == "__main__":
     tune_flags.define_tune_flags()
+    backend.define_backend_flag()
     cli.run(main, "dfd.tune")

@@ -17,6 +17,10 @@ frame flips or colour shifts would be a temporal artefact a video model could le
 Gaussian noise is the exception on purpose: its strength is per clip, the noise itself differs from
 frame to frame, as sensor noise does. Images are clips of one frame, each with its own transform.
 
+Written in keras.ops, so it runs on either Keras backend (dfd.backend: tensorflow or torch); only the
+per-clip gathers take TensorFlow's own batched gather on TensorFlow (_gather_per_clip says why). Random
+numbers come from keras.random: a seed gives the same transforms on one backend, other ones on the other.
+
 In inference (training=False: evaluate, predict, export, validation) the layer returns its input
 untouched. It has no weights, only a seed generator's state, so a wrapped model has the parameter
 count of the model inside (the seed's cnn_lstm stays at 552,609).
@@ -41,7 +45,8 @@ import dataclasses
 import math
 
 import keras
-import tensorflow as tf
+import numpy as np
+from keras import ops
 
 from dfd.models import resize
 
@@ -115,35 +120,35 @@ class ClipAugmentation(keras.layers.Layer):
             return inputs
         clips = inputs[:, None] if len(inputs.shape) == 4 else inputs   # images are clips of one frame
         augment = self.augment
-        batch = tf.shape(clips)[0]
+        batch = ops.shape(clips)[0]
+        per_clip = (batch, 1, 1, 1, 1)
         if augment.flip:
             # On the uint8 clips, before anything else: the default flip-only model then does no float
             # math at all. (Flipping before the crop is the same distribution: crop boxes are symmetric.)
-            clips = flip(clips, self._uniform(tf.reshape(batch, [1]), 0.0, 1.0) < 0.5)
+            clips = flip(clips, self._uniform((batch,), 0.0, 1.0) < 0.5)
         if augment == DeviceAugment(flip=augment.flip):
             return clips[:, 0] if len(inputs.shape) == 4 else clips
-        x = tf.cast(clips, tf.float32)
-        per_clip = tf.stack([batch, 1, 1, 1, 1])
+        x = ops.cast(clips, "float32")
         if augment.crop:
-            x = random_resized_crop(x, self._uniform(tf.stack([batch, 4]), 0.0, 1.0), augment.crop)
+            x = random_resized_crop(x, self._uniform((batch, 4), 0.0, 1.0), augment.crop)
         if augment.brightness:
             x = x + 255.0 * self._uniform(per_clip, -augment.brightness, augment.brightness)
         if augment.contrast:
-            mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)   # per clip and channel
+            mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)   # per clip and channel
             x = (x - mean) * self._uniform(per_clip, 1.0 - augment.contrast, 1.0 + augment.contrast) + mean
         if augment.saturation:
-            grey = tf.reduce_sum(x * tf.constant(_LUMA, tf.float32), axis=-1, keepdims=True)
+            grey = ops.sum(x * ops.convert_to_tensor(_LUMA, "float32"), axis=-1, keepdims=True)
             x = grey + (x - grey) * self._uniform(per_clip, 1.0 - augment.saturation, 1.0 + augment.saturation)
         if augment.hue:
-            x = rotate_hue(x, self._uniform(tf.shape(x)[:1], -augment.hue, augment.hue))
+            x = rotate_hue(x, self._uniform((batch,), -augment.hue, augment.hue))
         if augment.blur:
             x = gaussian_blur(x, self._uniform(per_clip, 0.0, augment.blur), augment.blur)
         if augment.noise:
             strength = 255.0 * self._uniform(per_clip, 0.0, augment.noise)
-            x = x + strength * keras.random.normal(tf.shape(x), seed=self.seed_generator)
+            x = x + strength * keras.random.normal(ops.shape(x), seed=self.seed_generator)
         if augment.cutout:
-            x = cutout(x, self._uniform(tf.stack([tf.shape(x)[0], 3]), 0.0, 1.0), augment.cutout)
-        out = tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
+            x = cutout(x, self._uniform((batch, 3), 0.0, 1.0), augment.cutout)
+        out = ops.cast(ops.clip(ops.round(x), 0.0, 255.0), "uint8")
         return out[:, 0] if len(inputs.shape) == 4 else out
 
 
@@ -155,22 +160,41 @@ class ClipAugmentation(keras.layers.Layer):
 # dfd.train can configure a multi-worker strategy ("Collective ops must be configured at program startup").
 _LUMA = (0.299, 0.587, 0.114)
 _RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
+_YIQ_TO_RGB = tuple(map(tuple, np.linalg.inv(np.array(_RGB_TO_YIQ)).tolist()))
+
+
+def _gather_per_clip(x, indices, axis: int):
+    """x (B, ...) indexed along `axis` by indices (B, N), one index list per clip: the same as
+    tf.gather(x, indices, axis=axis, batch_dims=1), which TensorFlow gets.
+
+    keras.ops.take_along_axis needs the indices broadcast to the output's full shape and, on
+    TensorFlow, moves `axis` last (a transposed copy of the batch) before gathering; TensorFlow's own
+    batched gather copies whole rows. On the torch backend take_along_dim broadcasts (B, 1, N, 1, 1)
+    indices itself.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.gather(x, indices, axis=axis, batch_dims=1)
+    shape = [1] * len(x.shape)
+    shape[0], shape[axis] = -1, indices.shape[1]
+    return ops.take_along_axis(x, ops.reshape(indices, shape), axis=axis)
 
 
 def flip(clips, flipped):
     """Mirrors the clips (B, T, H, W, C) where `flipped` (B,) is True, every frame alike.
 
-    A gather of per-clip column indices, on any dtype: measured on 2 CPU cores for 32 clips of
-    16x64x64 uint8, 16 ms against 35 ms for tf.where(mask, tf.reverse(x), x) (which computes both
-    and selects) and 51 ms for the same in float32. dynamic_partition/stitch was faster still
-    (3 ms) but has no XLA kernel, and --jit_compile must keep working.
+    A gather of per-clip column indices, on any dtype: measured on 2 CPU cores (TensorFlow) for 32
+    clips of 16x64x64 uint8, 16 ms against 35 ms for where(mask, reverse(x), x) (which computes both
+    and selects) and 51 ms for the same in float32. dynamic_partition/stitch was faster still (3 ms)
+    but has no XLA kernel, and --jit_compile must keep working.
     """
-    shape = tf.shape(clips)
+    shape = ops.shape(clips)
     width = shape[3]
-    columns = tf.range(width)[None]
-    indices = tf.where(flipped[:, None], width - 1 - columns, columns)                  # (B, W)
-    rows = tf.reshape(clips, tf.stack([shape[0], -1, width, shape[4]]))                # (B, T*H, W, C)
-    return tf.reshape(tf.gather(rows, indices, axis=2, batch_dims=1), shape)
+    columns = ops.arange(width, dtype="int32")[None]
+    indices = ops.where(flipped[:, None], width - 1 - columns, columns)                 # (B, W)
+    rows = ops.reshape(clips, (shape[0], -1, width, shape[4]))                          # (B, T*H, W, C)
+    return ops.reshape(_gather_per_clip(rows, indices, axis=2), shape)
 
 
 def random_resized_crop(clips, uniforms, strength):
@@ -187,15 +211,15 @@ def random_resized_crop(clips, uniforms, strength):
 
 def _resample(clips, start, extent, axis: int):
     """Linear interpolation along `axis` (2 rows, 3 columns) of [start, start + extent] (fractions, (B,))."""
-    size = tf.shape(clips)[axis]
-    last = tf.cast(size - 1, tf.float32)
-    coords = (start[:, None] + extent[:, None] * tf.linspace(0.0, 1.0, size)[None]) * last     # (B, size)
-    low = tf.floor(coords)
+    size = ops.shape(clips)[axis]
+    last = ops.cast(size - 1, "float32")
+    coords = (start[:, None] + extent[:, None] * ops.linspace(0.0, 1.0, size)[None]) * last     # (B, size)
+    low = ops.floor(coords)
     fraction = coords - low
-    low = tf.cast(low, tf.int32)
-    high = tf.minimum(low + 1, size - 1)
-    below = tf.gather(clips, low, axis=axis, batch_dims=1)
-    above = tf.gather(clips, high, axis=axis, batch_dims=1)
+    low = ops.cast(low, "int32")
+    high = ops.minimum(low + 1, size - 1)
+    below = _gather_per_clip(clips, low, axis)
+    above = _gather_per_clip(clips, high, axis)
     fraction = fraction[:, None, :, None, None] if axis == 2 else fraction[:, None, None, :, None]
     return below + (above - below) * fraction
 
@@ -203,12 +227,28 @@ def _resample(clips, start, extent, axis: int):
 def rotate_hue(clips, turns):
     """Rotates the chroma plane of YIQ by `turns` (B,) of a full turn; luma is kept."""
     angle = 2.0 * math.pi * turns
-    cos, sin, zero, one = tf.cos(angle), tf.sin(angle), tf.zeros_like(angle), tf.ones_like(angle)
-    rotation = tf.stack([tf.stack([one, zero, zero], -1), tf.stack([zero, cos, -sin], -1),
-                         tf.stack([zero, sin, cos], -1)], axis=1)                      # (B, 3, 3)
-    to_yiq = tf.constant(_RGB_TO_YIQ, tf.float32)
-    matrix = tf.linalg.inv(to_yiq)[None] @ rotation @ to_yiq[None]                     # RGB → RGB per clip
-    return tf.einsum("bthwc,bdc->bthwd", clips, matrix)
+    cos, sin, zero, one = ops.cos(angle), ops.sin(angle), ops.zeros_like(angle), ops.ones_like(angle)
+    rotation = ops.stack([ops.stack([one, zero, zero], -1), ops.stack([zero, cos, -sin], -1),
+                          ops.stack([zero, sin, cos], -1)], axis=1)                     # (B, 3, 3)
+    to_yiq = ops.convert_to_tensor(_RGB_TO_YIQ, "float32")
+    to_rgb = ops.convert_to_tensor(_YIQ_TO_RGB, "float32")
+    matrix = ops.matmul(ops.matmul(to_rgb[None], rotation), to_yiq[None])               # RGB → RGB per clip
+    return ops.einsum("bthwc,bdc->bthwd", clips, matrix)
+
+
+def _reflect_pad(clips, radius: int, axis: int):
+    """Reflected borders (the edge pixel is not repeated), as numpy's and TensorFlow's "reflect" pad.
+
+    Mirrored slices, concatenated: ops.pad(mode="reflect") on the torch backend pads only the last
+    dimensions of a tensor, and axis 3 of (B, T, H, W, C) is not among them.
+    """
+    def sliced(begin, end):
+        return clips[:, :, begin:end] if axis == 2 else clips[:, :, :, begin:end]
+
+    size = clips.shape[axis]
+    before = ops.flip(sliced(1, radius + 1), axis=axis)
+    after = ops.flip(sliced(size - radius - 1, size - 1), axis=axis)
+    return ops.concatenate([before, clips, after], axis=axis)
 
 
 def gaussian_blur(clips, sigma, max_sigma: float):
@@ -219,15 +259,13 @@ def gaussian_blur(clips, sigma, max_sigma: float):
     multiply-adds, a few for the sigmas used (r = ceil(2 max_sigma)).
     """
     radius = max(1, math.ceil(2.0 * max_sigma))
-    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+    offsets = ops.arange(-radius, radius + 1, dtype="float32")
     # sigma -> 0 gives a unit impulse: a clip drawn near 0 is (almost) not blurred.
-    weights = tf.exp(-tf.square(offsets) / (2.0 * tf.square(tf.maximum(sigma, 1e-3))))   # (B,1,1,1,2r+1)
-    weights = weights / tf.reduce_sum(weights, axis=-1, keepdims=True)
+    weights = ops.exp(-ops.square(offsets) / (2.0 * ops.square(ops.maximum(sigma, 1e-3))))   # (B,1,1,1,2r+1)
+    weights = weights / ops.sum(weights, axis=-1, keepdims=True)
     for axis in (2, 3):
-        padding = [[0, 0]] * 5
-        padding[axis] = [radius, radius]
-        padded = tf.pad(clips, padding, mode="REFLECT")
-        size = tf.shape(clips)[axis]
+        padded = _reflect_pad(clips, radius, axis)
+        size = clips.shape[axis]
         total = 0.0
         for tap in range(2 * radius + 1):
             sliced = padded[:, :, tap:tap + size] if axis == 2 else padded[:, :, :, tap:tap + size]
@@ -238,16 +276,16 @@ def gaussian_blur(clips, sigma, max_sigma: float):
 
 def cutout(clips, uniforms, fraction: float, fill: float = 127.5):
     """With probability 1/2 per clip (uniforms (B, 3): apply?, centre y, centre x), a grey box on every frame."""
-    shape = tf.shape(clips)
-    height, width = tf.cast(shape[2], tf.float32), tf.cast(shape[3], tf.float32)
-    rows = tf.range(height)[None, :, None]
-    columns = tf.range(width)[None, None, :]
+    shape = ops.shape(clips)
+    height, width = ops.cast(shape[2], "float32"), ops.cast(shape[3], "float32")
+    rows = ops.arange(shape[2], dtype="float32")[None, :, None]
+    columns = ops.arange(shape[3], dtype="float32")[None, None, :]
     centre_y = (uniforms[:, 1] * height)[:, None, None]
     centre_x = (uniforms[:, 2] * width)[:, None, None]
-    inside = ((tf.abs(rows + 0.5 - centre_y) < fraction * height / 2)
-              & (tf.abs(columns + 0.5 - centre_x) < fraction * width / 2)
+    inside = ((ops.abs(rows + 0.5 - centre_y) < fraction * height / 2)
+              & (ops.abs(columns + 0.5 - centre_x) < fraction * width / 2)
               & (uniforms[:, 0] < 0.5)[:, None, None])                                   # (B, H, W)
-    return tf.where(inside[:, None, :, :, None], fill, clips)
+    return ops.where(inside[:, None, :, :, None], fill, clips)
 
 
 # --------------------------------------------------------------------------

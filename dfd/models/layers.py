@@ -44,7 +44,7 @@ def conv_feature_extractor(
     regularizer = keras.regularizers.L2(l2) if l2 else None
     frames = keras.Input(shape=tuple(frame_shape), name="scaled_frame")
     x = frames
-    for index, (filters, kernel_size) in enumerate(zip(conv_filters, kernel_sizes)):
+    for index, (filters, kernel_size) in enumerate(zip(conv_filters, kernel_sizes, strict=False)):
         # "valid" padding, as in the seed's PyTorch listing: 64×64 → 1,600 features after 3 blocks.
         x = keras.layers.Conv2D(filters, kernel_size, activation="relu", kernel_regularizer=regularizer,
                                 name=f"conv{index}")(x)

@@ -21,7 +21,7 @@ parameter count.
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 LAYER_NAME = "input_resize"
 
@@ -57,10 +57,13 @@ class FrameResize(keras.layers.Layer):
     def call(self, inputs):
         # Model inputs have static shapes but the batch: (B*T, H, W, C) frames, then back.
         height, width, channels = inputs.shape[-3:]
-        x = tf.cast(tf.reshape(inputs, [-1, height, width, channels]), tf.float32)
+        x = ops.cast(ops.reshape(inputs, (-1, height, width, channels)), "float32")
         factor = min(height, width) // self.size
         if factor >= 2:
-            x = tf.nn.avg_pool2d(x, factor, factor, "VALID")
-        x = tf.image.resize(x, (self.size, self.size), method="bilinear")
-        x = tf.cast(tf.clip_by_value(tf.round(x), 0.0, 255.0), tf.uint8)
-        return tf.reshape(x, [-1, *inputs.shape[1:-3], self.size, self.size, channels])
+            x = ops.average_pool(x, factor, factor, "valid", data_format="channels_last")
+        # Half-pixel centres and no antialiasing on every backend (tf.image.resize's bilinear; torch's
+        # interpolate with align_corners=False), so a model scores alike after moving between backends.
+        x = ops.image.resize(x, (self.size, self.size), interpolation="bilinear", antialias=False,
+                             data_format="channels_last")
+        x = ops.cast(ops.clip(ops.round(x), 0.0, 255.0), "uint8")
+        return ops.reshape(x, (-1, *inputs.shape[1:-3], self.size, self.size, channels))

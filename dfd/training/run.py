@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from dfd import run_state, train_flags
+from dfd import backend, run_state, train_flags
 from dfd.atomic_files import write_json
 from dfd.data import integrity
 from dfd.locks import folder_lock
@@ -88,6 +88,7 @@ def _recorded_metadata(setup: TrainingSetup) -> dict:
 
 
 def _train(config: train_flags.TrainConfig, extra_callbacks, chief: bool, setup: TrainingSetup | None = None) -> dict:
+    backend.check_supported(config)   # what the torch backend cannot do: refused before any work
     # The first TensorFlow work: a multi-worker strategy must be set up before the rest.
     strategy = runtime.make_strategy(config.strategy)
     # train() has opened and checked the data already on the chief; other workers open it here.
@@ -177,6 +178,7 @@ def _fit(config: train_flags.TrainConfig, extra_callbacks, chief: bool, setup: T
     dfd_callbacks.save_model_atomically(model, own.final_model)
     summary = _summary(config, epoch_log.epochs, wall_seconds, precision, train_set.num_records, num_val)
     summary["replicas"] = strategy.num_replicas_in_sync
+    summary["backend"] = keras.backend.backend()
     if chief:
         write_json(layout.summary, summary)
         _print_summary(summary)

@@ -13,11 +13,13 @@ import os
 import keras
 import tensorflow as tf
 
+from dfd import backend
+
 
 def resolve_precision(precision: str) -> str:
     """--precision as a Keras dtype policy name: "auto" is mixed_float16 with a GPU, float32 without."""
     if precision == "auto":
-        return "mixed_float16" if tf.config.list_physical_devices("GPU") else "float32"
+        return "mixed_float16" if backend.gpu_available() else "float32"
     return precision
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import keras
 
-from dfd import train_flags
+from dfd import backend, train_flags
 from dfd.atomic_files import write_json
 from dfd.locks import folder_lock
 from dfd.run_layout import RunLayout
@@ -119,6 +119,7 @@ def _flags_text(config, options) -> str:
 
 def run_search(config: train_flags.TrainConfig, options: tune_flags.TuneOptions) -> SearchResult:
     """Searches model variants of config.model on config.data; see the module docstring for the files."""
+    backend.check_supported(config)   # what the torch backend cannot do (e.g. --strategy=mirrored)
     if config.strategy == "multi_worker":
         raise SearchSettingsError("dfd.tune runs on one machine (keras-tuner supports single-worker strategies only); "
                          "use --strategy=auto, one_device or mirrored")
