@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from absl import flags, logging
 
-from dfd import cli
+from dfd import backend, cli
 
 
 def define_flags() -> None:
@@ -31,4 +31,5 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
     define_flags()
+    backend.define_backend_flag()
     cli.run(main, "dfd.export")

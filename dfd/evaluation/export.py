@@ -87,6 +87,11 @@ def export(run_dir: str | Path, output: str | Path, verbose: bool = True, overwr
         from dfd.evaluation import onnx_export  # onnx, onnxruntime, tf2onnx: the `onnx` extra
 
         return onnx_export.export_onnx(run_dir, output, verbose=verbose, overwrite=overwrite)
+    if keras.backend.backend() != "tensorflow":
+        # A SavedModel is a TensorFlow graph; the .keras file holds weights only and loads on TensorFlow.
+        raise ValueError(f"--format=saved_model needs the TensorFlow backend (this process runs Keras on "
+                         f"{keras.backend.backend()}): run dfd.export with --backend=tensorflow (the run's .keras "
+                         "file loads on either backend), or use --format=onnx")
     layout = RunLayout(run_dir)
     loaded = loading.load(layout.root)
     output = Path(output)
