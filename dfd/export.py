@@ -1,4 +1,7 @@
-"""`python -m dfd.export --run_dir=runs/X --output=DIR`: a verified SavedModel for TF Serving (see dfd.evaluation.export)."""
+"""`python -m dfd.export --run_dir=runs/X --output=DIR`: a verified SavedModel for TF Serving.
+
+See dfd.evaluation.export.
+"""
 
 from __future__ import annotations
 
