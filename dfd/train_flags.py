@@ -244,7 +244,7 @@ class TrainConfig:
                              f"got {self.warmup_epochs} with --epochs={self.epochs}")
         if not models.has_backbone(self.model):
             backbone_models = ", ".join(name for name in models.MODEL_NAMES if models.has_backbone(name))
-            raise ValueError(f"--warmup_epochs trains the head of a pretrained backbone first, but "
+            raise ValueError("--warmup_epochs trains the head of a pretrained backbone first, but "
                              f"--model={self.model} has no backbone; use one of {backbone_models}, "
                              "or --warmup_epochs=0")
         if self.hparams.get("freeze_backbone"):
