@@ -36,6 +36,7 @@ demo: $(STAMP)
 	@echo "  $(PY) -m dfd.serve --model=runs/demo"
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 clean:

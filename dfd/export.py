@@ -1,6 +1,7 @@
-"""`python -m dfd.export --run_dir=runs/X --output=DIR`: a verified SavedModel for TF Serving (dfd.evaluation.export).
+"""`python -m dfd.export --run_dir=runs/X --output=DIR`: a verified SavedModel for TF Serving.
 
-`--format=onnx --output=FILE.onnx`: one verified ONNX file for onnxruntime (see dfd.evaluation.onnx_export).
+`--format=onnx --output=FILE.onnx`: one verified ONNX file for onnxruntime. See dfd.evaluation.export and
+dfd.evaluation.onnx_export.
 """
 
 from __future__ import annotations

@@ -90,6 +90,7 @@ class RunLayout:
         files = [self.flags, self.data_metadata, self.preprocessing, self.best_model, self.final_model,
                  self.history, self.summary, self.threshold, self.calibration]
         partials = [self.partial(path) for path in (self.best_model, self.final_model)]
-        partials += [path.with_suffix(path.suffix + ".tmp") for path in (self.history, self.summary, self.threshold, self.calibration)]
+        partials += [path.with_suffix(path.suffix + ".tmp")
+                     for path in (self.history, self.summary, self.threshold, self.calibration)]
         tune = [self.tuner, self.root / "best.flags", self.root / "best"]
         return files + partials + [self.tensorboard, self.backup, self.root / "eval"] + tune

@@ -211,9 +211,9 @@ class TrainConfig:
             raise ValueError("; ".join(problems))
         settings.check_choices(self)   # precision, strategy, train_classes, model, pseudo_fakes
         if self.data_service:
-            from dfd.data_service import check_address   # TensorFlow-free
+            from dfd.data_service import check_address  # TensorFlow-free
             check_address(self.data_service)
-        self.pseudo_fake_spec   # checks --pseudo_fakes and --pseudo_fake_fraction
+        _ = self.pseudo_fake_spec   # building it checks --pseudo_fakes and --pseudo_fake_fraction
         if self.warmup_epochs:
             self._check_warmup()
         if self.frames_per_clip < 0:
@@ -244,8 +244,9 @@ class TrainConfig:
                              f"got {self.warmup_epochs} with --epochs={self.epochs}")
         if not models.has_backbone(self.model):
             backbone_models = ", ".join(name for name in models.MODEL_NAMES if models.has_backbone(name))
-            raise ValueError(f"--warmup_epochs trains the head of a pretrained backbone first, but --model={self.model} "
-                             f"has no backbone; use one of {backbone_models}, or --warmup_epochs=0")
+            raise ValueError("--warmup_epochs trains the head of a pretrained backbone first, but "
+                             f"--model={self.model} has no backbone; use one of {backbone_models}, "
+                             "or --warmup_epochs=0")
         if self.hparams.get("freeze_backbone"):
             raise ValueError("--freeze_backbone keeps the backbone frozen for the whole run and --warmup_epochs "
                              "unfreezes it after the warm-up: give one of them")

@@ -57,8 +57,8 @@ def test_every_frame_of_a_clip_gets_the_same_transform(op):
 def test_the_flip_mirrors_whole_clips_only():
     clips = _clips((32, 3, 5, 7, 3))
     out = keras.ops.convert_to_numpy(ClipAugmentation(flip=True, seed=0)(clips, training=True))
-    mirrored = [bool((clip == original[:, :, ::-1]).all()) for clip, original in zip(out, clips)]
-    for clip, original, is_mirrored in zip(out, clips, mirrored):
+    mirrored = [bool((clip == original[:, :, ::-1]).all()) for clip, original in zip(out, clips, strict=True)]
+    for clip, original, is_mirrored in zip(out, clips, mirrored, strict=True):
         assert is_mirrored or (clip == original).all()
     assert 6 < sum(mirrored) < 26
 

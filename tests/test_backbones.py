@@ -74,7 +74,8 @@ def test_video_backbone_models_are_backbone_plus_lstm_head(name, mixed_precision
     model = models.build_model(name, (2, size, size, 3), lstm_units=4, head_units=3)
     assert models.model_kind(name) == "video" and model.input.dtype == "uint8"
     encoder = model.get_layer("frame_encoder")
-    assert isinstance(encoder, keras.layers.TimeDistributed) and encoder.layer.name == BACKBONES[backbone_name].layer_name
+    assert isinstance(encoder, keras.layers.TimeDistributed)
+    assert encoder.layer.name == BACKBONES[backbone_name].layer_name
     assert encoder is backbones.find_backbone(model)
     assert model.output.dtype == "float32" and model.output_shape == (None, 1)
     features = encoder.layer.output.shape[-1]

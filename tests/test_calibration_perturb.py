@@ -14,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_evaluate_predict_export import SIZE, video_run  # noqa: E402,F401
 
 
-
 def test_ece_and_brier_by_hand():
     labels = np.array([0, 0, 1, 1])
     scores = np.array([0.1, 0.1, 0.9, 0.7])
@@ -62,7 +61,7 @@ def test_perturbations_change_frames_identity_levels_do_not_and_noise_is_seeded(
             perturb.parse([bad])
 
 
-def test_evaluate_calibrate_and_perturb_then_predict_and_export_use_the_temperature(video_run, tmp_path, capsys):
+def test_evaluate_calibrate_and_perturb_then_predict_and_export_use_the_temperature(video_run, tmp_path, capsys):  # noqa: F811 (imported fixture)
     layout, _ = video_run
     # A threshold chosen earlier on raw scores: it must keep making the same decisions once calibrated.
     layout.threshold.write_text(json.dumps({"threshold": 0.3, "method": "val_youden"}))
@@ -113,7 +112,7 @@ def test_evaluate_calibrate_and_perturb_then_predict_and_export_use_the_temperat
     assert "calibrated P(fake)" in printed and "the SavedModel beside it has no layers" in printed
 
 
-def test_perturbed_scores_are_deterministic(video_run):
+def test_perturbed_scores_are_deterministic(video_run):  # noqa: F811 (imported fixture)
     layout, data_dir = video_run
     loaded = loading.load(layout.root)
     dataset = evaluate.open_data(loaded, data_dir)

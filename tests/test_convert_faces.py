@@ -11,8 +11,13 @@ from dfd.convert import convert as convert_lib
 from dfd.data import schema
 from dfd.data.metadata import DatasetMetadata
 from dfd.preprocess import records
-from dfd.testing.face_frames import (face_frame, moving_face_clip, noise_background, write_mp4v,
-                                     write_rotated_portrait_video)
+from dfd.testing.face_frames import (
+    face_frame,
+    moving_face_clip,
+    noise_background,
+    write_mp4v,
+    write_rotated_portrait_video,
+)
 
 NUM_SOURCE_FRAMES = 10
 FACE_OPTIONS = dict(face_crop="mtcnn", num_frames=4, frame_size=48, image_size=48, shard_mb=1.0, progress=False,
@@ -70,7 +75,7 @@ def test_full_frame_videos_become_face_crop_records(tmp_path):
         assert record["frames"].shape == (4, 48, 48, 3)
         assert (record["face_confidence"] > 0.9).all(), record["face_confidence"]
         scale = np.array([width, height, width, height])
-        for box, index in zip(record["face_boxes"], record["frame_indices"]):
+        for box, index in zip(record["face_boxes"], record["frame_indices"], strict=True):
             # The portrait clip's boxes are in upright coordinates: the reader rotated it.
             assert contains(box * scale, faces_at[index]), (name, index, box * scale, faces_at[index])
         # The record holds exactly what read_content gives: the function predict reuses.

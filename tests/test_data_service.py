@@ -82,7 +82,7 @@ def data(tmp_path_factory):
 def _clip_keys(dataset, steps):
     keys = []
     for clips, labels in dataset.take(steps):
-        keys += [(clip.tobytes(), int(label)) for clip, label in zip(clips.numpy(), labels.numpy())]
+        keys += [(clip.tobytes(), int(label)) for clip, label in zip(clips.numpy(), labels.numpy(), strict=True)]
     return keys
 
 

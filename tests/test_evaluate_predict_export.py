@@ -292,7 +292,8 @@ def test_backbone_models_through_evaluate_predict_and_export(media_files, tmp_pa
     result = evaluate.evaluate(layout.root, split="test", print_report=False)
     saved = json.loads((layout.eval_dir("test") / "metrics.json").read_text())
     assert saved["at_0.5"]["count"] == 2 and 0 <= result["threshold"]["value"] <= 1
-    [video] = predict.predict_files(loading.load(layout.root), [str(media_files / "videos" / "clip.mp4")], progress=None)
+    [video] = predict.predict_files(loading.load(layout.root), [str(media_files / "videos" / "clip.mp4")],
+                                    progress=None)
     assert video.error is None and video.frames_used == 2 and 0 <= video.fake_probability <= 1
     assert export.export(layout.root, tmp_path / "export", verbose=False) <= export.MAX_ABS_DIFFERENCE
 

@@ -10,12 +10,10 @@ import pytest
 
 from dfd import models
 from dfd.data.metadata import DatasetMetadata
-from dfd.evaluation import evaluate, explain, loading
+from dfd.evaluation import evaluate, explain
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_evaluate_predict_export import SIZE, image_run, make_run, media_files, video_run  # noqa: E402,F401
-
-from dfd.testing.fake_shards import write_fake_dataset  # noqa: E402
 
 TINY_CNN = dict(conv_filters=(4, 8), kernel_sizes=(3, 3))
 

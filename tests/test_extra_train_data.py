@@ -55,7 +55,8 @@ def _train_sets(main, extra, **options):
 
 
 def _examples(dataset):
-    return [(frame, int(label)) for frames, labels in dataset for frame, label in zip(frames.numpy(), labels.numpy())]
+    return [(frame, int(label)) for frames, labels in dataset
+            for frame, label in zip(frames.numpy(), labels.numpy(), strict=True)]
 
 
 def test_one_epoch_mixes_both_folders_and_shows_every_example_once(videos, photos):
@@ -65,7 +66,7 @@ def test_one_epoch_mixes_both_folders_and_shows_every_example_once(videos, photo
     assert len(batches) == (8 * 2 + 8) // 4 and all(frames.shape == (4, 16, 16, 3) for frames, _ in batches)
     known = {**_frames_by_source(videos, "video")[0], **_frames_by_source(photos, "photo")[0]}
     seen = [known[_digest(frame)] for frame, _ in _examples(batches)]   # KeyError: a frame of neither folder
-    assert all(label == known_label for (_, known_label), (_, label) in zip(seen, _examples(batches)))
+    assert all(label == known_label for (_, known_label), (_, label) in zip(seen, _examples(batches), strict=True))
     assert sum(source == "photo" for source, _ in seen) == 8       # every image once
     assert sum(source == "video" for source, _ in seen) == 8 * 2   # K=2 frames of every clip
     # Mixed within batches, not one folder per batch: some batch holds both.

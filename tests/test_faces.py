@@ -7,8 +7,13 @@ import pytest
 
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.preprocess import face_tracks, faces
-from dfd.testing.face_frames import (face_frame, moving_face_clip, noise_background, write_mp4v,
-                                     write_rotated_portrait_video)
+from dfd.testing.face_frames import (
+    face_frame,
+    moving_face_clip,
+    noise_background,
+    write_mp4v,
+    write_rotated_portrait_video,
+)
 from dfd.testing.video_files import read_all_frames
 
 SPEC = PreprocessSpec(kind="video", num_frames=8, size=64, face_crop="mtcnn")
@@ -16,8 +21,9 @@ SPEC = PreprocessSpec(kind="video", num_frames=8, size=64, face_crop="mtcnn")
 
 def containment(face_boxes: np.ndarray, crop_boxes: np.ndarray) -> np.ndarray:
     """Fraction of each face box's area inside its crop box (both pixels)."""
-    inter_w = np.clip(np.minimum(face_boxes[:, 2], crop_boxes[:, 2]) - np.maximum(face_boxes[:, 0], crop_boxes[:, 0]), 0, None)
-    inter_h = np.clip(np.minimum(face_boxes[:, 3], crop_boxes[:, 3]) - np.maximum(face_boxes[:, 1], crop_boxes[:, 1]), 0, None)
+    low = np.maximum(face_boxes[:, :2], crop_boxes[:, :2])
+    high = np.minimum(face_boxes[:, 2:], crop_boxes[:, 2:])
+    inter_w, inter_h = np.clip(high - low, 0, None).T
     area = (face_boxes[:, 2] - face_boxes[:, 0]) * (face_boxes[:, 3] - face_boxes[:, 1])
     return inter_w * inter_h / area
 
@@ -93,7 +99,8 @@ def test_crops_follow_a_moving_scaling_face():
     crop_boxes = to_pixels(result.boxes, 640, 360)
     assert (containment(truth, crop_boxes) > 0.9).all(), containment(truth, crop_boxes)
     face_sides = np.max(truth[:, 2:] - truth[:, :2], axis=1)
-    centre_error = np.linalg.norm((crop_boxes[:, :2] + crop_boxes[:, 2:]) / 2 - (truth[:, :2] + truth[:, 2:]) / 2, axis=1)
+    centres = (crop_boxes[:, :2] + crop_boxes[:, 2:]) / 2, (truth[:, :2] + truth[:, 2:]) / 2
+    centre_error = np.linalg.norm(centres[0] - centres[1], axis=1)
     assert (centre_error < 0.1 * face_sides).all(), centre_error / face_sides
     # Square in pixels, about margin x face side (not the whole frame).
     sides = crop_boxes[:, 2] - crop_boxes[:, 0]

@@ -79,8 +79,8 @@ def test_concurrent_detection_on_the_shared_detector_matches_sequential():
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         concurrent_runs = list(pool.map(lambda clip: faces.detect_faces(clip, 320), clips * 2))
     assert all(len(boxes) == 1 for boxes in sequential[0])   # the face is found, so boxes are compared
-    for expected, got in zip(sequential * 2, concurrent_runs):
-        for expected_frame, got_frame in zip(expected, got):
+    for expected, got in zip(sequential * 2, concurrent_runs, strict=True):
+        for expected_frame, got_frame in zip(expected, got, strict=True):
             np.testing.assert_array_equal(got_frame, expected_frame)
 
 
@@ -126,7 +126,7 @@ def test_predict_crops_a_full_frame_photo_like_the_converter(media, tmp_path):
     paths = [str(media / "photos" / name) for name in sorted(written)] + [str(media / "noface.jpg")]
     results = predict.predict_files(loaded, paths, progress=None)
     assert results[-1].error.startswith("no face") and results[-1].fake_probability is None
-    for result, name in zip(results, sorted(written)):
+    for result, name in zip(results[:-1], sorted(written), strict=True):
         record = written[name]
         assert (record[schema.FACE_CONFIDENCE] > 0.9).all()
         decoded = predict.decode_records([predict.file_record(result.path, loaded.spec)], spec)

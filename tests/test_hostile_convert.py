@@ -17,7 +17,6 @@ from pathlib import Path
 
 import cv2
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 

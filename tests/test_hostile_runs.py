@@ -116,8 +116,8 @@ def killed_runs(clips, tmp_path_factory):
         config = _config(clips, folder / "run", epochs=2 if when == "after_epoch_1" else 1, batch_size=4)
         processes[when] = _start(_KILL_SCRIPT.format(when=when, config=_config_dict(config)), folder)
         runs[when] = (config, folder)
-    for when, process in processes.items():
-        out, err = process.communicate(timeout=300)
+    for process in processes.values():
+        _, err = process.communicate(timeout=300)
         assert process.returncode == -9, err[-3000:]
     return runs
 
@@ -142,7 +142,7 @@ class _SaveAndWorsen(keras.callbacks.Callback):
 def _same_weights(model_path: Path, weights_path: Path, like) -> bool:
     loaded = keras.saving.load_model(model_path, compile=False, safe_mode=True)
     like.load_weights(str(weights_path))
-    return all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), like.get_weights()))
+    return all(np.array_equal(a, b) for a, b in zip(loaded.get_weights(), like.get_weights(), strict=True))
 
 
 def test_best_keras_holds_the_summary_best_epoch_across_a_real_kill(killed_runs):

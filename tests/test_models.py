@@ -8,8 +8,16 @@ import pytest
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 
 import dfd.models
-from dfd.models import (MODEL_NAMES, build_model, check_hparams, default_hparams, fake_probability, loss_for,
-                        metrics_for, model_kind)
+from dfd.models import (
+    MODEL_NAMES,
+    build_model,
+    check_hparams,
+    default_hparams,
+    fake_probability,
+    loss_for,
+    metrics_for,
+    model_kind,
+)
 from dfd.run_layout import RunLayout
 
 # Small but real shapes: every conv block still fits (32 → 30 → 15 → 13 → 6 → 2 → 1).
@@ -179,7 +187,7 @@ def test_inception_loads_a_local_notop_weights_file_and_freezes_the_backbone(tmp
     model = build_model("inception_v3", (96, 96, 3), backbone_weights=str(tmp_path), freeze_backbone=True,
                         head_units=16)
     backbone = model.get_layer("inception_v3")
-    for loaded, saved in zip(backbone.weights, source.weights):
+    for loaded, saved in zip(backbone.weights, source.weights, strict=True):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded), keras.ops.convert_to_numpy(saved))
     # Feature extraction: only the head trains (2048*16 + 16 + 16*2 + 2 parameters).
     assert count(model.trainable_weights) == 2048 * 16 + 16 + 16 * 2 + 2
@@ -188,7 +196,7 @@ def test_inception_loads_a_local_notop_weights_file_and_freezes_the_backbone(tmp
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss_for(model))
     model.fit(uint8_batch((4, 96, 96, 3)), np.array([0, 1, 0, 1]), epochs=1, verbose=0)
     # Frozen means frozen: kernels and batch-norm statistics alike (BN runs in inference mode).
-    for old, weight in zip(before, backbone.weights):
+    for old, weight in zip(before, backbone.weights, strict=True):
         np.testing.assert_array_equal(old, keras.ops.convert_to_numpy(weight), err_msg=weight.path)
     assert not np.array_equal(head_before, keras.ops.convert_to_numpy(model.get_layer("dense").kernel))
 
@@ -267,15 +275,16 @@ def test_two_stage_frozen_frame_cnn(tmp_path):
     before_lstm = [keras.ops.convert_to_numpy(weight).copy() for weight in video_model.get_layer("lstm").weights]
     video_model.compile(optimizer=keras.optimizers.Adam(0.05), loss=loss_for(video_model))
     video_model.train_on_batch(clips, np.array([0, 1, 0, 1]))
-    for before, after in zip(before_cnn, frozen.weights):
+    for before, after in zip(before_cnn, frozen.weights, strict=True):
         np.testing.assert_array_equal(before, keras.ops.convert_to_numpy(after))
     assert all(not np.array_equal(before, keras.ops.convert_to_numpy(after))
-               for before, after in zip(before_lstm, video_model.get_layer("lstm").weights))
+               for before, after in zip(before_lstm, video_model.get_layer("lstm").weights, strict=True))
 
     # The two-stage model saves and loads in safe mode, frozen part included.
     video_model.save(tmp_path / "video.keras")
     loaded = keras.saving.load_model(tmp_path / "video.keras", safe_mode=True)
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(video_model(clips)), keras.ops.convert_to_numpy(loaded(clips)))
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(video_model(clips)),
+                                  keras.ops.convert_to_numpy(loaded(clips)))
     assert not loaded.get_layer("frame_cnn").trainable
 
 

@@ -45,7 +45,7 @@ def test_two_workers_train_one_epoch_and_only_the_chief_writes(tmp_path):
         for process in processes:
             if process.poll() is None:
                 process.kill()
-    for process, output in zip(processes, outputs):
+    for process, output in zip(processes, outputs, strict=True):
         assert process.returncode == 0, output[-3000:]
     run = RunLayout(tmp_path / "run")
     summary = json.loads(run.summary.read_text())

@@ -47,7 +47,7 @@ def _records_numpy(data_dir, split):
 def _collect(dataset, squeeze_image=False):
     out = {}
     for clips, labels in dataset:
-        for clip, label in zip(clips.numpy(), labels.numpy()):
+        for clip, label in zip(clips.numpy(), labels.numpy(), strict=True):
             clip = clip[None] if squeeze_image else clip
             out[_digest(clip)] = int(label)
     return out
@@ -111,9 +111,9 @@ def test_frames_per_clip_gives_k_distinct_random_frames_of_each_clip(video_raw, 
         for frames, labels in dataset:
             assert frames.shape == (4, 16, 16, 3) and frames.dtype == tf.uint8   # 2 clips x 2 frames
             digests = [_digest(frame) for frame in frames.numpy()]
-            for digest, label in zip(digests, labels.numpy()):
+            for digest, label in zip(digests, labels.numpy(), strict=True):
                 assert frames_of[digest][1] == label
-            for first, second in zip(digests[0::2], digests[1::2]):   # a clip's K frames lie together
+            for first, second in zip(digests[0::2], digests[1::2], strict=True):   # a clip's K frames lie together
                 assert first != second and frames_of[first][0] == frames_of[second][0]
             drawn += digests
         assert len(drawn) == count * 2 and len({frames_of[d][0] for d in drawn}) == count   # every clip once
@@ -125,7 +125,8 @@ def test_frames_per_clip_all_reads_every_frame_in_order(video_raw):
     dataset, count = pipeline.make_eval_dataset(pipeline.open_dataset(video_raw), "val", batch_size=6, frames=True)
     batches = [(frames.numpy(), labels.numpy()) for frames, labels in dataset]
     assert all(len(frames) == 6 for frames, _ in batches[:-1])   # 6 // 3 = 2 clips per batch
-    seen = {_digest(frame): int(label) for frames, labels in batches for frame, label in zip(frames, labels)}
+    seen = {_digest(frame): int(label)
+            for frames, labels in batches for frame, label in zip(frames, labels, strict=True)}
     assert seen == {digest: label for digest, (_, label) in _frames_of_records(video_raw, "val").items()}
     assert len(seen) == count * 3
 

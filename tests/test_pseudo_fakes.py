@@ -31,7 +31,9 @@ def test_mask_lies_inside_the_face_box_and_outside_pixels_are_unchanged():
     size = clips.shape[2]
     centres = (np.arange(size) + 0.5) / size
     x0, y0, x1, y1 = ASTRONAUT_FACE_BOX
-    outside = ~(((centres[None, :] >= x0) & (centres[None, :] <= x1)) & ((centres[:, None] >= y0) & (centres[:, None] <= y1)))
+    inside_x = (centres[None, :] >= x0) & (centres[None, :] <= x1)
+    inside_y = (centres[:, None] >= y0) & (centres[:, None] <= y1)
+    outside = ~(inside_x & inside_y)
     assert masks[:, :, outside].max() == 0.0          # 64 random masks, none leaves the face box
     assert (masks.max(axis=(2, 3)) > 0.2).all()       # every clip is blended somewhere
     unmasked = np.broadcast_to((masks == 0)[..., None], clips.shape)
@@ -53,7 +55,7 @@ def test_every_frame_of_a_clip_gets_the_same_transform_and_mask():
     clips = np.repeat(np.repeat(frame, 3, axis=1), 5, axis=0)    # 5 clips of 3 identical frames
     blended, masks = pseudo_fakes.self_blend(clips, _keypoints(5, 3), tf.constant([4, 5]))
     blended, masks = blended.numpy(), masks.numpy()
-    for clip, mask in zip(blended, masks):
+    for clip, mask in zip(blended, masks, strict=True):
         np.testing.assert_array_equal(clip[1:], np.broadcast_to(clip[:1], clip[1:].shape))
         np.testing.assert_array_equal(mask[1:], np.broadcast_to(mask[:1], mask[1:].shape))
     assert (blended[0] != blended[1]).any()     # ... while clips draw their own transforms

@@ -10,11 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from dfd.testing.video_files import read_all_frames
-
-from dfd.sample_data import clips, plan_dataset, split_counts, write_sample_dataset
+from dfd.sample_data import clips, plan_dataset, split_counts, swap, write_sample_dataset
 from dfd.sample_data.faces import FaceGrid, Pose, draw_head, random_identity
-from dfd.sample_data import swap
+from dfd.testing.video_files import read_all_frames
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = dict(videos_per_class={"train": 2, "val": 1, "test": 1},

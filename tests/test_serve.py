@@ -104,7 +104,7 @@ def test_twenty_concurrent_uploads_are_answered_correctly_in_batches(server, fil
     batches_before = app.state.batcher.batches
     with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
         answers = list(pool.map(lambda name: post(f"{url}/v1/predict", name, (files / name).read_bytes()), names))
-    for name, (status, entry) in zip(names, answers):
+    for name, (status, entry) in zip(names, answers, strict=True):
         assert status == (422 if name == "notes.txt" else 200), (name, entry)
         assert entry.get("fake_probability") == pytest.approx(expected[name].get("fake_probability"), abs=1e-5)
         assert entry.get("error") == expected[name].get("error")

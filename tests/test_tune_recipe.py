@@ -176,7 +176,7 @@ def test_a_search_over_models_input_sizes_and_pseudo_fakes_retrains_its_best(tmp
     result = run_search(train_flags.config_from_flags(flag_values), tune_flags.options_from_flags(flag_values))
 
     assert result.builds == 2 and [row["status"] for row in result.rows] == ["ok", "ok"]
-    for trial, row in zip(trials, sorted(result.rows, key=lambda row: row["trial_id"])):
+    for trial, row in zip(trials, sorted(result.rows, key=lambda row: row["trial_id"]), strict=True):
         assert trial.model == row["hp_model"] in ("image_cnn", "efficientnet_b0")
         assert trial.input_size == row["hp_input_size"] in (32, 40)
         assert trial.pseudo_fake_fraction == row["hp_pseudo_fake_fraction"] in (0.25, 0.5, 0.75)

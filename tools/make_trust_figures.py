@@ -54,7 +54,7 @@ def shrink(source: Path, target: Path, width: int) -> None:
     if image.shape[1] > width:
         image = cv2.resize(image, (width, round(image.shape[0] * width / image.shape[1])),
                            interpolation=cv2.INTER_AREA)
-    from PIL import Image   # matplotlib's dependency: a 256-colour palette makes the PNG about 3x smaller
+    from PIL import Image  # matplotlib's dependency: a 256-colour palette makes the PNG about 3x smaller
 
     Image.fromarray(image[..., ::-1]).quantize(256).save(target, optimize=True)
     print(f"wrote {target} ({target.stat().st_size // 1024} KB)")

@@ -188,7 +188,7 @@ def timed_convert(source: Path, output: Path, engine: str, values) -> float:
 def compare_engines(root: Path, values) -> None:
     """make_tfrecords --engine=beam against --engine=local: clips/s and fixed start-up cost."""
     small = root / "small"
-    for index, path in enumerate(sorted((root / "set_a").rglob("*.mp4"))[:4]):
+    for path in sorted((root / "set_a").rglob("*.mp4"))[:4]:
         target = small / path.relative_to(root / "set_a")
         target.parent.mkdir(parents=True, exist_ok=True)
         os.link(path, target)

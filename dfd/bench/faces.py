@@ -15,6 +15,7 @@ The first call (building MTCNN, tracing its graphs) is timed separately.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import statistics
 import tempfile
@@ -139,15 +140,15 @@ def main(argv: list[str]) -> None:
                                   face_crop="mtcnn", face_detect_size=detect_size)
             faces.crop_faces(frames, spec)  # warm-up: graphs for this input size
             found = sum(len(rows_t) > 0 for rows_t in faces.detect_faces(frames, detect_size))
-            detect = _median_seconds(lambda: faces.detect_faces(frames, detect_size), values.repeats)
-            crop = _median_seconds(lambda: faces.crop_faces(frames, spec), values.repeats)
+            detect = _median_seconds(functools.partial(faces.detect_faces, frames, detect_size), values.repeats)
+            crop = _median_seconds(functools.partial(faces.crop_faces, frames, spec), values.repeats)
             # The converter's own path for one file (and predict's): check, sample, crop.
-            clip = _median_seconds(lambda: records.read_content(path, spec), values.repeats)
+            clip = _median_seconds(functools.partial(records.read_content, path, spec), values.repeats)
             every = {}
             for k in map(int, values.detect_every):
                 subset = frames[::k]
                 faces.detect_faces(subset, detect_size)  # warm-up: another batch size
-                every[k] = _median_seconds(lambda: faces.detect_faces(subset, detect_size), values.repeats)
+                every[k] = _median_seconds(functools.partial(faces.detect_faces, subset, detect_size), values.repeats)
             rows.append((detect_size, found, decode, detect, crop, clip, every))
 
     every_header = "".join(f" detect 1/{k} |" for k in map(int, values.detect_every))

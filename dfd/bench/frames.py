@@ -92,8 +92,10 @@ def main(argv) -> None:
 
     print(f"{flag_values.num_clips} face-cropped clips per row, batch {batch_size}, {os.cpu_count()} CPU cores, "
           f"warm page cache, median of {flag_values.passes} passes")
-    print(f"{'clip':<8} {'encoding':<8} {'disk KB/clip':>13} {'clips/s':>9} {'frames decoded/s':>17} {'images/s K=4':>13}")
+    print(f"{'clip':<8} {'encoding':<8} {'disk KB/clip':>13} {'clips/s':>9} {'frames decoded/s':>17} "
+          f"{'images/s K=4':>13}")
     for shape, encoding, disk, clip_speed, frame_speed, image_speed in rows:
-        print(f"{shape:<8} {encoding:<8} {disk / 1e3:>13.1f} {clip_speed:>9.1f} {frame_speed:>17.0f} {image_speed:>13.0f}")
+        print(f"{shape:<8} {encoding:<8} {disk / 1e3:>13.1f} {clip_speed:>9.1f} {frame_speed:>17.0f} "
+              f"{image_speed:>13.0f}")
     slowest = min(rows, key=lambda row: row[4])
     print(f"slowest: {slowest[0]} {slowest[1]} at {slowest[4]:.0f} frames decoded/s ({slowest[3]:.1f} clips/s)")

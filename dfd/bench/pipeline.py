@@ -305,7 +305,6 @@ def main(argv) -> None:
         meta = pipeline.open_dataset(records)
         training, num_clips, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True)
         steps = pipeline.steps_per_epoch(num_clips, batch_size, training=True)
-        num_shards = len(list(records.glob("*.tfrecord")))
         jpeg_range = pipeline.parse_jpeg_quality(flag_values.jpeg_quality)
         recompressing, _, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True,
                                                           augment=pipeline.Augment(jpeg_quality=jpeg_range))
@@ -330,7 +329,8 @@ def main(argv) -> None:
             _Reader("seed VideoDataGenerator, cold page cache", seed_reader(), len(npy_files), evict=npy_files),
         ]
         speeds = measure(readers, passes)
-        rows = [(reader.name, speed, cpu, reader.files, disk) for reader, (speed, cpu, disk) in zip(readers, speeds)]
+        rows = [(reader.name, speed, cpu, reader.files, disk)
+                for reader, (speed, cpu, disk) in zip(readers, speeds, strict=True)]
     finally:
         if not flag_values.workdir:
             shutil.rmtree(root, ignore_errors=True)

@@ -65,7 +65,7 @@ def main(argv) -> None:
           f"uint8 (raw), batch {batch_size}, {os.cpu_count()} CPU cores, median of 2 rounds x "
           f"{flag_values.passes} passes")
     print(f"{'reader':<48} {'clips/s':>10} {'CPU us/clip':>12}")
-    for reader, (speed, cpu, _) in zip(readers, results):
+    for reader, (speed, cpu, _) in zip(readers, results, strict=True):
         print(f"{reader.name:<48} {speed:>10.1f} {cpu * 1e6:>12.0f}")
     off, every = results[0][1], results[2][1]
     print(f"SBI host CPU per blended clip = {(every - off) * 1e6:.0f} us "

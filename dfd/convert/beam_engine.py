@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-import apache_beam as beam   # optional (dfd[beam]): dfd.convert.convert imports this module only for --engine=beam
+import apache_beam as beam  # optional (dfd[beam]): dfd.convert.convert imports this module only for --engine=beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from dfd.atomic_files import write_json

@@ -47,7 +47,8 @@ def assign_splits(items: list[Item], val_fraction: float, test_fraction: float, 
             position += 1
     for group in free[position:]:
         chosen[group] = "train"
-    return [item if item.split is not None else dataclasses.replace(item, split=known.get(item.group) or chosen[item.group])
+    return [item if item.split is not None
+            else dataclasses.replace(item, split=known.get(item.group) or chosen[item.group])
             for item in items]
 
 

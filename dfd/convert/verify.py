@@ -26,12 +26,12 @@ def count_shard(path: Path) -> tuple[int, dict[str, int]]:
     counts = [0, 0]
     try:
         for batch in dataset:
-            for label, n in zip(*[t.numpy() for t in tf.unique_with_counts(batch)[::2]]):
+            for label, n in zip(*[t.numpy() for t in tf.unique_with_counts(batch)[::2]], strict=True):
                 counts[int(label)] += int(n)
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
         raise VerificationError(f"{path} is corrupt ({error.message.splitlines()[0]}): "
                                 "delete it and re-run the same conversion command") from error
-    return sum(counts), dict(zip(schema.LABEL_NAMES, counts))
+    return sum(counts), dict(zip(schema.LABEL_NAMES, counts, strict=True))
 
 
 def verify_dataset(directory: str | Path) -> dict[str, int]:

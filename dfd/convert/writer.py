@@ -20,7 +20,8 @@ import random
 import re
 from pathlib import Path
 
-from dfd.atomic_files import TMP_SUFFIX, write_text as atomic_write_text
+from dfd.atomic_files import TMP_SUFFIX
+from dfd.atomic_files import write_text as atomic_write_text
 from dfd.data.metadata import METADATA_FILE, SKIPPED_FILE, SPLITS, shard_name
 
 PROGRESS_FILE = ".progress.json"
@@ -53,7 +54,8 @@ def plan_shards(splits: list[str], labels: list[int], seed: int, records_per_sha
         rng = random.Random(f"{seed}:{split}")
         keyed = []
         for label in sorted(set(labels)):
-            members = [i for i, (s, l) in enumerate(zip(splits, labels)) if s == split and l == label]
+            members = [i for i, (item_split, item_label) in enumerate(zip(splits, labels, strict=True))
+                       if item_split == split and item_label == label]
             rng.shuffle(members)
             # Rank within the class, as a fraction of the class: equal fractions interleave.
             keyed += [((rank + rng.random()) / len(members), position) for rank, position in enumerate(members)]

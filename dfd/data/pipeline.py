@@ -269,7 +269,7 @@ def make_train_dataset(
     extras: Sequence[DatasetMetadata] = (),
     frames_per_clip: int | None = None,
     cache: str = "none",
-    augment: Augment = Augment(),
+    augment: Augment | None = None,
     deterministic: bool = False,
     seed: int | None = None,
     expected_shape: tuple | None = None,
@@ -283,7 +283,7 @@ def make_train_dataset(
     """Training batches of (uint8 clips, int32 labels) of the train splits of `meta` and `extras` (--extra_train_data).
 
     Shuffles files and records, drops the last partial batch (static shapes for XLA) and applies the
-    host `augment`.
+    host `augment` (None: Augment(), the defaults).
     frames_per_clip: video records read as single frames, for an image model: K distinct random
         frames of each clip, new ones every epoch; a batch then holds batch_size // K clips, K frames
         each, and batch_size must be a multiple of K. With extras, image records give one frame each.
@@ -310,6 +310,8 @@ def make_train_dataset(
     Returns the dataset, the records it reads per epoch (clips and images) and the examples (frames
     for an image model) per epoch: steps per epoch are examples // batch_size.
     """
+    if augment is None:
+        augment = Augment()
     options = dict(batch_size=batch_size, cache=cache, augment=augment, deterministic=deterministic,
                    expected_shape=expected_shape, shuffle_buffer=shuffle_buffer, repeat=repeat,
                    shard_files=shard_files, pseudo_fakes=pseudo_fakes, classes=classes)

@@ -96,5 +96,6 @@ class PreprocessSpec:
             return cls.from_dict(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError, AttributeError) as error:   # JSONDecodeError is a ValueError
             raise ValueError(f"{path} is not a valid preprocessing spec ({type(error).__name__}: {error}); "
-                             "restore it from the training data's metadata.json (its \"preprocessing\" entry)") from None
+                             "restore it from the training data's metadata.json (its \"preprocessing\" entry)"
+                             ) from None
 

@@ -41,8 +41,6 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from dfd.data import schema
-
 METHODS = ("none", "sbi")
 
 # Left eye, right eye, nose, mouth left, mouth right as (x, y) in a face crop of margin 1.3:

@@ -95,8 +95,7 @@ def reliability_figure(labels, scores, title: str = "Reliability", bins: int = E
 
     `extra` maps a label to other scores of the same examples (e.g. after temperature scaling), drawn too.
     """
-    from dfd.evaluation import plots  # noqa: F401  (sets matplotlib's Agg backend before pyplot)
-    import matplotlib.pyplot as plt
+    from dfd.evaluation.plots import plt  # pyplot through plots, which sets the Agg backend first
 
     figure, (axes, counts) = plt.subplots(2, 1, figsize=(4.2, 4.8), dpi=100, sharex=True,
                                           gridspec_kw={"height_ratios": [3, 1]})
@@ -121,7 +120,7 @@ def _clip_scores(frame_logits: np.ndarray, starts: np.ndarray, sizes: np.ndarray
         return np.add.reduceat(frames, starts) / sizes
     if aggregate == "max":
         return np.maximum.reduceat(frames, starts)
-    return np.array([np.median(frames[start:start + size]) for start, size in zip(starts, sizes)])
+    return np.array([np.median(frames[start:start + size]) for start, size in zip(starts, sizes, strict=True)])
 
 
 def fit_temperature(labels, frame_scores, aggregate: str = "mean") -> float:
@@ -130,7 +129,7 @@ def fit_temperature(labels, frame_scores, aggregate: str = "mean") -> float:
     frame_scores: one array of raw model outputs per example (a single value for a video model or an image;
     an image model's frame scores of a video, which are calibrated one by one and then aggregated).
     """
-    from scipy import optimize   # a scikit-learn dependency, so always installed
+    from scipy import optimize  # a scikit-learn dependency, so always installed
 
     labels = np.asarray(labels, dtype=np.float64).reshape(-1)
     frame_scores = [np.asarray(scores, dtype=np.float64).reshape(-1) for scores in frame_scores]

@@ -94,7 +94,7 @@ def score_split(loaded: loading.LoadedModel, data: DatasetMetadata, split: str, 
         return {"sources": np.array(sources), "labels": labels, "scores": scores[:, 0]}
     # Padding repeats a short video's last frame: its copies are not scored twice (as in dfd.predict).
     frame_scores, label_of = {}, {}
-    for source, label, row, num_padded in zip(sources, labels, scores, np.concatenate(padded)):
+    for source, label, row, num_padded in zip(sources, labels, scores, np.concatenate(padded), strict=True):
         frame_scores.setdefault(source, []).extend(row[:len(row) - int(num_padded)].tolist())
         label_of.setdefault(source, int(label))
     clip_ids, clip_scores = metrics.aggregate_scores(
@@ -110,7 +110,7 @@ def frame_and_video_level(scored: dict, video_metrics: dict, aggregate: str) -> 
     The field reports both (DeepfakeBench, SBI): frame-level scores each frame against its video's
     label; video-level scores the `aggregate` of each video's frames (the metrics of this evaluation).
     """
-    label_of = dict(zip(scored["sources"], scored["labels"]))
+    label_of = dict(zip(scored["sources"], scored["labels"], strict=True))
     frame_labels = [label_of[source] for source, scores in scored["frame_scores"].items() for _ in scores]
     frame_scores = [score for scores in scored["frame_scores"].values() for score in scores]
     frames = metrics.compute_metrics(frame_labels, frame_scores, 0.5)
@@ -140,7 +140,7 @@ def write_predictions(path: Path, scored: dict, threshold: float) -> None:
     with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(["source", "label", "score", "predicted"])
-        for source, label, score in zip(scored["sources"], scored["labels"], scored["scores"]):
+        for source, label, score in zip(scored["sources"], scored["labels"], scored["scores"], strict=True):
             writer.writerow([source, int(label), f"{score:.6f}", int(score >= threshold)])
 
 
@@ -244,7 +244,7 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
         write_json(out / "frame_scores.json", scored["frame_scores"], indent=None)
     plots.write_figures(figures, out, tensorboard_dir=tensorboard_dir)
     if explain:
-        from dfd.evaluation import explain as explain_module   # imports Grad-CAM machinery only when asked
+        from dfd.evaluation import explain as explain_module  # imports Grad-CAM machinery only when asked
 
         explained = explain_module.explain_split(loaded, dataset, split, scored, decision_threshold, explain,
                                                  out / "explain", tensorboard_dir, batch_size)

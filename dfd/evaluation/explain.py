@@ -167,8 +167,7 @@ def file_heatmaps(loaded, frames: np.ndarray) -> np.ndarray:
 def explanation_figure(frames: np.ndarray, heatmaps: np.ndarray, title: str, probability: float, threshold: float,
                        frame_scores=None):
     """Crops with the heatmap overlaid (rows of up to 8), then per-frame P(fake) against the threshold."""
-    from dfd.evaluation import plots  # noqa: F401  (sets matplotlib's Agg backend before pyplot)
-    import matplotlib.pyplot as plt
+    from dfd.evaluation.plots import plt  # pyplot through plots, which sets the Agg backend first
 
     frames, heatmaps = frames[:MAX_FRAMES_SHOWN], heatmaps[:MAX_FRAMES_SHOWN]
     count = len(frames)
@@ -259,7 +258,7 @@ def explain_split(loaded, data, split: str, scored: dict, threshold: float, coun
                   tensorboard_dir: Path | None = None, batch_size: int = 64) -> list[Path]:
     """dfd.evaluate --explain=N: pictures of the chosen examples as PNGs and TensorBoard images."""
     from dfd.evaluation import plots
-    import matplotlib.pyplot as plt
+    from dfd.evaluation.plots import plt
 
     groups = select_examples(scored["labels"], scored["scores"], threshold, count)
     wanted = {str(scored["sources"][index]) for indices in groups.values() for index in indices}

@@ -52,7 +52,7 @@ def _each_frame(frames: np.ndarray, function) -> np.ndarray:
 
 def perturb_frames(frames: np.ndarray, name: str, level: float, rng: np.random.Generator) -> np.ndarray:
     """uint8 RGB frames of any leading shape (..., H, W, 3), perturbed; identity levels return a copy."""
-    import cv2   # OpenCV is the converter's decoder too: the same JPEG codec as the records
+    import cv2  # OpenCV is the converter's decoder too: the same JPEG codec as the records
 
     frames = np.asarray(frames, dtype=np.uint8)
     height, width = frames.shape[-3:-1]
@@ -121,13 +121,12 @@ _AXIS = {"jpeg": "JPEG quality", "scale": "scale factor", "blur": "blur sigma (p
 
 def robustness_figure(table: dict):
     """ROC AUC against level, one panel per perturbation; the unperturbed AUC as a dashed line."""
-    from dfd.evaluation import plots  # noqa: F401  (sets matplotlib's Agg backend before pyplot)
-    import matplotlib.pyplot as plt
+    from dfd.evaluation.plots import plt  # pyplot through plots, which sets the Agg backend first
 
     names = list(table["perturbations"])
     figure, axes = plt.subplots(1, len(names), figsize=(2.8 * len(names) + 0.6, 3.0), dpi=100, squeeze=False)
     base = table["unperturbed"]["roc_auc"]
-    for axis, name in zip(axes[0], names):
+    for axis, name in zip(axes[0], names, strict=True):
         rows = table["perturbations"][name]
         levels = [row["level"] for row in rows]
         aucs = [np.nan if row["roc_auc"] is None else row["roc_auc"] for row in rows]

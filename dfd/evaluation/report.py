@@ -15,7 +15,8 @@ def format_metrics(metrics: dict, title: str) -> str:
     lines = [
         f"== {title} (threshold {metrics['threshold']:.4f}) ==",
         f"Test Loss: {metrics['loss']:.4f}  Test Accuracy: {metrics['accuracy']:.4f}  "
-        f"({metrics['count']} examples: {metrics['class_counts']['real']} real, {metrics['class_counts']['fake']} fake)",
+        f"({metrics['count']} examples: {metrics['class_counts']['real']} real, "
+        f"{metrics['class_counts']['fake']} fake)",
         "",
         "Classification Report:",
         metrics["classification_report_text"].rstrip(),
@@ -25,7 +26,8 @@ def format_metrics(metrics: dict, title: str) -> str:
         f" [{matrix[1][0]} {matrix[1][1]}]]",
         "",
         f"ROC AUC: {_number(metrics['roc_auc'])}  Average precision: {_number(metrics['average_precision'])}  "
-        f"EER: {_number(metrics['eer'])}" + (f" (at {metrics['eer_threshold']:.4f})" if metrics["eer_threshold"] is not None else ""),
+        f"EER: {_number(metrics['eer'])}"
+        + (f" (at {metrics['eer_threshold']:.4f})" if metrics["eer_threshold"] is not None else ""),
     ]
     lines += [f"Note: {note}" for note in metrics.get("notes", [])]
     return "\n".join(lines)
@@ -34,7 +36,7 @@ def format_metrics(metrics: dict, title: str) -> str:
 def format_samples(sources: Sequence[str], labels, scores, threshold: float, count: int = 8) -> str:
     """A few sample predictions, as the seed printed them, with the file each came from."""
     lines = ["Sample Predictions and True Labels:"]
-    for source, label, score in list(zip(sources, labels, scores))[:count]:
+    for source, label, score in list(zip(sources, labels, scores, strict=True))[:count]:
         lines.append(f"True Label: {int(label)}, Predicted: {int(score >= threshold)}  P(fake)={score:.4f}  {source}")
     return "\n".join(lines)
 

@@ -194,7 +194,7 @@ def crop_faces(frames: Sequence[np.ndarray], spec) -> FaceCrops:
         crop_keypoints = (None if keypoints is None else
                           face_tracks.keypoints_in_crops(face_tracks.fill_missing(keypoints), squares))
     crops = np.empty((len(frames), spec.size, spec.size, 3), np.uint8)
-    for i, (frame, (x0, y0, x1, y1)) in enumerate(zip(frames, squares)):
+    for i, (frame, (x0, y0, x1, y1)) in enumerate(zip(frames, squares, strict=True)):
         # The converter's resize of whole frames: INTER_AREA when shrinking (no aliasing), INTER_LINEAR
         # when enlarging a small face (INTER_AREA degenerates to blocky nearest-neighbour there).
         crops[i] = resize_frame(frame[y0:y1, x0:x1], spec.size)

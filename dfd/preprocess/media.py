@@ -66,7 +66,8 @@ def check_file(path: str, kind: str) -> str | None:
     if content != kind:
         named = extension_kind(path)
         note = f" despite its {os.path.splitext(path)[1]} extension" if named == kind else ""
-        return f"is {'an image' if content == 'image' else 'a video'}, not {'an image' if kind == 'image' else 'a video'}{note}"
+        return (f"is {'an image' if content == 'image' else 'a video'}, "
+                f"not {'an image' if kind == 'image' else 'a video'}{note}")
     return None
 
 

@@ -98,7 +98,7 @@ class Batcher:
             self.loaded, [path for path, _, _, _ in items], batch_size=len(items), video_frames=self.video_frames,
             aggregate=self.aggregate, progress=None, on_frames=keep)
         self.batches += 1
-        for (path, with_crops, future, started), result in zip(items, results):
+        for (_, with_crops, future, started), result in zip(items, results, strict=True):
             pictures = None
             if with_crops and id(result) in crops:
                 frames = crops[id(result)]
@@ -109,5 +109,5 @@ class Batcher:
                     except Exception:  # noqa: BLE001 - a failed heatmap still leaves the verdict to show
                         pass
                 pictures = ["data:image/png;base64," + base64.b64encode(overlay_png(frame, heatmap)).decode()
-                            for frame, heatmap in zip(frames, heatmaps)]
+                            for frame, heatmap in zip(frames, heatmaps, strict=True)]
             future.set_result((result, pictures, time.perf_counter() - started))

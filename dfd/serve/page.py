@@ -55,7 +55,8 @@ function chart(scores, threshold) {
       fill="${s >= threshold ? '#c0392b' : '#1e8449'}"><title>frame ${i}: ${s.toFixed(3)}</title></rect>`; });
   const ty = h - threshold * h;
   svg += `<line x1="0" x2="${w}" y1="${ty}" y2="${ty}" stroke="#000" stroke-dasharray="4"/>`;
-  svg += `<text x="2" y="${h + 15}" font-size="11">threshold ${threshold.toFixed(3)}${n > 1 ? `; ${n} frames` : ''}</text></svg>`;
+  svg += `<text x="2" y="${h + 15}" font-size="11">threshold ${threshold.toFixed(3)}`
+    + `${n > 1 ? `; ${n} frames` : ''}</text></svg>`;
   return svg;
 }
 function show(entry, code) {
@@ -87,7 +88,8 @@ function send(file) {
   const request = new XMLHttpRequest(); const started = performance.now();
   request.open('POST', '/v1/predict?explain=1');
   $('progress').hidden = false; $('progress').removeAttribute('value');
-  request.upload.onprogress = e => { if (e.lengthComputable) { $('progress').max = e.total; $('progress').value = e.loaded;
+  request.upload.onprogress = e => { if (e.lengthComputable) {
+    $('progress').max = e.total; $('progress').value = e.loaded;
     status(`Uploading ${file.name}: ${Math.round(100 * e.loaded / e.total)}%`); } };
   request.upload.onload = () => { $('progress').removeAttribute('value');
     clock = setInterval(() => status(`Scoring ${file.name}... ${((performance.now() - started) / 1000).toFixed(1)} s`,
@@ -101,7 +103,8 @@ $('file').addEventListener('change', e => send(e.target.files[0]));
 const drop = $('drop');
 drop.addEventListener('dragover', e => { e.preventDefault(); drop.classList.add('over'); });
 drop.addEventListener('dragleave', () => drop.classList.remove('over'));
-drop.addEventListener('drop', e => { e.preventDefault(); drop.classList.remove('over'); send(e.dataTransfer.files[0]); });
+drop.addEventListener('drop', e => {
+  e.preventDefault(); drop.classList.remove('over'); send(e.dataTransfer.files[0]); });
 </script></body></html>
 """
 

@@ -56,13 +56,14 @@ def best_epoch_metrics(history: keras.callbacks.History, model: keras.Model, obj
 class DfdHyperModel(keras_tuner.HyperModel):
     """config: the trainer's settings (model, pinned hparams, jit...); its hparams are pinned, not searched.
 
-    recipe: what else is searched (search_space.Recipe). training_sets: config -> (train dataset, steps
-    per epoch, class weights) for the trial's pseudo-fake fraction; needed when the recipe searches it.
+    recipe: what else is searched (search_space.Recipe; None: nothing else). training_sets: config -> (train
+    dataset, steps per epoch, class weights) for the trial's pseudo-fake fraction; needed when the recipe searches it.
     """
 
     def __init__(self, config: TrainConfig, input_shape: tuple, precision: str, objective: str,
-                 recipe: Recipe = Recipe(), training_sets=None):
+                 recipe: Recipe | None = None, training_sets=None):
         super().__init__(name=config.model, tunable=True)
+        recipe = Recipe() if recipe is None else recipe
         if recipe.pseudo_fake_fractions and training_sets is None:
             raise ValueError("searching the pseudo-fake fraction needs training_sets (one dataset per fraction)")
         self.config = config

@@ -84,7 +84,8 @@ def format_table(rows: list[dict]) -> str:
     widths = [max(len(str(cells[i])) for cells in [headers, *lines]) for i in range(len(headers) - 1)]
     formatted = []
     for cells in [headers, *lines]:
-        formatted.append("  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths)) + "  " + cells[-1])
+        formatted.append("  ".join(str(cell).ljust(width) for cell, width in zip(cells[:-1], widths, strict=True))
+                         + "  " + cells[-1])
     return "\n".join(formatted)
 
 
