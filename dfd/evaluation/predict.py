@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-import numpy as np
 import tensorflow as tf
 
 from dfd.data import schema
@@ -176,7 +175,7 @@ def predict_files(loaded: LoadedModel, paths: list[str], batch_size: int = 32, v
             chunk = list(range(begin, min(begin + batch_size, len(paths))))
             groups: dict[PreprocessSpec, list] = {}
             for index, (kind, spec, record) in zip(chunk, pool.map(
-                    lambda path: _prepare(path, loaded, video_frames), [paths[i] for i in chunk])):
+                    lambda path: _prepare(path, loaded, video_frames), [paths[i] for i in chunk]), strict=True):
                 if spec is None:
                     results[index].error = record
                     continue
