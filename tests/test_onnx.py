@@ -14,12 +14,12 @@ import onnx
 import pytest
 
 from dfd import train_flags
-from dfd.convert import synthetic
 from dfd.evaluation import calibration, export, loading, predict
 from dfd.evaluation.onnx_model import OnnxModel
 from dfd.predict import predict_command
+from dfd.testing import synthetic
 from dfd.testing.fake_shards import write_fake_dataset
-from dfd.train import train
+from dfd.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

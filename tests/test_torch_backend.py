@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 from dfd import backend, models, train_flags
-from dfd.convert import synthetic
 from dfd.evaluation.evaluate import evaluate
 from dfd.models import resize
 from dfd.predict import predict_command
+from dfd.testing import synthetic
 from dfd.testing.fake_shards import write_fake_dataset
-from dfd.train import train
+from dfd.training.run import train
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = "--conv_filters=4,4\n--kernel_sizes=3\n--frame_dense_units=8\n--lstm_units=4\n--head_units=4\n"
@@ -156,7 +156,7 @@ _TORCH_RESUME = """
 import json, sys, keras
 from dfd import train_flags
 from dfd.testing.callbacks import EpochRecorder
-from dfd.train import train
+from dfd.training.run import train
 assert keras.backend.backend() == "torch"
 
 class Kill(keras.callbacks.Callback):

@@ -85,16 +85,16 @@ def time_inference(name, input_shape, batch_size, steps) -> dict:
     import onnxruntime
 
     import dfd.models
-    from dfd.evaluation import export, onnx_export
+    from dfd.evaluation import onnx_export, serving
 
-    serving = export.serving_model(dfd.models.build_model(name, input_shape))
+    serving_graph = serving.serving_model(dfd.models.build_model(name, input_shape))
     batch = np.random.default_rng(0).integers(0, 256, size=(batch_size, *input_shape), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "model.onnx")
-        onnx_export.convert(serving, path, tuple(input_shape))
+        onnx_export.convert(serving_graph, path, tuple(input_shape))
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: batch}
-    runners = {"keras": lambda: np.asarray(serving.predict_on_batch(batch)),
+    runners = {"keras": lambda: np.asarray(serving_graph.predict_on_batch(batch)),
                "onnxruntime": lambda: session.run(None, feed)[0]}
     seconds = {}
     for runner_name, run in runners.items():

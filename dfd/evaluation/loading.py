@@ -12,18 +12,17 @@ layer, i.e. pickled Python code that runs on load; dfd models never need one.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import zipfile
 from pathlib import Path
 
 import keras
-import numpy as np
 
+import dfd.models  # noqa: F401  (importing it registers dfd's Keras objects, which load_model needs)
 from dfd.atomic_files import write_json
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.evaluation import calibration
-from dfd.models import fake_probability  # importing dfd.models also registers its Keras objects for loading
+from dfd.evaluation.loaded_model import LoadedModel
 from dfd.run_layout import RunLayout
 
 THRESHOLD_FILE = "threshold.json"
@@ -53,57 +52,6 @@ def load_keras_model(path: str | Path) -> keras.Model:
     except (OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path} could not be loaded as a Keras model ({type(error).__name__}: {error}); "
                          "re-save or retrain the model") from error
-
-
-@dataclasses.dataclass
-class LoadedModel:
-    model: keras.Model
-    spec: PreprocessSpec          # the preprocessing the model was trained with
-    threshold: float              # P(fake) >= threshold is called fake
-    threshold_source: str         # where the threshold came from, for the report
-    model_path: Path
-    temperature: float = 1.0      # calibration.json (dfd.evaluate --calibrate); 1.0: raw model outputs
-    calibration_source: str | None = None
-
-    def set_temperature(self, temperature: float) -> None:
-        """Scores from now on divided on the logit by `temperature`; the threshold follows (same decisions)."""
-        self.threshold = calibration.to_calibrated_threshold(
-            calibration.to_calibrated_threshold(self.threshold, 1.0 / self.temperature), temperature)
-        self.temperature = temperature
-
-    @property
-    def input_shape(self) -> tuple:
-        """The model's input shape without the batch dimension: (H, W, 3) or (T, H, W, 3)."""
-        return tuple(self.model.inputs[0].shape[1:])
-
-    @property
-    def scores_frames(self) -> bool:
-        """True for an image model: it scores single frames, and a clip by aggregating its frames."""
-        return len(self.input_shape) == 3
-
-    def check_record_shape(self, num_frames: int, height: int, width: int) -> None:
-        """Refuses records the model cannot take, saying what would fit."""
-        expected = self.input_shape
-        frame = expected[-3:-1]
-        if tuple(frame) != (height, width):
-            raise ValueError(f"the model takes {frame[0]}x{frame[1]} frames but the records are {height}x{width}; "
-                             "convert the data with the model's preprocessing (its preprocessing.json)")
-        if not self.scores_frames and expected[0] != num_frames:
-            raise ValueError(f"the model is a video model taking {expected[0]} frames per clip, "
-                             f"the records have {num_frames}; convert with num_frames={expected[0]}")
-
-    def score(self, frames: np.ndarray) -> np.ndarray:
-        """P(fake) per example of a uint8 batch in the model's input shape, float64 (B,)."""
-        # predict_on_batch runs a traced function: far faster than an eager call per batch.
-        raw = np.asarray(fake_probability(np.asarray(self.model.predict_on_batch(frames))), dtype=np.float64)
-        return calibration.apply_temperature(raw, self.temperature)
-
-    def score_clips(self, clips: np.ndarray) -> np.ndarray:
-        """uint8 (B, T, H, W, 3) clips: (B,) scores for a video model, (B, T) frame scores for an image model."""
-        if self.scores_frames:
-            batch, num_frames = clips.shape[:2]
-            return self.score(clips.reshape((batch * num_frames,) + clips.shape[2:])).reshape(batch, num_frames)
-        return self.score(clips)
 
 
 def read_threshold_file(directory: str | Path) -> dict | None:

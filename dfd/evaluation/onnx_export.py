@@ -2,7 +2,7 @@
 
 The file stands alone: input `pixels` uint8 (batch, <training shape>) with a dynamic batch, output
 `fake_probability` float32 (batch,), the calibration temperature baked in as in the SavedModel
-(dfd.evaluation.export.serving_model builds both), and in its metadata_props what dfd.predict and
+(dfd.evaluation.serving.serving_model builds both), and in its metadata_props what dfd.predict and
 dfd.serve need besides the graph (dfd.evaluation.onnx_model reads them):
   dfd.threshold, dfd.threshold_source     the decision threshold, on the file's (calibrated) scale
   dfd.temperature, dfd.calibration_source the temperature baked in (1.0: raw P(fake))
@@ -33,14 +33,11 @@ import keras
 import numpy as np
 
 import dfd
-from dfd.evaluation import export as saved_model_export
-from dfd.evaluation import loading
+from dfd.evaluation import loading, serving
+from dfd.evaluation.onnx_model import INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME
 from dfd.models import resize
 from dfd.run_layout import RunLayout
 
-INPUT_NAME = "pixels"
-OUTPUT_NAME = "fake_probability"
-METADATA_PREFIX = "dfd."
 SUFFIX = ".onnx"
 # onnxruntime runs its own kernels (convolutions, LSTM): measured differences against Keras were 0 to 6e-8 on
 # dfd's models, so 1e-4 is a broken conversion, not rounding.
@@ -143,14 +140,14 @@ def export_onnx(run_dir: str | Path, output: str | Path, verbose: bool = True, o
     _check_output(output, overwrite)
     partial = output.with_name(f".{output.name}.partial")
     try:
-        convert(saved_model_export.serving_model(loaded.model, loaded.temperature), partial, loaded.input_shape)
+        convert(serving.serving_model(loaded.model, loaded.temperature), partial, loaded.input_shape)
         proto = onnx.load(str(partial))
         _name_io(proto.graph)
         for key, value in metadata(loaded).items():
             proto.metadata_props.add(key=key, value=value)
         onnx.checker.check_model(proto)
         onnx.save(proto, str(partial))
-        batch = saved_model_export.sample_batch(loaded, RunLayout(run_dir))
+        batch = serving.sample_batch(loaded, RunLayout(run_dir))
         difference = float(np.max(np.abs(run_onnx(partial, batch) - loaded.score(batch))))
         resized = inexact_resize(loaded.model)
         bound = RESIZED_MAX_ABS_DIFFERENCE if resized else MAX_ABS_DIFFERENCE

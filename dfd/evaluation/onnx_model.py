@@ -17,8 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from dfd.data.preprocessing import PreprocessSpec
-from dfd.evaluation.loading import LoadedModel
-from dfd.evaluation.onnx_export import INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME
+from dfd.evaluation.loaded_model import LoadedModel
+
+# The graph's input and output names and the prefix of dfd's metadata_props (dfd.evaluation.onnx_export
+# writes them; this module is their reader).
+INPUT_NAME = "pixels"
+OUTPUT_NAME = "fake_probability"
+METADATA_PREFIX = "dfd."
 
 
 @dataclasses.dataclass
