@@ -35,9 +35,13 @@ demo: $(STAMP)
 	@echo "Check a file yourself on a local web page (http://127.0.0.1:8000/):"
 	@echo "  $(PY) -m dfd.serve --model=runs/demo"
 
+# Lint first (pyproject.toml's [tool.ruff]), then the suite in TEST_WORKERS processes, a test file per
+# process (--dist loadfile: a file's module fixtures are built once). Measured on 2 cores: 11 min 40 s in
+# one process, 7 min 30 s in two.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 clean:
 	rm -rf $(SAMPLE) $(SHARDS) runs

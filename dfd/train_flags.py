@@ -31,7 +31,7 @@ from dfd import models, settings
 from dfd.data.pseudo_fakes import METHODS as PSEUDO_FAKE_METHODS
 from dfd.data.pseudo_fakes import PseudoFakes
 from dfd.settings import flag_line, setting  # noqa: F401  (flag_line: public here since before dfd.settings)
-from dfd.training.config import PRECISIONS, STRATEGIES, TRAIN_CLASSES, Augment
+from dfd.training.config import PRECISIONS, SHUFFLE_BUFFER, STRATEGIES, TRAIN_CLASSES, Augment
 
 # Which generated flags each define_* function defines (the rest of TrainConfig's are data flags).
 _MODEL_FLAGS = ("model",)
@@ -148,7 +148,7 @@ class TrainConfig:
                          "files under DIR.")
     deterministic: bool = setting(
         False, "Fixed data order and seeded augmentation while training (slower input pipeline).")
-    shuffle_buffer: int = setting(1024, "Records held for shuffling while training.")
+    shuffle_buffer: int = setting(SHUFFLE_BUFFER, "Records held for shuffling while training.")
     frames_per_clip: int = setting(
         0, "Image model on video data: K random frames of each clip per epoch (new ones every epoch), batched "
         "as images (batch_size // K clips per batch; batch_size must be a multiple of K). 0: 1 for an "

@@ -36,13 +36,10 @@ import tensorflow as tf
 from dfd.data import pseudo_fakes as pseudo_fakes_lib
 from dfd.data import schema
 from dfd.data.metadata import DatasetMetadata
-from dfd.training.config import NO_AUGMENT, TRAIN_CLASSES, Augment, parse_jpeg_quality  # noqa: F401  (users' imports)
+from dfd.training.config import NO_AUGMENT, SHUFFLE_BUFFER, TRAIN_CLASSES, Augment, parse_jpeg_quality  # noqa: F401  (users' imports)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
-# Serialized records held for shuffling. Raw 16x64x64 clips are ~200 KB, so 1024 of them are
-# ~200 MB of host memory: enough mixing across the interleaved shards without hoarding RAM.
-DEFAULT_SHUFFLE_BUFFER = 1024
 # Shards read at once: about one per core (more readers than cores thrash: measured 1.5x slower
 # with 8 readers on 2 cores), at most 16. The record shuffle after the interleave does the mixing.
 MAX_PARALLEL_SHARDS = 16
@@ -273,7 +270,7 @@ def make_train_dataset(
     deterministic: bool = False,
     seed: int | None = None,
     expected_shape: tuple | None = None,
-    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
     repeat: bool = False,
     shard_files: bool = True,
     pseudo_fakes: pseudo_fakes_lib.PseudoFakes = pseudo_fakes_lib.NO_PSEUDO_FAKES,

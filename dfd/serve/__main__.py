@@ -13,12 +13,14 @@ from dfd import cli
 
 
 def define_flags() -> None:
+    from dfd.evaluation.metrics import AGGREGATE_METHODS  # imports TensorFlow: quiet it first (__main__)
+
     flags.DEFINE_string("model", None, "Run directory (trainer) or export directory (dfd.export).", required=True)
     flags.DEFINE_string("host", "127.0.0.1", "Address to bind; the default reaches only this machine.")
     flags.DEFINE_integer("port", 8000, "Port to listen on.")
     flags.DEFINE_float("max_upload_mb", 200, "Larger uploads are refused (413) while they stream in.")
     flags.DEFINE_integer("video_frames", 16, "Image model given a video: frames sampled and scored (as dfd.predict).")
-    flags.DEFINE_enum("aggregate", "mean", ["mean", "max", "median"],
+    flags.DEFINE_enum("aggregate", "mean", list(AGGREGATE_METHODS),
                       "Image model given a video: how its frame scores become the video's score.")
     flags.DEFINE_integer("batch_size", 16, "Most uploads scored in one batch.")
 
@@ -44,5 +46,6 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
+    cli.quiet_tensorflow()   # before define_flags, which imports TensorFlow (cli.run does it again: idempotent)
     define_flags()
     cli.run(main, "dfd.serve")

@@ -11,6 +11,9 @@ from dfd.settings import setting
 TRAIN_CLASSES = ("all", "real")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+# Serialized records held for shuffling (--shuffle_buffer). Raw 16x64x64 clips are ~200 KB, so 1024 of them
+# are ~200 MB of host memory: enough mixing across the interleaved shards without hoarding RAM.
+SHUFFLE_BUFFER = 1024
 
 
 def parse_jpeg_quality(value) -> tuple[int, int] | None:
