@@ -173,18 +173,15 @@ def test_torch_backend_exports_a_calibrated_cnn_lstm(tmp_path):
 
 def test_bench_models_gathers_backends_into_one_table_with_the_ratios(capsys):
     """`bench models --backend=tensorflow,torch --inference`: one table from per-backend results, two ratio lines."""
-    from absl import flags
-
+    from dfd import bench
     from dfd.bench import models as bench_models
 
-    flag_values = flags.FlagValues()
-    bench_models.define_flags(flag_values)
-    flag_values(["bench", "--backend=tensorflow,torch", "--inference"])
+    values = bench.parse(bench_models.Settings, ["bench", "--backend=tensorflow,torch", "--inference"])
     results = [{"backend": "tensorflow", "precision": "float32", "train_s": {"False": 0.3, "True": 1.0},
                 "inference_s": {"keras": 0.1, "onnxruntime": 0.125}},
                {"backend": "torch", "precision": "float32", "train_s": {"False": 0.6},
                 "inference_s": {"keras": 0.5, "onnxruntime": 0.2}}]
-    bench_models._print_backends(flag_values, results, "CPU")
+    bench_models._print_backends(values, results, "CPU")
     lines = capsys.readouterr().out.splitlines()
     assert lines[-2].endswith("inference clips/s (cnn_lstm, batch 32): 0.80x")
     assert lines[-1].endswith("train-step time (cnn_lstm, batch 32, jit off): 2.00x")

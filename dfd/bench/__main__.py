@@ -1,7 +1,7 @@
 """Dispatches `python -m dfd.bench NAME [--flags]` to `dfd.bench.NAME.main(argv)`.
 
-Each benchmark module owns its flags (defined in a function, parsed by its main) and prints its
-headline ratio on its last line.
+Each benchmark module declares its flags as a `Settings` dataclass, parsed by its main with
+`dfd.bench.parse` (`--help` lists them), and prints its headline ratio on its last line.
 """
 
 import importlib

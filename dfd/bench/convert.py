@@ -34,9 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from absl import flags
-
-from dfd import settings
+from dfd import bench
 from dfd.convert.config import ENGINES
 from dfd.settings import setting
 
@@ -57,10 +55,6 @@ class Settings:
                           "docstring) instead of the full benchmark.", choices=ENGINES)
     beam_options: str = setting("--runner=DirectRunner --direct_num_workers=0 --direct_running_mode=multi_processing",
                                 "With --engine=beam: the Beam options (0 workers: one per core).")
-
-
-def define_flags() -> None:
-    settings.define_flags(Settings)
 
 
 def _generate(root: Path, clips: int, frames: int, height: int, width: int) -> tuple[Path, Path]:
@@ -233,10 +227,7 @@ def read_rate(directory: Path, repeats: int = 3) -> float:
 
 
 def main(argv) -> None:
-    define_flags()
-    values = flags.FLAGS
-    values(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    values = bench.parse(Settings, argv)
     workers = values.workers or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(dir=values.work_dir) as temporary:
         root = Path(temporary)

@@ -24,9 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from absl import flags
-
-from dfd import settings
+from dfd import bench
 from dfd.settings import setting
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,10 +35,6 @@ class Settings:
     clips: int = setting(512, "Training clips (JPEG, 16 x 64 x 64).")
     batch_size: int = setting(32, "Batch size.")
     epochs: int = setting(3, "Epochs read per measurement (the first one warms up and is not timed).")
-
-
-def define_flags() -> None:
-    settings.define_flags(Settings)
 
 
 def _env() -> dict:
@@ -116,10 +110,7 @@ def start_service(root: Path, workers: int) -> tuple[str, list]:
 
 
 def main(argv) -> None:
-    define_flags()
-    values = flags.FLAGS
-    values(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    values = bench.parse(Settings, argv)
     from dfd.testing.fake_shards import write_fake_dataset
 
     with tempfile.TemporaryDirectory() as temporary:

@@ -23,9 +23,8 @@ import time
 
 import cv2
 import numpy as np
-from absl import flags
 
-from dfd import settings
+from dfd import bench
 from dfd.settings import setting
 
 
@@ -40,12 +39,6 @@ class Settings:
     repeats: int = setting(3, "timed repeats (median reported)")
     video: str = setting("h264", "codec of the generated video", choices=("h264", "mp4v"))
     size: int = setting(224, "crop size")
-
-
-def define_flags() -> flags.FlagValues:
-    values = flags.FlagValues()
-    settings.define_flags(Settings, values)
-    return values
 
 
 def write_video(path: str, width: int, height: int, num_frames: int, writer_name: str) -> None:
@@ -113,9 +106,7 @@ def _median_seconds(function, repeats: int) -> tuple[float, float]:
 
 
 def main(argv: list[str]) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    values = define_flags()
-    values(argv)
+    values = bench.parse(Settings, argv)
     from dfd.data.preprocessing import PreprocessSpec
     from dfd.preprocess import faces, records
 

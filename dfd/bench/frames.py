@@ -19,13 +19,9 @@ import dataclasses
 import os
 import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
-from absl import flags
-
-from dfd import settings
+from dfd import bench
 from dfd.settings import setting
 
 
@@ -36,10 +32,6 @@ class Settings:
     batch_size: int = setting(32, "Batch size (clips; images with frames_per_clip).")
     passes: int = setting(3, "Timed passes per reader (after one warm-up pass); the median is kept.")
     workdir: str | None = setting(None, "Where to write the data (default: a temporary folder, removed).")
-
-
-def define_flags(flag_values) -> None:
-    settings.define_flags(Settings, flag_values)
 
 
 def _speed(dataset, steps: int, passes: int) -> float:
@@ -57,19 +49,15 @@ def _speed(dataset, steps: int, passes: int) -> float:
 
 
 def main(argv) -> None:
-    flag_values = flags.FlagValues()
-    define_flags(flag_values)
-    flag_values(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    values = bench.parse(Settings, argv)
     from dfd.data import pipeline
     from dfd.data.metadata import DatasetMetadata
     from dfd.testing.fake_shards import write_fake_dataset
 
-    root = Path(flag_values.workdir or tempfile.mkdtemp(prefix="dfd-bench-frames-"))
-    batch_size, half = flag_values.batch_size, flag_values.num_clips // 2
+    batch_size, half = values.batch_size, values.num_clips // 2
     rows = []
-    try:
-        for shape in flag_values.shapes:
+    with bench.work_folder(values.workdir, "frames") as root:
+        for shape in values.shapes:
             num_frames, size = (int(part) for part in shape.split("x"))
             for encoding in ("raw", "jpeg"):
                 data = write_fake_dataset(root / f"{shape}-{encoding}", num_frames=num_frames, size=size,
@@ -79,19 +67,16 @@ def main(argv) -> None:
                 shard_bytes = sum(shard["bytes"] for shard in meta.raw["splits"]["train"]["shards"])
                 clips, count, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True)
                 steps = pipeline.steps_per_epoch(count, batch_size, training=True)
-                clip_speed = _speed(clips, steps, flag_values.passes)
+                clip_speed = _speed(clips, steps, values.passes)
                 frames, _, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True,
                                                            frames_per_clip=4)
                 image_speed = _speed(frames, pipeline.steps_per_epoch(count * 4, batch_size, training=True),
-                                     flag_values.passes)
+                                     values.passes)
                 rows.append((shape, encoding, shard_bytes / count, clip_speed, clip_speed * num_frames, image_speed))
                 shutil.rmtree(data, ignore_errors=True)
-    finally:
-        if not flag_values.workdir:
-            shutil.rmtree(root, ignore_errors=True)
 
-    print(f"{flag_values.num_clips} face-cropped clips per row, batch {batch_size}, {os.cpu_count()} CPU cores, "
-          f"warm page cache, median of {flag_values.passes} passes")
+    print(f"{values.num_clips} face-cropped clips per row, batch {batch_size}, {os.cpu_count()} CPU cores, "
+          f"warm page cache, median of {values.passes} passes")
     print(f"{'clip':<8} {'encoding':<8} {'disk KB/clip':>13} {'clips/s':>9} {'frames decoded/s':>17} "
           f"{'images/s K=4':>13}")
     for shape, encoding, disk, clip_speed, frame_speed, image_speed in rows:

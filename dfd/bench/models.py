@@ -21,14 +21,11 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
-from absl import flags  # noqa: E402
-
-from dfd import settings  # noqa: E402
-from dfd.settings import setting  # noqa: E402
-from dfd.training.config import PRECISIONS  # noqa: E402
+from dfd import bench
+from dfd.settings import setting
+from dfd.training.config import PRECISIONS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +39,6 @@ class Settings:
     inference: bool = setting(False, "Also time P(fake) inference clips/s: Keras vs onnxruntime on the model's "
                               "ONNX export, same batch.")
     child: bool = setting(False, "Internal: measure on this process's backend and print one JSON line.")
-
-
-def define_flags(flag_values=flags.FLAGS) -> None:
-    settings.define_flags(Settings, flag_values)
 
 
 BACKENDS = ("tensorflow", "torch")
@@ -110,21 +103,21 @@ def time_inference(name, input_shape, batch_size, steps) -> dict:
     return seconds
 
 
-def measure(flag_values, precision: str) -> dict:
+def measure(values, precision: str) -> dict:
     """This process's backend: train-step seconds (jit off, and on for tensorflow) and inference seconds."""
     import keras
 
     backend = keras.backend.backend()
-    input_shape = tuple(int(size) for size in flag_values.input_shape)
+    input_shape = tuple(int(size) for size in values.input_shape)
     # jit_compile on torch is torch.compile, not the XLA flag the trainer's --jit_compile sets: not timed here.
     jit_options = (False, True) if backend == "tensorflow" else (False,)
     result = {"backend": backend, "precision": precision, "train_s": {}}
     for jit_compile in jit_options:
-        result["train_s"][str(jit_compile)] = time_train_step(flag_values.model, input_shape,
-                                                              flag_values.batch_size, flag_values.steps, jit_compile)
-    if flag_values.inference:
-        result["inference_s"] = time_inference(flag_values.model, input_shape, flag_values.batch_size,
-                                               flag_values.steps)
+        result["train_s"][str(jit_compile)] = time_train_step(values.model, input_shape,
+                                                              values.batch_size, values.steps, jit_compile)
+    if values.inference:
+        result["inference_s"] = time_inference(values.model, input_shape, values.batch_size,
+                                               values.steps)
     return result
 
 
@@ -140,67 +133,63 @@ def _in_child(backend: str, argv) -> dict:
     return json.loads(lines[-1][len(RESULT_PREFIX):])
 
 
-def _print_backends(flag_values, results: list, device: str) -> None:
-    input_shape = tuple(int(size) for size in flag_values.input_shape)
+def _print_backends(values, results: list, device: str) -> None:
+    input_shape = tuple(int(size) for size in values.input_shape)
     print(f"{'backend':<12}{'model':<14}{'input':<18}{'batch':>6}{'precision':>15}{'jit':>6}{'ms/step':>10}"
           f"{'clips/s':>10}  device")
     for result in results:
         for jit, seconds in result["train_s"].items():
-            print(f"{result['backend']:<12}{flag_values.model:<14}{str(input_shape):<18}{flag_values.batch_size:>6}"
-                  f"{result['precision']:>15}{jit:>6}{seconds * 1e3:>10.1f}{flag_values.batch_size / seconds:>10.1f}"
+            print(f"{result['backend']:<12}{values.model:<14}{str(input_shape):<18}{values.batch_size:>6}"
+                  f"{result['precision']:>15}{jit:>6}{seconds * 1e3:>10.1f}{values.batch_size / seconds:>10.1f}"
                   f"  {device}")
     inference = [result for result in results if "inference_s" in result]
     if inference:
         print(f"\n{'inference (P(fake))':<36}{'batch':>6}{'ms/batch':>10}{'clips/s':>10}")
         for result in inference:
             for runner, seconds in result["inference_s"].items():
-                print(f"{runner + ' (' + result['backend'] + ')':<36}{flag_values.batch_size:>6}{seconds * 1e3:>10.1f}"
-                      f"{flag_values.batch_size / seconds:>10.1f}")
+                print(f"{runner + ' (' + result['backend'] + ')':<36}{values.batch_size:>6}{seconds * 1e3:>10.1f}"
+                      f"{values.batch_size / seconds:>10.1f}")
     by_backend = {result["backend"]: result for result in results}
     if inference:
         first = inference[0]
-        print(f"onnxruntime / keras {first['backend']} inference clips/s ({flag_values.model}, batch "
-              f"{flag_values.batch_size}): {first['inference_s']['keras'] / first['inference_s']['onnxruntime']:.2f}x")
+        print(f"onnxruntime / keras {first['backend']} inference clips/s ({values.model}, batch "
+              f"{values.batch_size}): {first['inference_s']['keras'] / first['inference_s']['onnxruntime']:.2f}x")
     if {"tensorflow", "torch"} <= set(by_backend):
         ratio = by_backend["torch"]["train_s"]["False"] / by_backend["tensorflow"]["train_s"]["False"]
-        print(f"torch / tensorflow train-step time ({flag_values.model}, batch {flag_values.batch_size}, jit off): "
+        print(f"torch / tensorflow train-step time ({values.model}, batch {values.batch_size}, jit off): "
               f"{ratio:.2f}x")
 
 
 def main(argv) -> None:
-    flag_values = flags.FlagValues()
-    define_flags(flag_values)
-    flag_values(argv)
-    unknown = sorted(set(flag_values.backend) - set(BACKENDS))
-    if unknown or not flag_values.backend:
+    values = bench.parse(Settings, argv)
+    unknown = sorted(set(values.backend) - set(BACKENDS))
+    if unknown or not values.backend:
         raise ValueError(f"--backend takes {', '.join(BACKENDS)} (comma-separated), got {unknown or 'nothing'}")
     import keras
     import tensorflow as tf
 
     from dfd.training.runtime import resolve_precision
 
-    precision = resolve_precision(flag_values.precision)
-    if flag_values.child or flag_values.backend != ["tensorflow"] or flag_values.inference:
-        keras.mixed_precision.set_global_policy(precision)
-        if flag_values.child:
-            print(RESULT_PREFIX + json.dumps(measure(flag_values, precision)), flush=True)
-            return
-        device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
-        results = [measure(flag_values, precision) if backend == keras.backend.backend() else _in_child(backend, argv)
-                   for backend in flag_values.backend]
-        _print_backends(flag_values, results, device)
+    precision = resolve_precision(values.precision)
+    keras.mixed_precision.set_global_policy(precision)
+    if values.child:
+        print(RESULT_PREFIX + json.dumps(measure(values, precision)), flush=True)
+        return
+    device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
+    if list(values.backend) != ["tensorflow"] or values.inference:
+        results = [measure(values, precision) if backend == keras.backend.backend() else _in_child(backend, argv)
+                   for backend in values.backend]
+        _print_backends(values, results, device)
         return
 
-    keras.mixed_precision.set_global_policy(precision)
-    input_shape = tuple(int(size) for size in flag_values.input_shape)
-    device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
+    input_shape = tuple(int(size) for size in values.input_shape)
     print(f"{'model':<14}{'input':<18}{'batch':>6}{'precision':>15}{'jit':>6}{'ms/step':>10}{'clips/s':>10}  device")
     seconds = {}
     for jit_compile in (False, True):
-        seconds[jit_compile] = time_train_step(flag_values.model, input_shape, flag_values.batch_size,
-                                               flag_values.steps, jit_compile)
-        print(f"{flag_values.model:<14}{str(input_shape):<18}{flag_values.batch_size:>6}{precision:>15}"
+        seconds[jit_compile] = time_train_step(values.model, input_shape, values.batch_size,
+                                               values.steps, jit_compile)
+        print(f"{values.model:<14}{str(input_shape):<18}{values.batch_size:>6}{precision:>15}"
               f"{str(jit_compile):>6}{seconds[jit_compile] * 1e3:>10.1f}"
-              f"{flag_values.batch_size / seconds[jit_compile]:>10.1f}  {device}")
-    print(f"jit_compile speedup ({flag_values.model}, batch {flag_values.batch_size}): "
+              f"{values.batch_size / seconds[jit_compile]:>10.1f}  {device}")
+    print(f"jit_compile speedup ({values.model}, batch {values.batch_size}): "
           f"{seconds[False] / seconds[True]:.2f}x")

@@ -26,16 +26,13 @@ import dataclasses
 import itertools
 import mmap
 import os
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from absl import flags
 
-from dfd import settings
+from dfd import bench
 from dfd.data.schema import ENCODINGS
 from dfd.settings import setting
 
@@ -51,10 +48,6 @@ class Settings:
     passes: int = setting(4, "Timed passes per reader and round (after one warm-up pass; 2 rounds).")
     jpeg_quality: str = setting("30,95", "Quality range of the JPEG re-compression reader.")
     workdir: str | None = setting(None, "Where to write the data (default: a temporary folder, removed).")
-
-
-def define_flags(flag_values) -> None:
-    settings.define_flags(Settings, flag_values)
 
 
 def seed_video_generator(data_dir: str, subset: str, batch_size: int):
@@ -290,22 +283,18 @@ class _SequenceEpochs:
 
 
 def main(argv) -> None:
-    flag_values = flags.FlagValues()
-    define_flags(flag_values)
-    flag_values(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    values = bench.parse(Settings, argv)
     from dfd.data import pipeline
 
-    root = Path(flag_values.workdir or tempfile.mkdtemp(prefix="dfd-bench-pipeline-"))
-    try:
-        records, npy_root = write_data(root, flag_values.num_clips, flag_values.num_frames, flag_values.size,
-                                       flag_values.encoding, flag_values.shards)
-        batch_size, passes = flag_values.batch_size, flag_values.passes
+    with bench.work_folder(values.workdir, "pipeline") as root:
+        records, npy_root = write_data(root, values.num_clips, values.num_frames, values.size,
+                                       values.encoding, values.shards)
+        batch_size, passes = values.batch_size, values.passes
         # As dfd.train reads it: repeating, `steps` batches per epoch.
         meta = pipeline.open_dataset(records)
         training, num_clips, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True)
         steps = pipeline.steps_per_epoch(num_clips, batch_size, training=True)
-        jpeg_range = pipeline.parse_jpeg_quality(flag_values.jpeg_quality)
+        jpeg_range = pipeline.parse_jpeg_quality(values.jpeg_quality)
         recompressing, _, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True,
                                                           augment=pipeline.Augment(jpeg_quality=jpeg_range))
         shard_files = [str(path) for path in sorted(records.glob("*.tfrecord"))]
@@ -331,12 +320,9 @@ def main(argv) -> None:
         speeds = measure(readers, passes)
         rows = [(reader.name, speed, cpu, reader.files, disk)
                 for reader, (speed, cpu, disk) in zip(readers, speeds, strict=True)]
-    finally:
-        if not flag_values.workdir:
-            shutil.rmtree(root, ignore_errors=True)
 
-    print(f"{flag_values.num_clips} clips of {flag_values.num_frames}x{flag_values.size}x{flag_values.size}x3 "
-          f"uint8 ({flag_values.encoding}), batch {batch_size}, {os.cpu_count()} CPU cores, "
+    print(f"{values.num_clips} clips of {values.num_frames}x{values.size}x{values.size}x3 "
+          f"uint8 ({values.encoding}), batch {batch_size}, {os.cpu_count()} CPU cores, "
           f"median of 2 rounds x {passes} passes")
     resident = "unknown (no mincore)" if resident_after_evict is None else f"{resident_after_evict:.0%}"
     print(f"cold: files evicted (posix_fadvise DONTNEED) before each pass, fresh tf.data iterator per pass; "
@@ -345,7 +331,7 @@ def main(argv) -> None:
     for name, speed, cpu, files, disk in rows:
         print(f"{name:<44} {speed:>10.1f} {cpu * 1e6:>12.0f} {disk / 1e3:>13.0f} {files:>6}")
     training_speed, jpeg_speed, decode_speed, seed_speed, training_cold, seed_cold = (row[1] for row in rows)
-    print(f"host JPEG re-compression (--augment_jpeg={flag_values.jpeg_quality}): {jpeg_speed:.1f} clips/s against "
+    print(f"host JPEG re-compression (--augment_jpeg={values.jpeg_quality}): {jpeg_speed:.1f} clips/s against "
           f"{training_speed:.1f} without, {training_speed / jpeg_speed:.1f}x slower; "
           f"{rows[1][2] * 1e6 - rows[0][2] * 1e6:.0f} CPU us more per clip")
     print(f"P3 warm training pipeline / seed generator = {training_speed / seed_speed:.2f} (target >= 1.5; "

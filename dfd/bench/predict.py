@@ -15,9 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from absl import flags
-
-from dfd import settings
+from dfd import bench
 from dfd.settings import setting
 
 
@@ -34,14 +32,8 @@ class Settings:
     repeats: int = setting(2, "Timed runs of each path; the best counts.")
 
 
-def define_flags() -> None:
-    settings.define_flags(Settings)
-
-
 def main(argv) -> None:
-    flags_values = flags.FLAGS
-    define_flags()
-    flags_values(argv)
+    values = bench.parse(Settings, argv)
 
     import keras
 
@@ -52,7 +44,7 @@ def main(argv) -> None:
     from dfd.run_layout import RunLayout
     from dfd.testing import synthetic
 
-    values = flags_values
+    values = values
     with tempfile.TemporaryDirectory() as temp:
         root = Path(temp)
         paths = [str(synthetic.write_mp4(root / "clips" / f"clip{index:04d}.mp4", synthetic.moving_clip(

@@ -11,13 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-import tempfile
-from pathlib import Path
 
-from absl import flags
-
-from dfd import settings
+from dfd import bench
 from dfd.settings import setting
 
 
@@ -30,26 +25,18 @@ class Settings:
     passes: int = setting(3, "Timed passes per reader and round (after one warm-up pass; 2 rounds).")
 
 
-def define_flags(flag_values) -> None:
-    settings.define_flags(Settings, flag_values)
-
-
 def main(argv) -> None:
-    flag_values = flags.FlagValues()
-    define_flags(flag_values)
-    flag_values(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    values = bench.parse(Settings, argv)
     from dfd.bench.pipeline import _Reader, measure
     from dfd.data import pipeline
     from dfd.data.pseudo_fakes import PseudoFakes
     from dfd.testing.fake_shards import write_fake_dataset
 
-    root = Path(tempfile.mkdtemp(prefix="dfd-bench-pseudo-fakes-"))
-    try:
-        records = write_fake_dataset(root, num_frames=flag_values.num_frames, size=flag_values.size,
-                                     counts={"train": (flag_values.num_clips, 0)}, shards_per_split=4)
-        batch_size = flag_values.batch_size
-        steps = pipeline.steps_per_epoch(flag_values.num_clips, batch_size, training=True)
+    with bench.work_folder(None, "pseudo-fakes") as root:
+        records = write_fake_dataset(root, num_frames=values.num_frames, size=values.size,
+                                     counts={"train": (values.num_clips, 0)}, shards_per_split=4)
+        batch_size = values.batch_size
+        steps = pipeline.steps_per_epoch(values.num_clips, batch_size, training=True)
         readers = []
         for name, pseudo_fakes in (("SBI off", PseudoFakes("none")),
                                    ("SBI, fraction 0.5", PseudoFakes("sbi", 0.5)),
@@ -57,13 +44,11 @@ def main(argv) -> None:
             dataset, _, _ = pipeline.make_train_dataset(pipeline.open_dataset(records), batch_size=batch_size,
                                                         seed=0, repeat=True, pseudo_fakes=pseudo_fakes)
             readers.append(_Reader(f"training pipeline, {name}", dataset, 4, steps))
-        results = measure(readers, flag_values.passes)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+        results = measure(readers, values.passes)
 
-    print(f"{flag_values.num_clips} real clips of {flag_values.num_frames}x{flag_values.size}x{flag_values.size}x3 "
+    print(f"{values.num_clips} real clips of {values.num_frames}x{values.size}x{values.size}x3 "
           f"uint8 (raw), batch {batch_size}, {os.cpu_count()} CPU cores, median of 2 rounds x "
-          f"{flag_values.passes} passes")
+          f"{values.passes} passes")
     print(f"{'reader':<48} {'clips/s':>10} {'CPU us/clip':>12}")
     for reader, (speed, cpu, _) in zip(readers, results, strict=True):
         print(f"{reader.name:<48} {speed:>10.1f} {cpu * 1e6:>12.0f}")

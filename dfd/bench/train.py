@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
-from absl import flags
 
-from dfd import settings
+from dfd import bench
 from dfd.data.schema import ENCODINGS
 from dfd.settings import setting
 from dfd.training.config import PRECISIONS
@@ -37,10 +33,6 @@ class Settings:
     epochs: int = setting(3, "Timed epochs per feed (after one warm-up epoch).")
     precision: str = setting("auto", "auto: mixed_float16 on a GPU, float32 on CPU.", choices=PRECISIONS)
     workdir: str | None = setting(None, "Where to write the data (default: a temporary folder, removed).")
-
-
-def define_flags(flag_values) -> None:
-    settings.define_flags(Settings, flag_values)
 
 
 def _augmentations():
@@ -98,10 +90,7 @@ def _gpu_utilisation() -> str:
 
 
 def main(argv) -> None:
-    flag_values = flags.FlagValues()
-    define_flags(flag_values)
-    flag_values(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    values = bench.parse(Settings, argv)
     import keras
     import tensorflow as tf
 
@@ -111,14 +100,13 @@ def main(argv) -> None:
     from dfd.testing.fake_shards import write_fake_dataset
     from dfd.training.runtime import resolve_precision
 
-    precision = resolve_precision(flag_values.precision)
+    precision = resolve_precision(values.precision)
     keras.config.set_dtype_policy(precision)
-    batch_size, epochs = flag_values.batch_size, flag_values.epochs
-    root = Path(flag_values.workdir or tempfile.mkdtemp(prefix="dfd-bench-train-"))
-    try:
-        half = flag_values.num_clips // 2
-        data = write_fake_dataset(root / "tfrecords", num_frames=flag_values.num_frames, size=flag_values.size,
-                                  encoding=flag_values.encoding, counts={"train": (half, half)},
+    batch_size, epochs = values.batch_size, values.epochs
+    with bench.work_folder(values.workdir, "train") as root:
+        half = values.num_clips // 2
+        data = write_fake_dataset(root / "tfrecords", num_frames=values.num_frames, size=values.size,
+                                  encoding=values.encoding, counts={"train": (half, half)},
                                   shards_per_split=8)
         meta = pipeline.open_dataset(data)
         feed, num_clips, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True)
@@ -150,13 +138,10 @@ def main(argv) -> None:
         augmented_speeds = [(name, run(compiled(augment), **in_memory)) for name, augment in _augmentations()]
         layer_costs = [(name, _layer_cost(augment, clips[:batch_size])) for name, augment in _augmentations()]
         utilisation = _gpu_utilisation() if tf.config.list_physical_devices("GPU") else None
-    finally:
-        if not flag_values.workdir:
-            shutil.rmtree(root, ignore_errors=True)
 
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
     print(f"seed cnn_lstm ({model.count_params():,} parameters) on {num_clips} clips of "
-          f"{flag_values.num_frames}x{flag_values.size}x{flag_values.size}x3 uint8, batch {batch_size}, "
+          f"{values.num_frames}x{values.size}x{values.size}x3 uint8, batch {batch_size}, "
           f"{precision}, {device}, median of {epochs} epochs")
     print(f"{'feed':<34} {'clips/s':>9} {'ms/step':>9}")
     for name, speed in (("TFRecord pipeline (shuffle)", pipeline_speed), ("numpy arrays in memory", memory_speed),
