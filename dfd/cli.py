@@ -63,11 +63,16 @@ def show_tf_logs() -> bool:
     return os.environ.get(SHOW_LOGS_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
+# False once a command takes --backend as its own flag (dfd.bench models times several backends, one process
+# each): the backend then comes from KERAS_BACKEND alone.
+_backend_from_argv = True
+
+
 def select_backend(name: str | None = None) -> None:
     """Keras's backend from --backend (flagfiles included) or KERAS_BACKEND (dfd.backend.select), before
     Keras is imported; a bad value ends the command as a user error (one line, exit code 2)."""
     try:
-        backend.select(sys.argv)
+        backend.select(sys.argv if _backend_from_argv else sys.argv[:1])
     except ValueError as error:
         sys.exit(_report(name or "dfd." + Path(sys.argv[0]).stem, error))
 
@@ -148,18 +153,21 @@ def _flags_parser(name: str, parse: bool):
     return parser
 
 
-def run(main, name: str, *, parse_flags: bool = True, quiet: bool = True) -> None:
+def run(main, name: str, *, parse_flags: bool = True, quiet: bool = True, backend_flag: bool = True) -> None:
     """The entry point of command `name`: select the backend, parse flags, quiet TensorFlow, run main, report
     user errors.
 
     parse_flags=False leaves argv to `main` (absl's FLAGS stay empty). quiet=False leaves TensorFlow
     alone: for a command that never imports it, or whose TensorFlow warnings and errors are its log
-    (the tf.data service servers).
+    (the tf.data service servers). backend_flag=False: the command's --backend is its own (see
+    _backend_from_argv).
     TensorFlow is imported after the flags are parsed, so a bad flag costs no TensorFlow start-up
     (entry points that import it at module level quiet it themselves, before that import).
     """
     from absl import app
 
+    global _backend_from_argv
+    _backend_from_argv = backend_flag
     select_backend(name)   # before anything imports Keras
 
     def quiet_main(argv):

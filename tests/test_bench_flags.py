@@ -2,6 +2,9 @@
 writes its data through dfd.bench.work_folder."""
 
 import importlib
+import os
+import subprocess
+import sys
 
 import pytest
 from absl import flags
@@ -45,3 +48,14 @@ def test_work_folder_removes_a_temporary_folder_even_on_error_and_keeps_a_given_
         root.mkdir()
         (root / "data").write_text("x")
     assert (tmp_path / "kept" / "data").exists()
+
+
+def test_bench_models_takes_a_list_of_backends_through_the_command_line():
+    # dfd.bench models' --backend=tensorflow,torch is the benchmark's own flag (one process per backend): the
+    # command line must reach it, not stop at dfd.cli's process-wide backend selection.
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env.pop("KERAS_BACKEND", None)
+    done = subprocess.run([sys.executable, "-m", "dfd.bench", "models", "--backend=tensorflow,torch", "--help"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "--backend:" in done.stdout

@@ -33,4 +33,5 @@ def main(argv) -> None:
 
 if __name__ == "__main__":
     # Each benchmark parses its own flags (a FlagValues of its own); a bad one is reported like a ValueError.
-    cli.run(main, "dfd.bench", parse_flags=False, quiet=False)
+    # `models --backend=tensorflow,torch` is the benchmark's own flag: one process per backend.
+    cli.run(main, "dfd.bench", parse_flags=False, quiet=False, backend_flag=False)
