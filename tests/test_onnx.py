@@ -8,7 +8,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import cv2
 import numpy as np
 import onnx
 import pytest
@@ -36,10 +35,7 @@ def calibrate(run_dir: Path, threshold: float) -> None:
 
 @pytest.fixture(scope="module")
 def media_files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("media")
-    clip = synthetic.moving_clip(3, 12, 24, 32)
-    synthetic.write_mp4(folder / "clip.mp4", clip)
-    assert cv2.imwrite(str(folder / "face.jpg"), cv2.cvtColor(clip[0], cv2.COLOR_RGB2BGR))
+    folder = synthetic.write_clip_and_photo(tmp_path_factory.mktemp("media"), seed=3)
     return folder
 
 

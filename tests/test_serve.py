@@ -48,10 +48,7 @@ def get(url: str) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("serve_media")
-    clip = synthetic.moving_clip(1, 12, 24, 32)
-    synthetic.write_mp4(folder / "clip.mp4", clip)
-    assert cv2.imwrite(str(folder / "face.jpg"), cv2.cvtColor(clip[0], cv2.COLOR_RGB2BGR))
+    folder = synthetic.write_clip_and_photo(tmp_path_factory.mktemp("serve_media"), seed=1)
     (folder / "notes.txt").write_text("not a picture\n" * 10)
     return folder
 

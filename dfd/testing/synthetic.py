@@ -53,6 +53,17 @@ def write_mp4(path: str | Path, frames_rgb: np.ndarray, fps: float = 10.0) -> Pa
     return path
 
 
+def write_clip_and_photo(folder: str | Path, seed: int, num_frames: int = 12, height: int = 24,
+                         width: int = 32) -> Path:
+    """folder/clip.mp4 (a moving clip) and folder/face.jpg (its first frame): one file of each kind to score."""
+    folder = Path(folder)
+    clip = moving_clip(seed, num_frames, height, width)
+    write_mp4(folder / "clip.mp4", clip)
+    if not cv2.imwrite(str(folder / "face.jpg"), cv2.cvtColor(clip[0], cv2.COLOR_RGB2BGR)):
+        raise RuntimeError(f"OpenCV cannot write {folder / 'face.jpg'}")
+    return folder
+
+
 def write_video_folder(root: str | Path, counts: dict[str, int], num_frames: int = 20, height: int = 48,
                        width: int = 64, seed: int = 0, noise: float = 0.0) -> Path:
     """root/<split>/{real,fake}/clipNNNN.mp4 with counts[split] clips per class."""
