@@ -15,10 +15,11 @@ from pathlib import Path
 TMP_SUFFIX = ".tmp"
 
 
-def write_text(path: str | Path, text: str) -> None:
+def write_text(path: str | Path, text: str, errors: str | None = None) -> None:
+    """`errors="surrogateescape"` writes a file name that is not UTF-8 as its own bytes (predict's CSV)."""
     path = Path(path)
     temporary = path.with_name(path.name + TMP_SUFFIX)
-    with open(temporary, "w") as handle:
+    with open(temporary, "w", errors=errors) as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())

@@ -2,7 +2,7 @@
 
     backend.select(sys.argv)            # before anything imports Keras: sets KERAS_BACKEND (dfd.cli does it)
     backend.hide_gpus_from_tensorflow() # on torch, once TensorFlow is imported (dfd.cli does it)
-    backend.define_backend_flag()       # so absl accepts --backend (the value was already used by select)
+    backend.define_backend_flag()       # so absl accepts --backend (dfd.cli.run defines it in every command)
     backend.check_supported(config)     # ValueError naming what the torch backend cannot do, and what to use
 
 Keras reads KERAS_BACKEND once, when it is first imported, and dfd's entry points import it (through

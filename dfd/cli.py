@@ -169,6 +169,8 @@ def run(main, name: str, *, parse_flags: bool = True, quiet: bool = True, backen
     global _backend_from_argv
     _backend_from_argv = backend_flag
     select_backend(name)   # before anything imports Keras
+    if backend_flag and parse_flags:
+        backend.define_backend_flag()   # absl accepts --backend (select_backend has applied it) in every command
 
     def quiet_main(argv):
         if quiet:

@@ -184,7 +184,7 @@ def start_worker(dispatcher: str, port: int, worker_host: str | None = None):
     return tf.data.experimental.service.WorkerServer(config)
 
 
-def _served(server, role: str) -> str:
+def _served(server) -> str:
     # What the server serves right now. These counters are TF's test hooks (private); a TF
     # without them only loses the counts in the log.
     parts = []
@@ -205,7 +205,7 @@ def _serve_until_stopped(server, role: str, address: str) -> None:
     print(f"dfd.data_service: {role} serving at {address} (stop with Ctrl-C or SIGTERM)", flush=True)
     last = None
     while not stop.wait(LOG_INTERVAL_S if last is not None else 0.5):
-        now = _served(server, role)
+        now = _served(server)
         if now != last:
             print(f"dfd.data_service: {role} {time.strftime('%H:%M:%S')}: {now}", flush=True)
             last = now

@@ -53,5 +53,4 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
     define_flags()
-    backend.define_backend_flag()
     cli.run(main, "dfd.evaluate")

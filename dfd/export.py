@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from absl import flags, logging
 
-from dfd import backend, cli
+from dfd import cli
 
 
 def define_flags() -> None:
@@ -32,5 +32,4 @@ def main(argv) -> int:
 
 if __name__ == "__main__":
     define_flags()
-    backend.define_backend_flag()
     cli.run(main, "dfd.export")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from absl import flags
 
-from dfd import backend, cli
+from dfd import atomic_files, backend, cli
 
 FORMATS = ("json", "csv")
 CSV_COLUMNS = ("path", "kind", "fake_probability", "label", "threshold", "frames_used", "frame_scores", "temperature",
@@ -79,15 +79,6 @@ def check_output(output: str, paths: list[str], files: list[str]) -> None:
                              "results outside the input folders")
 
 
-def write_atomically(path: str, text: str) -> None:
-    # Written beside the target, then renamed: an interrupted run never leaves half a file under its name.
-    target = Path(path)
-    partial = target.with_name(f".{target.name}.partial")
-    # surrogateescape: a file name that is not UTF-8 is written as its own bytes (CSV), as in skipped.csv.
-    partial.write_text(text, errors="surrogateescape")
-    os.replace(partial, target)
-
-
 def predict_command(model: str, paths: list[str], output_format: str = "json", output: str | None = None,
                     batch_size: int = 32, video_frames: int = 16, aggregate: str = "mean", stdout=None,
                     explain: str | None = None) -> int:
@@ -125,7 +116,8 @@ def predict_command(model: str, paths: list[str], output_format: str = "json", o
         print(f"dfd.predict: {len(written)} explanation pictures in {explain}", file=sys.stderr)
     text = format_results(results, output_format)
     if output:
-        write_atomically(output, text)
+        # Beside the target, then renamed: an interrupted run never leaves half a file under its name.
+        atomic_files.write_text(output, text, errors="surrogateescape")
     elif stdout is sys.stdout and hasattr(stdout, "buffer"):
         stdout.flush()
         stdout.buffer.write(text.encode(stdout.encoding or "utf-8", errors="surrogateescape"))
@@ -148,5 +140,4 @@ def main(argv) -> int:
 if __name__ == "__main__":
     cli.quiet_tensorflow()   # before define_flags, which imports TensorFlow (cli.run does it again: idempotent)
     define_flags()
-    backend.define_backend_flag()
     cli.run(main, "dfd.predict")

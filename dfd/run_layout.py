@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from dfd.atomic_files import TMP_SUFFIX
+
 
 @dataclasses.dataclass(frozen=True)
 class RunLayout:
@@ -90,7 +92,7 @@ class RunLayout:
         files = [self.flags, self.data_metadata, self.preprocessing, self.best_model, self.final_model,
                  self.history, self.summary, self.threshold, self.calibration]
         partials = [self.partial(path) for path in (self.best_model, self.final_model)]
-        partials += [path.with_suffix(path.suffix + ".tmp")
-                     for path in (self.history, self.summary, self.threshold, self.calibration)]
+        # dfd.atomic_files writes every JSON file beside itself first: a kill can leave those behind.
+        partials += [path.with_name(path.name + TMP_SUFFIX) for path in files if path.suffix == ".json"]
         tune = [self.tuner, self.root / "best.flags", self.root / "best"]
         return files + partials + [self.tensorboard, self.backup, self.root / "eval"] + tune

@@ -55,10 +55,6 @@ def flag_lines(text: str) -> dict[str, str]:
     return lines
 
 
-def _field_defaults() -> dict:
-    return train_flags.flag_defaults()
-
-
 def _data_identity(metadata: dict) -> dict:
     # The folder as well as its listing: raw-encoded datasets of equal counts have shards of equal size.
     return {"directory": metadata.get("directory"), "splits": metadata.get("splits"),
@@ -76,7 +72,7 @@ def differences(layout: RunLayout, config: train_flags.TrainConfig, data_metadat
     before = flag_lines(layout.flags.read_text())
     now = flag_lines(train_flags.flagfile_text(config))
     # A flag added to dfd after the run was trained (absent from its flags.txt) at its default is the same run.
-    for name, default in _field_defaults().items():
+    for name, default in train_flags.flag_defaults().items():
         if name not in before and now.get(name) == train_flags.flag_line(name, default):
             before[name] = now[name]
     changed = [f"{before.get(name, f'no --{name}')} there, {now.get(name, f'no --{name}')} now"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from dfd import backend, cli
+from dfd import cli
 
 if __name__ == "__main__":   # before dfd.training imports TensorFlow
     cli.quiet_tensorflow()
@@ -28,5 +28,4 @@ def main(argv) -> None:
 if __name__ == "__main__":
     train_flags.define_all_flags()
     train_flags.define_overwrite_flag()
-    backend.define_backend_flag()
     cli.run(main, "dfd.train")

@@ -218,9 +218,8 @@ class TrainConfig:
             self._check_warmup()
         if self.frames_per_clip < 0:
             raise ValueError(f"--frames_per_clip must be >= 1 (or 0: the default), got {self.frames_per_clip}")
-        # Raise now, not after the data is opened: ranges of every augmentation flag.
+        # Raise now, not after the data is opened: ranges of the on-device augmentation (Augment checks its own).
         device_augment(self)
-        host_augment(self)
 
     def __getattr__(self, name):
         """config.augment_crop and the other --augment_* names read config.augment (as they read before it)."""
@@ -315,11 +314,6 @@ def device_augment(config: TrainConfig):
     return DeviceAugment(flip=augment.flip, crop=augment.crop, brightness=augment.brightness or color,
                          contrast=augment.contrast or color, saturation=color, hue=color / 4, blur=augment.blur,
                          noise=augment.noise, cutout=augment.cutout)
-
-
-def host_augment(config: TrainConfig) -> Augment:
-    """The augmentation the input pipeline applies (its JPEG re-compression; dfd.data.pipeline reads only that)."""
-    return config.augment
 
 
 def model_hparams(flag_values, model: str) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from absl import flags
 
-from dfd import backend, cli
+from dfd import cli
 
 if __name__ == "__main__":   # before dfd.models imports TensorFlow
     cli.quiet_tensorflow()
@@ -24,8 +24,7 @@ def main(argv) -> None:
     if len(argv) > 1:
         raise ValueError(f"unexpected arguments {argv[1:]}: every setting is a --flag")
     # Bad flag values and search settings are ValueErrors: cli.run reports them in one line.
-    config = train_flags.config_from_flags(flags.FLAGS)
-    backend.check_supported(config)
+    config = train_flags.config_from_flags(flags.FLAGS)   # run_search checks what the backend supports
     options = tune_flags.options_from_flags(flags.FLAGS)
     tune(config, options)
 
@@ -50,5 +49,4 @@ def tune(config, options) -> None:
 
 if __name__ == "__main__":
     tune_flags.define_tune_flags()
-    backend.define_backend_flag()
     cli.run(main, "dfd.tune")

@@ -46,7 +46,6 @@ def main(argv) -> int:
 
 
 if __name__ == "__main__":
-    from dfd import cli
     cli.quiet_tensorflow()   # before define_flags, which imports TensorFlow
     define_flags()
     cli.run(main, "make_tfrecords")

@@ -35,13 +35,14 @@ def main(argv) -> None:
     with bench.work_folder(None, "pseudo-fakes") as root:
         records = write_fake_dataset(root, num_frames=values.num_frames, size=values.size,
                                      counts={"train": (values.num_clips, 0)}, shards_per_split=4)
+        meta = pipeline.open_dataset(records)
         batch_size = values.batch_size
         steps = pipeline.steps_per_epoch(values.num_clips, batch_size, training=True)
         readers = []
         for name, pseudo_fakes in (("SBI off", PseudoFakes("none")),
                                    ("SBI, fraction 0.5", PseudoFakes("sbi", 0.5)),
                                    ("SBI, fraction 1.0 (every clip)", PseudoFakes("sbi", 1.0))):
-            dataset, _, _ = pipeline.make_train_dataset(pipeline.open_dataset(records), batch_size=batch_size,
+            dataset, _, _ = pipeline.make_train_dataset(meta, batch_size=batch_size,
                                                         seed=0, repeat=True, pseudo_fakes=pseudo_fakes)
             readers.append(_Reader(f"training pipeline, {name}", dataset, 4, steps))
         results = measure(readers, values.passes)

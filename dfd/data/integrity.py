@@ -1,6 +1,7 @@
 """Is a converted dataset what metadata.json says? Checked before anything trains or evaluates on it.
 
-    check_split(meta, split)           cheap, every time: complete conversion, shard sizes, record counts
+    check_complete(meta)               cheap, every time: not an incomplete conversion
+    check_split(meta, split)           cheap, every time: shard sizes, record counts
     find_corrupt_shards(meta, splits)  costly, only after a DataLossError: which shard failed its CRC
 
 Why the cheap check: steps per epoch come from metadata.json's counts, so an edited or stale count
@@ -60,7 +61,6 @@ def check_complete(meta) -> None:
 
 def check_split(meta, split: str) -> None:
     """Shard files of `split` against metadata.json: sizes, record counts, and the split's total."""
-    check_complete(meta)
     info = meta.raw["splits"][split]
     listed = 0
     for shard in info["shards"]:
@@ -98,9 +98,12 @@ def find_corrupt_shards(meta, splits) -> list[tuple[Path, str]]:
     return broken
 
 
-def corrupt_data_error(meta, splits, error: Exception) -> DatasetIntegrityError:
-    """The error to raise in place of a DataLossError from reading `splits` of `meta`'s dataset."""
-    broken = find_corrupt_shards(meta, splits)
+def corrupt_data_error(meta, splits, error: Exception, broken=None) -> DatasetIntegrityError:
+    """The error to raise in place of a DataLossError from reading `splits` of `meta`'s dataset.
+
+    `broken`: find_corrupt_shards(meta, splits) when the caller has it already (each call reads every shard).
+    """
+    broken = find_corrupt_shards(meta, splits) if broken is None else broken
     if not broken:
         return DatasetIntegrityError(f"reading {meta.directory} failed ({error}); check it with a re-run of the "
                                      f"conversion: {REPAIR}")

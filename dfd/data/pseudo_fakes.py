@@ -72,8 +72,6 @@ MASK_SCALE = (0.8, 1.0)          # per axis
 MASK_WOBBLE = 0.04               # amplitude of each of the 3 angular harmonics (radius units)
 MASK_SOFTNESS = (0.1, 0.4)       # width of the soft ramp inside the boundary (radius units)
 BLEND_RATIOS = (0.25, 0.5, 0.75, 1.0, 1.0, 1.0)
-# The largest radius (in ellipse units) a mask can reach: the boundary's furthest wobble.
-MAX_MASK_RADIUS = MASK_SCALE[1] * (1 + 3 * MASK_WOBBLE)
 
 # RGB <-> YIQ: hue is a rotation of the (I, Q) plane and saturation its length, so both are one
 # 3x3 matrix per clip (no HSV round trip over every pixel).

@@ -165,18 +165,23 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
     loaded = loading.load(layout.root)
     data_dir = Path(data) if data is not None else training_data_dir(layout)
     dataset = open_data(loaded, data_dir)
-    has_val = split == "val" or bool(dataset.raw.get("splits", {}).get("val", {}).get("count"))
+    # Both uses of the val split are refused before minutes of scoring when it is missing.
+    has_val = split == "val" or ("val" in dataset.splits and dataset.count("val") > 0)
+    if calibrate and not has_val:
+        raise ValueError(f"--calibrate fits on the val split, and {data_dir} has no val examples; "
+                         "drop --calibrate or use data with a val split")
+    if threshold_method != "0.5" and not has_val:
+        raise ValueError(f"--threshold={threshold_method} is chosen on the val split, and {data_dir} has no "
+                         "val examples; use --threshold=0.5 or data with a val split")
 
     calibration_fit = None
     if calibrate:
-        if not has_val:
-            raise ValueError(f"--calibrate fits on the val split, and {data_dir} has no val examples; "
-                             "drop --calibrate or use data with a val split")
         loaded.set_temperature(1.0)   # fit on raw outputs, whatever an earlier calibration.json said
     scored = score_split(loaded, dataset, split, batch_size, aggregate)
     validation = None
-    if calibrate:
+    if calibrate or threshold_method != "0.5":   # scored once, for the temperature and the threshold
         validation = scored if split == "val" else score_split(loaded, dataset, "val", batch_size, aggregate)
+    if calibrate:
         temperature = calibration.fit_temperature(validation["labels"], calibration.example_frame_scores(validation),
                                                   aggregate)
         raw_threshold = loaded.threshold
@@ -197,11 +202,6 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
     if threshold_method == "0.5":
         threshold, chosen_on = 0.5, "fixed"
     else:
-        if not has_val:
-            raise ValueError(f"--threshold={threshold_method} is chosen on the val split, and {data_dir} has no "
-                             "val examples; use --threshold=0.5 or data with a val split")
-        if validation is None:
-            validation = scored if split == "val" else score_split(loaded, dataset, "val", batch_size, aggregate)
         threshold = metrics.choose_threshold(validation["labels"], validation["scores"], threshold_method)
         chosen_on = f"val split of {data_dir}"
     # A plain evaluation (fixed 0.5) never replaces a threshold chosen on validation data earlier:

@@ -30,8 +30,7 @@ class LoadedModel:
 
     def set_temperature(self, temperature: float) -> None:
         """Scores from now on divided on the logit by `temperature`; the threshold follows (same decisions)."""
-        self.threshold = calibration.to_calibrated_threshold(
-            calibration.to_calibrated_threshold(self.threshold, 1.0 / self.temperature), temperature)
+        self.threshold = calibration.to_calibrated_threshold(self.threshold, temperature / self.temperature)
         self.temperature = temperature
 
     @property

@@ -34,8 +34,6 @@ from pathlib import Path
 
 import keras
 
-WEIGHTS_CHOICES = "none | imagenet | PATH (a local notop .h5 file, or a folder holding it)"
-
 
 @dataclasses.dataclass(frozen=True)
 class Backbone:

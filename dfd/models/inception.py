@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import keras
 
-from dfd.models.backbones import BACKBONES, build_backbone, check_frame_size, scaling_layer
+from dfd.models.backbones import build_backbone, check_frame_size, scaling_layer
 from dfd.models.layers import uint8_input
-
-WEIGHTS_FILE = BACKBONES["inception_v3"].weights_file
 
 DEFAULTS = {
     "backbone_weights": "none",

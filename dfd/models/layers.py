@@ -41,9 +41,6 @@ def conv_feature_extractor(
     to cnn_lstm's TimeDistributed: it takes already-scaled floats, so the video model scales once.
     No dropout inside: dropout sits after it, so a frozen copy stays deterministic.
     """
-    if len(conv_filters) != len(kernel_sizes):
-        raise ValueError(f"--conv_filters {tuple(conv_filters)} and --kernel_sizes {tuple(kernel_sizes)} give one "
-                         "value per conv block: give both the same number of values")
     regularizer = keras.regularizers.L2(l2) if l2 else None
     frames = keras.Input(shape=tuple(frame_shape), name="scaled_frame")
     x = frames

@@ -49,7 +49,7 @@ class FrameResize(keras.layers.Layer):
         return {**super().get_config(), "size": self.size}
 
     def compute_output_shape(self, input_shape):
-        return (*input_shape[:-3], self.size, self.size, input_shape[-1])
+        return resized_shape(input_shape, self.size)
 
     def compute_output_spec(self, inputs, **kwargs):
         return keras.KerasTensor(self.compute_output_shape(inputs.shape), dtype="uint8")

@@ -120,7 +120,7 @@ def _fit(config: train_flags.TrainConfig, extra_callbacks, chief: bool, setup: T
         from dfd.training import keras_patches
         keras_patches.build_from_local_batch(model, strategy)
 
-    train_set = setup.training_data(config, model.input_shape, data_service=config.data_service)
+    train_set = setup.training_data(config, model.input_shape)
     val_data, num_val = setup.validation_data(config, model.input_shape)
 
     if chief:
@@ -171,8 +171,9 @@ def _fit(config: train_flags.TrainConfig, extra_callbacks, chief: bool, setup: T
             fit(epochs=config.epochs, callbacks=callbacks)
     except tf.errors.DataLossError as error:   # a shard failed its CRC: name it, say how to repair
         for extra in setup.extras:
-            if integrity.find_corrupt_shards(extra, ("train",)):
-                raise integrity.corrupt_data_error(extra, ("train",), error) from None
+            broken = integrity.find_corrupt_shards(extra, ("train",))
+            if broken:
+                raise integrity.corrupt_data_error(extra, ("train",), error, broken) from None
         raise integrity.corrupt_data_error(setup.meta, ("train", "val"), error) from None
     wall_seconds = time.perf_counter() - start
     dfd_callbacks.save_model_atomically(model, own.final_model)

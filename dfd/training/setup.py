@@ -51,10 +51,10 @@ class TrainingSetup:
         for extra in extras:
             extra.shard_paths("train")   # a ValueError naming the folder when it has no train split
         pipeline.check_extra_data(meta, extras, frames=models.model_kind(config.model) == "image")
-        return cls(meta, extras, frames, train_frames_per_clip(config, meta.preprocessing, extras),
+        return cls(meta, extras, frames, train_frames_per_clip(config, frames, extras),
                    pipeline.output_shape(meta, frames=frames is not None))
 
-    def training_data(self, config: train_flags.TrainConfig, expected_shape, data_service: str = "") -> TrainingData:
+    def training_data(self, config: train_flags.TrainConfig, expected_shape) -> TrainingData:
         """The train split of --data (with --extra_train_data: of every folder, mixed in proportion to its size).
 
         It repeats and fit counts steps: every worker of a multi-worker run then takes the same number
@@ -63,10 +63,10 @@ class TrainingSetup:
         """
         dataset, num_records, num_examples = pipeline.make_train_dataset(
             self.meta, extras=self.extras, batch_size=config.batch_size, cache=config.cache,
-            augment=train_flags.host_augment(config), frames_per_clip=self.train_frames,
+            augment=config.augment, frames_per_clip=self.train_frames,
             deterministic=config.deterministic, seed=config.seed, expected_shape=expected_shape,
             shuffle_buffer=config.shuffle_buffer, repeat=True, pseudo_fakes=config.pseudo_fake_spec,
-            classes=config.train_classes, data_service=data_service)
+            classes=config.train_classes, data_service=config.data_service)
         steps = pipeline.steps_per_epoch(num_examples, config.batch_size, training=True)
         return TrainingData(dataset, num_records, num_examples, steps)
 
@@ -143,10 +143,11 @@ def frames_per_clip(config: train_flags.TrainConfig, spec, extra_kinds=()) -> in
     return None
 
 
-def train_frames_per_clip(config: train_flags.TrainConfig, spec, extras: list[DatasetMetadata]) -> int | None:
+def train_frames_per_clip(config: train_flags.TrainConfig, frames: int | None,
+                          extras: list[DatasetMetadata]) -> int | None:
     """The frames_per_clip of dfd.data.pipeline.make_train_dataset: K for an image model (video records of
-    --data or of --extra_train_data give K frames each, image records one), None for a video model."""
-    frames = frames_per_clip(config, spec, [extra.preprocessing.kind for extra in extras])
+    --data or of --extra_train_data give K frames each, image records one), None for a video model.
+    `frames`: frames_per_clip of --data and the validation split."""
     if frames is None and extras and models.model_kind(config.model) == "image":
         return config.frames_per_clip or 1
     return frames
