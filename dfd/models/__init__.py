@@ -17,8 +17,9 @@ layer computes in float32, so outputs are float32 under mixed precision. Heads: 
 Dense(1, sigmoid) except inception_v3, which ends in Dense(2, softmax) as in the seed.
 
 Image models: image_cnn (the seed's CNN), inception_v3 (the seed's transfer model), efficientnet_b0,
-efficientnet_b4, xception (dfd.models.backbone_models). Video models: cnn_lstm (the seed's CNN+LSTM) and
-<backbone>_video for each backbone (efficientnet_b0, efficientnet_b4, xception, inception_v3): the
+efficientnet_b4, xception, mobilenet_v2 (dfd.models.backbone_models). Video models: cnn_lstm (the seed's
+CNN+LSTM) and <backbone>_video for each backbone (efficientnet_b0, efficientnet_b4, xception, inception_v3,
+mobilenet_v2): the
 backbone encodes each frame inside TimeDistributed, then an LSTM head or a temporal mean.
 
 Metrics for both heads: labels stay integers for every model. loss_for picks binary crossentropy
@@ -32,13 +33,16 @@ so the trainer compiles every model the same way and `val_auc` is the ROC AUC of
 Hparams (default_hparams(name) is the source of truth; conv_filters/kernel_sizes also accept "16,32,64"):
     image_cnn     conv_filters=(16, 32, 64) kernel_sizes=(3, 3, 5) dense_units=256 dropout=0.25 l2=0.0
     inception_v3  backbone_weights="none" freeze_backbone=False head_units=1024 dropout=0.0
-    efficientnet_b0, efficientnet_b4, xception
+    efficientnet_b0, efficientnet_b4, xception, mobilenet_v2
                   backbone_weights="none" freeze_backbone=False dropout=0.2 (0.4 for efficientnet_b4)
     <backbone>_video
                   backbone_weights="none" freeze_backbone=False temporal="lstm" (or "mean") lstm_units=64
                   head_units=64 dropout=0.25 (lstm_units and head_units shape only the LSTM head)
+    every backbone model also: freeze_batch_norm=False bn_momentum=0.0 (the backbone's own); mobilenet_v2 and
+                  mobilenet_v2_video: backbone_alpha=1.0 (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
     backbone_weights: none | imagenet (Keras's download and cache) | PATH (a local notop .h5, or a folder
-                  holding it); see dfd.models.backbones. The old name inception_weights still works.
+                  holding it; for MobileNetV2 also torchvision's .pth state dict); see dfd.models.backbones.
+                  The old name inception_weights still works.
     cnn_lstm      conv_filters=(16, 32, 64) kernel_sizes=(3, 3, 5) frame_dense_units=256 lstm_units=64
                   head_units=64 dropout=0.25 l2=0.0 frame_cnn="none" (or an image_cnn run dir / .keras file)
                   freeze_frame_cnn=False

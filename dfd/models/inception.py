@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import keras
 
-from dfd.models.backbones import build_backbone, check_frame_size, scaling_layer
+from dfd.models.backbone_models import backbone_defaults, backbone_part, check_all_used
+from dfd.models.backbones import check_frame_size
 from dfd.models.layers import uint8_input
 
-DEFAULTS = {
-    "backbone_weights": "none",
-    "freeze_backbone": False,
-    "head_units": 1024,
-    "dropout": 0.0,
-}
+DEFAULTS = {**backbone_defaults("inception_v3"), "head_units": 1024, "dropout": 0.0}
 
 
-def build(input_shape: tuple, *, backbone_weights, freeze_backbone, head_units, dropout) -> keras.Model:
+def build(input_shape: tuple, **hparams) -> keras.Model:
     check_frame_size("inception_v3", "inception_v3", input_shape)
-    backbone = build_backbone("inception_v3", input_shape, backbone_weights)
-    backbone.trainable = not freeze_backbone
+    head_units, dropout = hparams.pop("head_units"), hparams.pop("dropout")
+    scaling, backbone = backbone_part("inception_v3", input_shape, hparams)
+    check_all_used("inception_v3", hparams)
     pixels = uint8_input(input_shape)
-    x = scaling_layer("inception_v3")(pixels)   # [-1, 1], InceptionV3's preprocess_input
+    x = scaling(pixels)   # [-1, 1], InceptionV3's preprocess_input
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dense(head_units, activation="relu", name="dense")(x)

@@ -218,7 +218,7 @@ def _warm_up(model, config: train_flags.TrainConfig, strategy, fit, own: RunLayo
     fit(epochs=config.warmup_epochs, callbacks=[
         keras.callbacks.BackupAndRestore(str(own.backup / WARMUP_BACKUP), delete_checkpoint=False), *callbacks])
     with strategy.scope():
-        backbones.set_backbone_trainable(model, True)
+        backbones.set_backbone_trainable(model, True, freeze_batch_norm=config.hparams.get("freeze_batch_norm", False))
         compile_model(model, config, config.fine_tune_rate)
     # BackupAndRestore restores the epoch through this attribute and Keras never clears it; left set by
     # phase one it would override phase two's initial_epoch (phase two's own backup sets it again).

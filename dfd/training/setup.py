@@ -67,7 +67,7 @@ class TrainingSetup:
             deterministic=config.deterministic, seed=config.seed, expected_shape=expected_shape,
             shuffle_buffer=config.shuffle_buffer, repeat=True, pseudo_fakes=config.pseudo_fake_spec,
             classes=config.train_classes, data_service=config.data_service)
-        steps = pipeline.steps_per_epoch(num_examples, config.batch_size, training=True)
+        steps = pipeline.steps_per_epoch(config.examples_per_epoch or num_examples, config.batch_size, training=True)
         return TrainingData(dataset, num_records, num_examples, steps)
 
     def validation_data(self, config: train_flags.TrainConfig, expected_shape) -> tuple:
