@@ -84,6 +84,18 @@ class PreprocessSpec:
         mine, theirs = self.to_dict(), other.to_dict()
         return [f"{key}: {mine[key]!r} != {theirs[key]!r}" for key in mine if mine[key] != theirs[key]]
 
+    def input_differences(self, other: "PreprocessSpec", frames_of_clips: bool) -> list[str]:
+        """The differences that change what a model trained on `self` is fed from `other`'s records.
+
+        frames_of_clips: the model scores single frames (an image model), so image and video records of any
+        length feed it alike and only the frame size matters; a video model also needs the clip length.
+        How the faces were found (face_crop, margins, sampling, encoding) changes the frames' content, not
+        their shape: a cross-dataset evaluation reports those differences and still scores.
+        """
+        keys = ("size",) if frames_of_clips else ("size", "num_frames")
+        return [f"{key}: {getattr(self, key)!r} != {getattr(other, key)!r}"
+                for key in keys if getattr(self, key) != getattr(other, key)]
+
     def save(self, path: str | Path) -> None:
         write_json(path, self.to_dict())
 

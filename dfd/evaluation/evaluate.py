@@ -52,13 +52,18 @@ def training_data_dir(layout: RunLayout) -> Path:
 
 
 def open_data(loaded: loading.LoadedModel, data_dir: str | Path) -> DatasetMetadata:
-    """The dataset's metadata, refused when its preprocessing is not the model's."""
+    """The dataset's metadata, refused when its records cannot feed the model (frame size; a video model's
+    clip length); other differences of preprocessing (another dataset's face crops) are printed."""
     data = pipeline.open_dataset(data_dir)
-    differences = loaded.spec.differences(data.preprocessing)
+    differences = loaded.spec.input_differences(data.preprocessing, loaded.scores_frames)
     if differences:
         raise ValueError(f"{data_dir} was converted with different preprocessing than the model was trained with "
                          f"(model != data): {'; '.join(differences)}. Convert the data again with the model's "
                          "preprocessing.json")
+    others = loaded.spec.differences(data.preprocessing)
+    if others:
+        print(f"dfd.evaluate: {data_dir} was converted otherwise than the model's data (model != data: "
+              f"{'; '.join(others)}); its frames fit the model, so it is scored as it is")
     shape = data.preprocessing.record_shape
     loaded.check_record_shape(shape.num_frames, shape.height, shape.width)
     return data
