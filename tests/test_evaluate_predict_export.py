@@ -109,12 +109,17 @@ def test_evaluate_writes_metrics_plots_predictions_and_tensorboard(video_run, ca
     assert json.loads((layout.eval_dir("val") / "metrics.json").read_text())["threshold"]["value"] == 0.5
 
 
-def test_evaluate_refuses_data_with_other_preprocessing(video_run, tmp_path):
+def test_evaluate_refuses_data_whose_frames_do_not_fit_and_scores_other_crops(video_run, tmp_path, capsys):
     layout, _ = video_run
-    other = write_fake_dataset(tmp_path / "other", kind="video", num_frames=4, size=SIZE, encoding="jpeg",
-                               counts={"test": (1, 1)})
-    with pytest.raises(ValueError, match="encoding: 'raw' != 'jpeg'"):
+    other = write_fake_dataset(tmp_path / "other", kind="video", num_frames=4, size=SIZE * 2, counts={"test": (1, 1)})
+    with pytest.raises(ValueError, match=f"size: {SIZE} != {SIZE * 2}"):
         evaluate.evaluate(layout.root, split="test", data=other, print_report=False)
+    # Another dataset's records of the model's frame size (JPEG images here, raw 4-frame clips in training)
+    # feed an image model alike: scored, with the differences said (the cross-dataset table needs it).
+    images = write_fake_dataset(tmp_path / "images", kind="image", size=SIZE, counts={"test": (2, 2)})
+    result = evaluate.evaluate(layout.root, split="test", data=images, print_report=False)
+    assert result["at_0.5"]["count"] == 4
+    assert "converted otherwise than the model's data" in capsys.readouterr().out
     no_val = write_fake_dataset(tmp_path / "no_val", kind="video", num_frames=4, size=SIZE, counts={"test": (1, 1)})
     with pytest.raises(ValueError, match="no val examples; use --threshold=0.5"):
         evaluate.evaluate(layout.root, split="test", data=no_val, threshold_method="val_eer", print_report=False)

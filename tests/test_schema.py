@@ -70,5 +70,12 @@ def test_spec_differences_and_validation():
     assert a.differences(a) == []
     assert a.differences(b) == ["num_frames: 16 != 8", "encoding: 'raw' != 'jpeg'"]
     assert PreprocessSpec.from_dict(a.to_dict()) == a
+    # What a model is fed: an image model takes frames of any record of its size (another dataset's face crops
+    # and clip lengths included); a video model also needs its clip length.
+    faces = PreprocessSpec(kind="image", num_frames=1, size=64, encoding="jpeg", face_crop="none")
+    crops = PreprocessSpec(kind="video", num_frames=32, size=64, face_crop="mtcnn")
+    assert faces.input_differences(crops, frames_of_clips=True) == []
+    assert a.input_differences(b, frames_of_clips=False) == ["num_frames: 16 != 8"]
+    assert faces.input_differences(PreprocessSpec(kind="image", num_frames=1, size=128), True) == ["size: 64 != 128"]
     with pytest.raises(ValueError, match="sampling"):
         PreprocessSpec(kind="video", num_frames=16, size=64, sampling="random")
