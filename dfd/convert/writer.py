@@ -111,6 +111,8 @@ class ShardWriter:
 
         self.final = Path(directory) / name
         self.tmp = self.final.with_name(name + TMP_SUFFIX)
+        if self.tmp.is_symlink():   # TensorFlow's writer would write through it: dfd makes no links
+            self.tmp.unlink()
         self._writer = tf.io.TFRecordWriter(str(self.tmp))
         self.count = 0
 
