@@ -211,6 +211,8 @@ def test_every_file_of_a_folder_source_is_converted_listed_or_named_in_a_warning
     meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
     assert meta["skipped"] == 0 and "incomplete" not in meta
     warnings = meta["warnings"]
+    assert "3 file(s) of the source are not converted, their place in the layout giving no label: listed in " \
+        "skipped.csv" in warnings
     assert "Train/ and train/ both name train (folder names are read in any case): the files of each are used" \
         in warnings
     assert any(w.startswith("train/Real/ and train/real/ both name real") for w in warnings)
@@ -222,6 +224,10 @@ def test_every_file_of_a_folder_source_is_converted_listed_or_named_in_a_warning
     for path in src.rglob("*"):
         rel = path.relative_to(src).as_posix()
         assert path.is_dir() or rel in converted or rel in rows or rel.startswith(named), rel
+
+    write_png(tmp_path / "flat" / "videos" / "k.png", seed=9)   # no class folder at all: the error says what is there
+    with pytest.raises(ValueError, match=r"no files found under .*flat \(it holds videos/\): expected"):
+        run_convert(tmp_path / "flat", tmp_path / "out_flat", image_size=16)
 
 
 def test_dfdc_is_told_by_its_metadata_not_by_the_file_name(videos, tmp_path):

@@ -272,9 +272,10 @@ def discover_folder(source: Path, findings: Findings | None = None) -> list[Item
     else:
         items = _class_items(source, None, source, findings)
     if not items:
+        held = ", ".join(f"{folder.name}/" for folder in folders[:5]) or "no folders"
         raise ValueError(
-            f"no files found under {source}: expected <split>/<class>/<files> or <class>/<files> with "
-            "split in train/val/valid/validation/test and class in real/fake (any case); "
+            f"no files found under {source} (it holds {held}): expected <split>/<class>/<files> or <class>/<files> "
+            "with split in train/val/valid/validation/test and class in real/fake (any case); "
             "for other layouts pass --manifest=FILE.csv")
     return items
 
@@ -508,6 +509,9 @@ def discover(source: str | None, source_type: str = "auto", manifest: str | None
     `findings` (if given) collects folders that could not be read and warnings."""
     findings = findings if findings is not None else Findings()
     source_type, items = _discover(source, source_type, manifest, ffpp_splits, ffpp_compression, findings)
+    if findings.unused:   # rows of skipped.csv nobody would look for without a word on the terminal
+        findings.warnings.append(f"{len(findings.unused)} file(s) of the source are not converted, their place in "
+                                 "the layout giving no label: listed in skipped.csv")
     return source_type, dedupe_files(items, findings)
 
 
