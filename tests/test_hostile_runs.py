@@ -248,6 +248,34 @@ def test_a_second_trainer_or_tuner_in_process_is_refused(clips, locked_run_dir):
     assert sorted(path.name for path in run_dir.iterdir()) == [".dfd.lock"]
 
 
+def test_a_linked_lock_or_state_file_is_refused_never_written_through(clips, tmp_path):
+    victim = tmp_path / "victim.json"
+    victim.write_text("not dfd's")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".dfd.lock").symlink_to(victim)
+    from dfd.tuning.flags import TuneOptions
+    from dfd.tuning.search import run_search
+    with pytest.raises(ValueError, match=f"{run_dir / '.dfd.lock'} is a symbolic link \\(to {victim}\\)"):
+        train(_config(clips, run_dir))
+    with pytest.raises(ValueError, match="is a symbolic link"):
+        run_search(_config(clips, run_dir), TuneOptions(tuner="random", max_trials=1, max_epochs=1))
+    assert victim.read_text() == "not dfd's" and sorted(path.name for path in run_dir.iterdir()) == [".dfd.lock"]
+
+    # The atomic writer every JSON file of a run goes through: a linked target is refused, not replaced; a
+    # leftover temporary (a link planted under its name) is removed, its target untouched.
+    from dfd import atomic_files
+    layout = RunLayout(run_dir)
+    layout.summary.symlink_to(victim)
+    with pytest.raises(ValueError, match=f"{layout.summary} is a symbolic link .*Remove the link"):
+        atomic_files.write_json(layout.summary, {"epochs": 1})
+    assert layout.summary.is_symlink()
+    layout.history.with_name(layout.history.name + atomic_files.TMP_SUFFIX).symlink_to(victim)
+    atomic_files.write_json(layout.history, {"epochs": []})
+    assert json.loads(layout.history.read_text()) == {"epochs": []} and not layout.history.is_symlink()
+    assert victim.read_text() == "not dfd's"
+
+
 # --------------------------------------------------------------------------
 # Another run in the same run dir; --overwrite; a finished run re-run
 # --------------------------------------------------------------------------

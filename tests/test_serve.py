@@ -1,7 +1,7 @@
 """dfd.serve: the JSON API's status codes, concurrent uploads scored in batches, and the page in a real browser.
 
 The server runs for real (uvicorn on a free loopback port); requests go over HTTP with urllib, and the
-page is driven by Debian's chromium + chromium-driver through selenium (.ci/run installs them).
+page is driven by Debian's chromium + chromium-driver through selenium (make test installs them).
 """
 
 import concurrent.futures

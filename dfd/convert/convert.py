@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import errno
 import hashlib
+import io
 import json
 import os
 import sys
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import dfd
-from dfd import locks
+from dfd import atomic_files, locks
 from dfd.convert import pool, sources, splits, worker, writer
 from dfd.convert.config import ConvertConfig
 from dfd.data import metadata as metadata_lib
@@ -389,18 +390,19 @@ def _write_metadata(output: Path, spec: PreprocessSpec, plans, progress: writer.
         info["shards"].append({"file": plan.name, "count": shard["count"], "bytes": shard["bytes"]})
         skipped_rows.extend(shard["skipped"])
     skipped_rows.extend([list(row) for row in findings.skipped])
+    failed_files = len(skipped_rows)   # metadata.json's "skipped": failed files, not findings.unused
+    skipped_rows.extend([list(row) for row in findings.unused])
+    table = io.StringIO(newline="")
+    csv_writer = csv.writer(table)
+    csv_writer.writerow(["path", "reason"])
+    csv_writer.writerows(sorted(skipped_rows))
     # surrogateescape: a file name that is not UTF-8 is written back as its own bytes.
-    with open(output / (metadata_lib.SKIPPED_FILE + writer.TMP_SUFFIX), "w", newline="", encoding="utf-8",
-              errors="surrogateescape") as handle:
-        csv_writer = csv.writer(handle)
-        csv_writer.writerow(["path", "reason"])
-        csv_writer.writerows(sorted(skipped_rows))
-    os.replace(output / (metadata_lib.SKIPPED_FILE + writer.TMP_SUFFIX), output / metadata_lib.SKIPPED_FILE)
+    atomic_files.write_text(output / metadata_lib.SKIPPED_FILE, table.getvalue(), errors="surrogateescape")
     source = {"type": source_type, "path": str(Path(config.source).absolute()) if config.source else "",
               "manifest": config.manifest or "", "ffpp_splits": config.ffpp_splits or "",
               "ffpp_compression": config.ffpp_compression if source_type == "ffpp" else "",
               "seed": config.seed, "val_fraction": config.val_fraction, "test_fraction": config.test_fraction}
     meta = metadata_lib.write_metadata(output, tool="dfd.make_tfrecords", source=source, preprocessing=spec,
-                                       splits=split_info, skipped=len(skipped_rows), features=_features(spec),
+                                       splits=split_info, skipped=failed_files, features=_features(spec),
                                        warnings=warnings, incomplete=incomplete)
     return meta

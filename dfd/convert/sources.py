@@ -4,10 +4,17 @@ Layouts:
   folder    <split>/<class>/<files> (split: train/val/valid/validation/test,
             class: real/fake, any case), or <class>/<files> without splits
   manifest  a CSV with columns path,label,split[,group]
-  dfdc      a folder (or folder of parts) with DFDC metadata.json files
+  dfdc      a folder (or folder of parts) with DFDC metadata.json files (told by
+            their content: file name -> {"label": "REAL" | "FAKE", ...})
   ffpp      FaceForensics++: original_sequences/... vs manipulated_sequences/...
 Items without a split get one later (dfd.convert.splits) by group, so every
 source names a group: the source video or identity a file comes from.
+
+No file under a folder source is dropped in silence: a file is an item, a row of skipped.csv
+(`Findings.skipped` when it could not be read, `Findings.unused` when its place names no label,
+such as a file beside the class folders), or counted in a warning naming the folder dfd did not
+understand (`fakes/` beside `real/`). Folder names are read in any case, and `real/` and `Real/`
+side by side are both used. Hidden files and folders (`.DS_Store`, `.git/`) are left out.
 """
 
 from __future__ import annotations
@@ -44,6 +51,10 @@ class Findings:
 
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     warnings: list[str] = dataclasses.field(default_factory=list)
+    # Files of the source not converted because the layout gives them no label (a file beside the class
+    # folders, a video DFDC's metadata does not list): rows of skipped.csv that are not failed files, so
+    # they do not count towards --max_skip_fraction (a README.txt must not mark a dataset incomplete).
+    unused: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
 def _inside(path: str, folder: str) -> bool:
@@ -166,7 +177,7 @@ def parse_split(value: str, where: str) -> str | None:
 def detect_source_type(source: Path, manifest: str | None) -> str:
     if manifest:
         return "manifest"
-    if (source / "metadata.json").is_file() or any(source.glob("*/metadata.json")):
+    if dfdc_metadata_files(source):
         return "dfdc"
     if (source / "original_sequences").is_dir() or (source / "manipulated_sequences").is_dir():
         return "ffpp"
@@ -177,34 +188,94 @@ def detect_source_type(source: Path, manifest: str | None) -> str:
 # folder
 # --------------------------------------------------------------------------
 
-def _class_dirs(directory: Path, root_real: str) -> dict[int, Path]:
-    classes = {}
-    for child in sorted(directory.iterdir()):
-        name = child.name.lower()
-        if child.is_dir() and name in ("real", "fake") and not _reenters(child, root_real):
-            classes[LABEL_ALIASES[name]] = child
-    return classes
+SPLIT_FOLDER = "a split folder (train/val/test, any case)"
+CLASS_FOLDER = "a class folder (real/fake, any case)"
+CLASS_FOLDERS = {"real": "real", "fake": "fake"}
+
+
+def _entries(directory: Path, source: Path, findings: Findings) -> tuple[list[Path], list[Path]]:
+    """(folders, files) directly in `directory`, sorted, hidden ones left out. A link back into the source
+    tree is not followed (with a warning); a folder that cannot be listed is a row of skipped.csv."""
+    try:
+        children = sorted(directory.iterdir())
+    except OSError as error:
+        findings.skipped.append((_relative(directory, source) + "/", f"cannot read folder: {error.strerror or error}"))
+        return [], []
+    folders, files = [], []
+    root_real = os.path.realpath(source)
+    for child in children:
+        if child.name.startswith("."):
+            continue
+        if not child.is_dir():
+            files.append(child)
+        elif _reenters(child, root_real):
+            findings.warnings.append(f"{_relative(child, source)}: a link back into the source folder, not followed")
+        else:
+            folders.append(child)
+    return folders, files
+
+
+def _recognised(folders: list[Path], names: dict[str, str], source: Path, findings: Findings,
+                expected: str) -> list[tuple[str, Path]]:
+    """(meaning, folder) of each folder whose name, in any case, is in `names`, in name order.
+
+    Two folders of one meaning (`real/` and `Real/`, `val/` and `valid/`) are both used, with a
+    warning; a folder of any other name is not read, and a warning names it with its file count.
+    """
+    found = [(names[folder.name.lower()], folder) for folder in folders if folder.name.lower() in names]
+    for meaning in sorted({meaning for meaning, _ in found}):
+        same = [f"{_relative(folder, source)}/" for other, folder in found if other == meaning]
+        if len(same) > 1:
+            findings.warnings.append(f"{' and '.join(same)} {'both' if len(same) == 2 else 'all'} name {meaning} "
+                                     "(folder names are read in any case): the files of each are used")
+    for folder in folders:
+        if folder.name.lower() not in names:
+            _warn_unread_folder(folder, source, findings, expected)
+    return found
+
+
+def _warn_unread_folder(folder: Path, source: Path, findings: Findings, expected: str) -> None:
+    count = len(_visible_files(folder, source, Findings()))   # a folder dfd does not read adds no skips
+    if count:
+        findings.warnings.append(f"{_relative(folder, source)}/ is not {expected}: its {count} file(s) are "
+                                 "not converted (rename the folder, or list its files in a --manifest)")
+
+
+def _note_loose_files(files: list[Path], source: Path, findings: Findings, expected: str) -> None:
+    for path in files:
+        findings.unused.append((_relative(path, source), f"not inside {expected}: label unknown, not converted"))
+
+
+def _class_items(directory: Path, split: str | None, source: Path, findings: Findings) -> list[Item]:
+    folders, files = _entries(directory, source, findings)
+    _note_loose_files(files, source, findings, CLASS_FOLDER)
+    classes = _recognised(folders, CLASS_FOLDERS, source, findings, CLASS_FOLDER)
+    items = []
+    for name, class_dir in sorted(classes, key=lambda entry: LABEL_ALIASES[entry[0]]):   # real first, as before
+        for path in _visible_files(class_dir, source, findings):
+            # Without identities in the layout, each file is its own group.
+            rel = _relative(path, source)
+            items.append(Item(str(path.absolute()), LABEL_ALIASES[name], split, os.path.splitext(rel)[0], rel))
+    return items
 
 
 def discover_folder(source: Path, findings: Findings | None = None) -> list[Item]:
+    findings = findings if findings is not None else Findings()
     if not source.is_dir():
         raise ValueError(f"--source={source} is not a folder")
-    root_real = os.path.realpath(source)
-    split_dirs = [(SPLIT_ALIASES[c.name.lower()], c) for c in sorted(source.iterdir())
-                  if c.is_dir() and c.name.lower() in SPLIT_ALIASES and not _reenters(c, root_real)]
-    layouts = ([(split, _class_dirs(d, root_real)) for split, d in split_dirs]
-               or [(None, _class_dirs(source, root_real))])
+    folders, files = _entries(source, source, findings)
     items = []
-    for split, classes in layouts:
-        for label, class_dir in sorted(classes.items()):
-            for path in _visible_files(class_dir, source, findings):
-                # Without identities in the layout, each file is its own group.
-                rel = _relative(path, source)
-                items.append(Item(str(path.absolute()), label, split, os.path.splitext(rel)[0], rel))
+    if any(folder.name.lower() in SPLIT_ALIASES for folder in folders):
+        _note_loose_files(files, source, findings, SPLIT_FOLDER)
+        for split, split_dir in _recognised(folders, SPLIT_ALIASES, source, findings, SPLIT_FOLDER):
+            items += _class_items(split_dir, split, source, findings)
+    else:
+        items = _class_items(source, None, source, findings)
     if not items:
+        held = ", ".join(f"{folder.name}/" for folder in folders[:5]) or "no folders"
         raise ValueError(
-            f"no files found under {source}: expected <split>/<class>/<files> or <class>/<files> with "
-            "split in train/val/valid/validation/test and class in real/fake (any case); "
+            f"no files found under {source} (it holds {held}): expected <split>/<class>/<files> or <class>/<files> "
+            "with split in train/val/valid/validation/test and class in real/fake (any case); "
             "for other layouts pass --manifest=FILE.csv")
     return items
 
@@ -258,32 +329,77 @@ def discover_manifest(manifest: Path, source: Path | None, findings: Findings | 
 # DFDC
 # --------------------------------------------------------------------------
 
-def discover_dfdc(source: Path) -> list[Item]:
+DFDC_METADATA = "metadata.json"
+# Far above any DFDC part's metadata.json (about 1 MB): a larger file is not read to find out.
+DFDC_METADATA_MAX_BYTES = 256 * 2**20
+
+
+def is_dfdc_metadata(path: Path) -> bool:
+    """DFDC's schema: a non-empty JSON object mapping each video's file name to an object, with labels
+    REAL or FAKE. Anything else named metadata.json (a dfd dataset copied into the source, `{}`) is not."""
+    try:
+        if not path.is_file() or path.stat().st_size > DFDC_METADATA_MAX_BYTES:
+            return False
+        entries = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    if not isinstance(entries, dict) or not entries or not all(isinstance(v, dict) for v in entries.values()):
+        return False
+    return any(str(entry.get("label", "")).upper() in ("REAL", "FAKE") for entry in entries.values())
+
+
+def dfdc_metadata_files(source: Path) -> list[Path]:
+    """The DFDC metadata.json of `source` (a part folder) or of its parts (`dfdc_train_part_N/`), by content."""
+    if is_dfdc_metadata(source / DFDC_METADATA):
+        return [source / DFDC_METADATA]
+    return [path for path in sorted(source.glob(f"*/{DFDC_METADATA}")) if is_dfdc_metadata(path)]
+
+
+def discover_dfdc(source: Path, findings: Findings | None = None) -> list[Item]:
     """DFDC: metadata.json maps file name -> {label: REAL|FAKE, original: source video}.
 
     The group of a fake is its `original`, of a real video itself, so a fake
     never sits in another split than the video it was made from. DFDC's own
     `split` field says "train" for the whole training set, so splits are made here.
+    Files the metadata does not list are rows of skipped.csv; other folders beside the parts, warnings.
     """
-    metadata_files = [source / "metadata.json"] if (source / "metadata.json").is_file() else sorted(
-        source.glob("*/metadata.json"))
+    findings = findings if findings is not None else Findings()
+    metadata_files = dfdc_metadata_files(source)
+    if not metadata_files:
+        raise ValueError(f"no DFDC metadata under {source}: expected a metadata.json (in the folder or in each part "
+                         "folder) mapping each video's file name to {\"label\": \"REAL\" or \"FAKE\", ...}; "
+                         "for a folder of real/ and fake/ pass --source_type=folder")
     items = []
     for metadata_file in metadata_files:
-        try:
-            entries = json.loads(metadata_file.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"{metadata_file} is not a readable DFDC metadata.json: {error}") from error
+        entries = json.loads(metadata_file.read_text())
+        part = metadata_file.parent
         for name, entry in sorted(entries.items()):
             where = f"{metadata_file} entry {name!r}"
             label = parse_label(entry.get("label", ""), where)
-            original = entry.get("original") or name
-            part = metadata_file.parent
+            original = str(entry.get("original") or name)
             group = os.path.splitext(original if label == 1 else name)[0]
             path = part / name
             items.append(Item(str(path.absolute()), label, None, group, _relative(path, source)))
-    if not items:
-        raise ValueError(f"no entries in the DFDC metadata under {source}")
+    _note_unlisted(source, metadata_files, {os.path.normpath(item.path) for item in items}, findings)
     return items
+
+
+def _note_unlisted(source: Path, metadata_files: list[Path], listed: set[str], findings: Findings) -> None:
+    """Accounts for the files of a DFDC source that its metadata does not name."""
+    parts = [path.parent for path in metadata_files]
+    for part in parts:
+        for path in _visible_files(part, source, findings):
+            if path not in metadata_files and os.path.normpath(str(path.absolute())) not in listed:
+                findings.unused.append((_relative(path, source),
+                                        f"not listed in {_relative(part / DFDC_METADATA, source)}: "
+                                        "label unknown, not converted"))
+    if parts == [source]:
+        return
+    folders, files = _entries(source, source, findings)
+    _note_loose_files(files, source, findings, "a DFDC part folder")
+    for folder in folders:
+        if folder not in parts:
+            _warn_unread_folder(folder, source, findings, "a DFDC part folder (one with DFDC's metadata.json)")
 
 
 # --------------------------------------------------------------------------
@@ -393,6 +509,9 @@ def discover(source: str | None, source_type: str = "auto", manifest: str | None
     `findings` (if given) collects folders that could not be read and warnings."""
     findings = findings if findings is not None else Findings()
     source_type, items = _discover(source, source_type, manifest, ffpp_splits, ffpp_compression, findings)
+    if findings.unused:   # rows of skipped.csv nobody would look for without a word on the terminal
+        findings.warnings.append(f"{len(findings.unused)} file(s) of the source are not converted, their place in "
+                                 "the layout giving no label: listed in skipped.csv")
     return source_type, dedupe_files(items, findings)
 
 
@@ -411,7 +530,7 @@ def _discover(source, source_type, manifest, ffpp_splits, ffpp_compression, find
             raise ValueError("source type 'manifest' needs --manifest=FILE.csv")
         return source_type, discover_manifest(Path(manifest), root, findings)
     if source_type == "dfdc":
-        return source_type, discover_dfdc(root)
+        return source_type, discover_dfdc(root, findings)
     if source_type == "ffpp":
         return source_type, discover_ffpp(root, Path(ffpp_splits) if ffpp_splits else None, ffpp_compression,
                                           findings)

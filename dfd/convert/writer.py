@@ -111,6 +111,8 @@ class ShardWriter:
 
         self.final = Path(directory) / name
         self.tmp = self.final.with_name(name + TMP_SUFFIX)
+        if self.tmp.is_symlink():   # TensorFlow's writer would write through it: dfd makes no links
+            self.tmp.unlink()
         self._writer = tf.io.TFRecordWriter(str(self.tmp))
         self.count = 0
 
@@ -146,8 +148,10 @@ def is_own_name(name: str) -> bool:
 
 
 def own_files(directory: Path) -> list[Path]:
-    """dfd's own final files in `directory` (temporary ones aside)."""
-    return sorted(path for path in Path(directory).iterdir() if path.is_file() and is_own_name(path.name))
+    """dfd's own final files in `directory` (temporary ones aside). A link is never dfd's (dfd makes none), so
+    --overwrite leaves it, and writing there is refused with its name (dfd.atomic_files)."""
+    return sorted(path for path in Path(directory).iterdir()
+                  if path.is_file() and not path.is_symlink() and is_own_name(path.name))
 
 
 def remove_temporary_files(directory: Path) -> int:

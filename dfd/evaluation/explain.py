@@ -34,6 +34,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dfd import atomic_files
 from dfd.data import pipeline, schema
 
 MAX_FRAMES_SHOWN = 32
@@ -215,7 +216,7 @@ def explain_results(loaded, items, directory: str | Path) -> list[Path]:
         figure = explanation_figure(frames, heatmaps, result.path, result.fake_probability, result.threshold,
                                     result.frame_scores)
         path = directory / f"{index:04d}_{safe_name(result.path)}.png"
-        path.write_bytes(plots.figure_png(figure))
+        atomic_files.write_bytes(path, plots.figure_png(figure))
         import matplotlib.pyplot as plt
 
         plt.close(figure)
@@ -284,7 +285,7 @@ def explain_split(loaded, data, split: str, scored: dict, threshold: float, coun
             png = plots.figure_png(figure)
             plt.close(figure)
             path = directory / f"{group}_{rank:02d}_{safe_name(source)}.png"
-            path.write_bytes(png)
+            atomic_files.write_bytes(path, png)
             written.append(path)
             if writer is not None:
                 with writer.as_default():

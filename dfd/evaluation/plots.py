@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn import metrics as sk_metrics  # noqa: E402
 
+from dfd import atomic_files  # noqa: E402
 from dfd.data.schema import LABEL_NAMES  # noqa: E402
 
 PLOT_NAMES = ("confusion_matrix", "roc", "precision_recall", "score_histogram")
@@ -109,7 +110,7 @@ def write_figures(figures: dict, png_dir: str | Path, tensorboard_dir: str | Pat
         encoded[name] = figure_png(figure)
         plt.close(figure)
         path = png_dir / f"{prefix}{name}.png"
-        path.write_bytes(encoded[name])
+        atomic_files.write_bytes(path, encoded[name])
         paths.append(path)
     if tensorboard_dir is not None:
         import tensorflow as tf  # lazily: the PNGs need no TensorFlow

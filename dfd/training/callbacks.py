@@ -14,6 +14,7 @@ from pathlib import Path
 
 import keras
 
+from dfd import atomic_files
 from dfd.atomic_files import write_json
 from dfd.run_layout import RunLayout
 
@@ -114,6 +115,8 @@ class BestCheckpoint(keras.callbacks.Callback):
 def save_model_atomically(model, path: Path) -> None:
     # A kill mid-save must not leave a truncated .keras file where a complete one was.
     partial = RunLayout.partial(path)
+    atomic_files.refuse_link(path)
+    partial.unlink(missing_ok=True)   # a killed save's, or a planted link: model.save would write through it
     model.save(partial)
     os.replace(partial, path)
 

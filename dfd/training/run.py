@@ -19,7 +19,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from dfd import backend, run_state, train_flags
+from dfd import atomic_files, backend, run_state, train_flags
 from dfd.atomic_files import write_json
 from dfd.data import integrity
 from dfd.locks import folder_lock
@@ -125,7 +125,7 @@ def _fit(config: train_flags.TrainConfig, extra_callbacks, chief: bool, setup: T
 
     if chief:
         layout.root.mkdir(parents=True, exist_ok=True)
-        layout.flags.write_text(train_flags.flagfile_text(config))
+        atomic_files.write_text(layout.flags, train_flags.flagfile_text(config))
         write_json(layout.data_metadata, _recorded_metadata(setup))
         setup.meta.preprocessing.save(layout.preprocessing)
     own.best_model.parent.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,11 @@ unfinished ones; only accepted trials get a rank.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
-from dfd import train_flags
+from dfd import atomic_files, train_flags
 from dfd.tuning.board import searched_values
 from dfd.tuning.objectives import DIRECTIONS, measured, trial_metrics
 
@@ -91,11 +92,12 @@ def format_table(rows: list[dict]) -> str:
 
 def write_csv(rows: list[dict], path: str | Path) -> None:
     hparam_columns = sorted({name for row in rows for name in row if name.startswith("hp_")})
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[*COLUMNS, *hparam_columns])
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({name: "" if row.get(name) is None else row[name] for name in writer.fieldnames})
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=[*COLUMNS, *hparam_columns])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({name: "" if row.get(name) is None else row[name] for name in writer.fieldnames})
+    atomic_files.write_text(path, table.getvalue())
 
 
 def best_flags_text(config, row: dict, objective: str, tune_run_dir: str, best_run_dir: str,

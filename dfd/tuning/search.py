@@ -20,7 +20,7 @@ from pathlib import Path
 
 import keras
 
-from dfd import backend, train_flags
+from dfd import atomic_files, backend, train_flags
 from dfd.atomic_files import write_json
 from dfd.locks import folder_lock
 from dfd.run_layout import RunLayout
@@ -170,7 +170,7 @@ def _locked_search(config, options, layout, recipe, training_sets) -> SearchResu
         project_name=PROJECT, overwrite=False, board=board, max_gap=options.max_gap,
         distribution_strategy=strategy if strategy.num_replicas_in_sync > 1 else None)
     write_json(identity_file, identity)
-    layout.flags.write_text(_flags_text(config, options))
+    atomic_files.write_text(layout.flags, _flags_text(config, options))
     board.write_config(tuner.oracle.hyperparameters)
 
     callbacks = [keras.callbacks.TerminateOnNaN(),
@@ -211,7 +211,7 @@ def _finish(tuner, hypermodel, config, options, layout) -> SearchResult:
     best = tuner.oracle.get_trial(rows[0]["trial_id"])
     best_run_dir = str(layout.root / BEST_RUN)
     best_config = dataclasses.replace(hypermodel.trial_config(best.hyperparameters.copy()), run_dir=best_run_dir)
-    best_flags.write_text(results.best_flags_text(best_config, rows[0], options.objective,
+    atomic_files.write_text(best_flags, results.best_flags_text(best_config, rows[0], options.objective,
                                                   str(config.run_dir), best_run_dir, hypermodel.recipe.fields))
     print(f"dfd.tune: best trial {rows[0]['trial_id']} written to {best_flags}; retrain it at full length with\n"
           f"  python -m dfd.train --flagfile=TRAINING_FLAGFILE --flagfile={best_flags}\n"
