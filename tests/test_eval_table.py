@@ -71,14 +71,12 @@ def test_a_temperature_fitted_on_other_data_is_reported_not_written(calibration_
     assert json.loads(layout.calibration.read_text())["fitted_on"] == f"val split of {other}"
 
 
-def test_the_table_of_several_datasets_in_one_command(video_run, tmp_path):  # noqa: F811
+def test_the_table_of_several_datasets(video_run, tmp_path, capsys):  # noqa: F811
     run = copied_run(video_run, tmp_path)
     first, second = other_video_data(tmp_path / "a" / "faces", 1), other_video_data(tmp_path / "b" / "faces", 2)
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "dfd.evaluate", f"--run_dir={run.root}",
-                           f"--data={video_run[1]},{first},{second}"], cwd=tmp_path, env=environment,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
+    folders = table.split_data_flag(f"{video_run[1]},{first},{second}")   # dfd.evaluate --data=A,B,C
+    table.evaluate_datasets(run.root, folders)
+    printed = capsys.readouterr().out
     saved = json.loads((run.root / "eval" / "table.json").read_text())
     rows = saved["rows"]
     assert [row["dataset"] for row in rows] == [f"{video_run[1].name} (training data)", "a_faces", "b_faces"]
@@ -92,10 +90,22 @@ def test_the_table_of_several_datasets_in_one_command(video_run, tmp_path):  # n
         assert row["log_loss"] == metrics["at_0.5"]["loss"] and row["threshold"] == 0.5
         assert row["accuracy"] == metrics["at_0.5"]["accuracy"]
     markdown = (run.root / "eval" / "table.md").read_text()
-    assert markdown in done.stdout   # printed as written
+    assert markdown in printed and "Classification Report:" not in printed   # the table, not three reports
     lines = [line for line in markdown.splitlines() if line.startswith("| ")]
     assert lines[0] == "| " + " | ".join(table.COLUMNS) + " |" and len(lines) == 4
     assert lines[2].startswith("| a_faces | 3 | 5 | ") and f"{rows[1]['frame']['roc_auc']:.4f}" in lines[2]
+
+
+def test_the_command_refuses_decisions_with_several_folders(video_run, tmp_path):  # noqa: F811
+    """dfd.evaluate --data=A,B reaches the table (refused before any model loads: one line, exit code 2)."""
+    run = copied_run(video_run, tmp_path)
+    other = other_video_data(tmp_path / "other")
+    done = subprocess.run([sys.executable, "-m", "dfd.evaluate", f"--run_dir={run.root}",
+                           f"--data={video_run[1]},{other}", "--threshold=val_eer"], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("dfd.evaluate: --threshold set the run's decisions")
+    assert not (run.root / "eval").exists()
 
 
 def test_the_table_refuses_a_folder_and_decisions_before_scoring_any(video_run, tmp_path):  # noqa: F811
