@@ -68,8 +68,13 @@ class RunLayout:
     def threshold(self) -> Path:        # decision threshold chosen by evaluate
         return self.root / "threshold.json"
 
-    def eval_dir(self, split: str) -> Path:
-        return self.root / "eval" / split
+    def eval_dir(self, split: str, dataset: str | None = None) -> Path:
+        """eval/<split>/ for the run's training data; eval/<dataset>/<split>/ for other data (dfd.evaluate)."""
+        return self.root / "eval" / split if dataset is None else self.root / "eval" / dataset / split
+
+    @property
+    def eval_table(self) -> Path:       # dfd.evaluate's table of every --data folder (also table.json)
+        return self.root / "eval" / "table.md"
 
     @property
     def tuner(self) -> Path:

@@ -1,17 +1,81 @@
 """Calibration (ECE, Brier, temperature scaling) and robustness (--perturb) on tiny data, end to end."""
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
+from dfd.data.metadata import DatasetMetadata
 from dfd.evaluation import calibration, evaluate, export, loading, perturb
+from dfd.testing.fake_shards import write_fake_dataset
 
 sys.path.insert(0, str(Path(__file__).parent))
 # video_run: an image model trained on 4-frame video records (a module fixture: this module gets its own).
-from test_evaluate_predict_export import SIZE, video_run  # noqa: E402,F401
+from test_evaluate_predict_export import SIZE, make_run, video_run  # noqa: E402,F401
+
+CALIBRATION_COUNTS = {"train": (2, 2), "val": (40, 40), "test": (40, 40)}
+
+
+def overconfident_model(noise_weight: float) -> keras.Model:
+    """P(fake) from the centre pixel's red value (fake_shards' fakes are brighter in the centre) plus
+    `noise_weight` times two corner pixels (noise in both classes), on a logit 20 times too steep: an
+    overconfident model whose classes overlap (perfectly separated when noise_weight is 0)."""
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    red = keras.layers.Conv2D(1, 1, use_bias=False, name="red")(keras.layers.Rescaling(1 / 255)(inputs))
+    head = keras.layers.Dense(1, activation="sigmoid", name="head")
+    model = keras.Model(inputs, head(keras.layers.Flatten()(red)))
+    model.get_layer("red").set_weights([np.array([1.0, 0.0, 0.0]).reshape(1, 1, 3, 1)])
+    weights = np.zeros((SIZE * SIZE, 1))
+    weights[(SIZE // 2) * SIZE + SIZE // 2] = 1.0
+    weights[0] = weights[SIZE - 1] = noise_weight
+    # Pixels are U[0, 120) / 255 (mean 0.235), the fakes' centre 120 more: the midpoint between the classes.
+    middle = 0.47 + 0.47 * noise_weight
+    head.set_weights([20 * weights, np.array([-20 * middle])])
+    return model
+
+
+def image_run(root: Path, noise_weight: float, seed: int = 0):
+    """A run of overconfident_model on image records with 80 val and 80 test images."""
+    data_dir = write_fake_dataset(root / "data", kind="image", size=SIZE, counts=CALIBRATION_COUNTS, seed=seed)
+    spec = DatasetMetadata.load(data_dir).preprocessing
+    return make_run(root / "run", spec, overconfident_model(noise_weight), data_dir), data_dir
+
+
+@pytest.fixture(scope="module")
+def calibration_run(tmp_path_factory):
+    """An overconfident image model on 80 val images whose classes overlap: temperature scaling helps."""
+    return image_run(tmp_path_factory.mktemp("calibration_run"), noise_weight=1.0)
+
+
+def draw(seed: int, count: int, steepness: float) -> tuple[np.ndarray, list]:
+    """Labels drawn from sigmoid(z) and one score per example sigmoid(steepness z): calibrated at 1."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 2, count)
+    labels = (rng.random(count) < 1 / (1 + np.exp(-logits))).astype(int)
+    return labels, [[score] for score in 1 / (1 + np.exp(-steepness * logits))]
+
+
+def test_a_temperature_is_kept_only_when_trusted_and_better_on_held_out_folds():
+    few = calibration.decide_temperature(*draw(0, 49, 3.0))
+    assert not few.kept and few.temperature == 1.0 and "has 49 examples" in few.reason and "at least 50" in few.reason
+    labels = np.array([0] * 30 + [1] * 30)
+    separated = calibration.decide_temperature(labels, [[0.2]] * 30 + [[0.9]] * 30)
+    assert not separated.kept and "perfectly separated" in separated.reason
+    # An overconfident model (logits 3 times too steep): the held-out folds' loss falls, T near 3 is kept.
+    sharp = calibration.decide_temperature(*draw(0, 400, 3.0))
+    assert sharp.kept and sharp.temperature == pytest.approx(3.0, rel=0.25) and sharp.folds == 5
+    assert sharp.held_out_loss_fitted < sharp.held_out_loss_raw
+    assert sharp.temperature == calibration.fit_temperature(*draw(0, 400, 3.0))   # the fit on every example
+    # A calibrated model: a temperature fitted on 4 folds does worse on the fifth than none.
+    calibrated = calibration.decide_temperature(*draw(1, 200, 1.0))
+    assert not calibrated.kept and calibrated.held_out_loss_fitted >= calibrated.held_out_loss_raw
+    assert "does not lower the held-out log-loss" in calibrated.reason
+    assert calibration.cross_validated_losses(*draw(1, 200, 1.0)) == (calibrated.held_out_loss_raw,
+                                                                      calibrated.held_out_loss_fitted)
 
 
 def test_ece_and_brier_by_hand():
@@ -61,17 +125,23 @@ def test_perturbations_change_frames_identity_levels_do_not_and_noise_is_seeded(
             perturb.parse([bad])
 
 
-def test_evaluate_calibrate_and_perturb_then_predict_and_export_use_the_temperature(video_run, tmp_path, capsys):  # noqa: F811 (imported fixture)
-    layout, _ = video_run
+def test_evaluate_calibrate_and_perturb_then_predict_and_export_use_the_temperature(calibration_run, tmp_path,
+                                                                                        capsys):
+    layout, _ = calibration_run
     # A threshold chosen earlier on raw scores: it must keep making the same decisions once calibrated.
     layout.threshold.write_text(json.dumps({"threshold": 0.3, "method": "val_youden"}))
     result = evaluate.evaluate(layout.root, calibrate=True, perturbations=["noise:0,40", "jpeg:60"])
     printed = capsys.readouterr().out
     assert "Temperature scaling fitted on the val split" in printed and "ECE" in printed
-    temperature = json.loads((layout.root / calibration.CALIBRATION_FILE).read_text())["temperature"]
-    assert temperature == result["temperature"] != 1.0
+    written = json.loads((layout.root / calibration.CALIBRATION_FILE).read_text())
+    temperature = written["temperature"]
+    assert temperature == result["temperature"] > 2   # a logit 20 times too steep wants a large T
     fit = result["calibration_fit"]
+    assert fit["kept"] and fit["written"] and "lowers the held-out log-loss" in fit["reason"]
+    assert written["cross_validation"]["held_out_loss_fitted"] < written["cross_validation"]["held_out_loss_raw"]
     assert fit["after"]["roc_auc"] == pytest.approx(fit["before"]["roc_auc"])   # order unchanged
+    assert fit["after"]["loss"] < fit["before"]["loss"]   # and on the test split too
+    assert f"Temperature {temperature:.4f} written to" in printed
     saved = json.loads((layout.eval_dir("test") / "metrics.json").read_text())
     assert 0 <= saved["calibration"]["ece"] <= 1 and saved["calibration"]["ece_bins"] == 15
     assert saved["calibration"]["brier"] == pytest.approx(fit["after"]["brier"])
@@ -85,7 +155,7 @@ def test_evaluate_calibrate_and_perturb_then_predict_and_export_use_the_temperat
     loaded = loading.load(layout.root)
     assert loaded.temperature == temperature and "calibration.json" in loaded.calibration_source
     assert loaded.threshold == pytest.approx(calibration.to_calibrated_threshold(0.3, temperature))
-    frames = np.random.default_rng(0).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    frames = np.random.default_rng(0).integers(0, 120, (3, SIZE, SIZE, 3), dtype=np.uint8)
     raw = np.asarray(loaded.model.predict_on_batch(frames))[:, 0]
     assert np.allclose(loaded.score(frames), calibration.apply_temperature(raw, temperature), atol=1e-6)
 
@@ -117,8 +187,32 @@ def test_perturbed_scores_are_deterministic(video_run):  # noqa: F811 (imported 
     loaded = loading.load(layout.root)
     dataset = evaluate.open_data(loaded, data_dir)
     transform = perturb.transform_for("noise", 30, seed=0, index=0)
-    first = evaluate.score_split(loaded, dataset, "test", 4, transform=transform)["scores"]
-    again = evaluate.score_split(loaded, dataset, "test", 4, transform=transform)["scores"]
-    plain = evaluate.score_split(loaded, dataset, "test", 4)["scores"]
+    first = evaluate.score_split(loaded, dataset, "test", 4, transform=transform).scores
+    again = evaluate.score_split(loaded, dataset, "test", 4, transform=transform).scores
+    plain = evaluate.score_split(loaded, dataset, "test", 4).scores
     assert np.array_equal(first, again)
     assert np.abs(np.log(first) - np.log(plain)).max() > 0.1   # saturated scores: compare log P
+
+
+def test_calibrate_writes_nothing_where_a_fit_cannot_be_trusted(video_run, tmp_path, capsys):  # noqa: F811
+    # 8 val clips (video_run): too few. An earlier calibration.json stays, and so do the run's decisions.
+    run = shutil.copytree(video_run[0].root, tmp_path / "run")
+    earlier = json.dumps({"method": "temperature", "temperature": 2.0, "fitted_on": "earlier"})
+    (run / calibration.CALIBRATION_FILE).write_text(earlier)
+    result = evaluate.evaluate(run, calibrate=True)
+    printed = capsys.readouterr().out
+    assert (run / calibration.CALIBRATION_FILE).read_text() == earlier
+    assert not result["calibration_fit"]["kept"] and "has 8 examples" in result["calibration_fit"]["reason"]
+    assert result["temperature"] == 2.0 == loading.load(run).temperature   # reported as the run decides
+    assert "temperature scaling not kept: the val split has 8 examples" in printed
+    assert "the earlier" in printed and "keep using it" in printed
+    # The scores are those of the earlier temperature: the same as evaluating without --calibrate.
+    plain = evaluate.evaluate(run, print_report=False)
+    assert plain["at_0.5"]["loss"] == pytest.approx(result["at_0.5"]["loss"])
+
+    # 80 val images, perfectly separated: refused, and with no earlier file none is written.
+    layout, _ = image_run(tmp_path / "separated", noise_weight=0.0)
+    separated = evaluate.evaluate(layout.root, calibrate=True)
+    assert not (layout.root / calibration.CALIBRATION_FILE).exists()
+    assert "perfectly separated" in separated["calibration_fit"]["reason"] and separated["temperature"] == 1.0
+    assert "use raw probabilities" in capsys.readouterr().out

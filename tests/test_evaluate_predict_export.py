@@ -278,12 +278,12 @@ def test_image_model_on_video_records_ignores_padding_frames(tmp_path):
     (data_dir / "metadata.json").write_text(json.dumps(meta))
     loaded = loading.LoadedModel(model, spec, 0.5, "test", tmp_path / "model.keras")
     scored = evaluate.score_split(loaded, DatasetMetadata.load(data_dir), "test", aggregate="mean")
-    assert list(scored["sources"]) == ["short.mp4", "long.mp4"]
-    assert list(scored["labels"]) == [1, 0]
-    np.testing.assert_allclose(scored["scores"], [0.4, 0.1], atol=1e-6)      # not 0.45 with the padded copy
-    np.testing.assert_allclose(scored["frame_scores"]["short.mp4"], [0.2, 0.4, 0.6], atol=1e-6)
+    assert list(scored.sources) == ["short.mp4", "long.mp4"]
+    assert list(scored.labels) == [1, 0]
+    np.testing.assert_allclose(scored.scores, [0.4, 0.1], atol=1e-6)      # not 0.45 with the padded copy
+    np.testing.assert_allclose(scored.frame_scores["short.mp4"], [0.2, 0.4, 0.6], atol=1e-6)
     maximum = evaluate.score_split(loaded, DatasetMetadata.load(data_dir), "test", aggregate="max")
-    np.testing.assert_allclose(maximum["scores"], [0.6, 0.2], atol=1e-6)
+    np.testing.assert_allclose(maximum.scores, [0.6, 0.2], atol=1e-6)
 
 
 def test_backbone_models_through_evaluate_predict_and_export(media_files, tmp_path):

@@ -117,7 +117,9 @@ def test_evaluate_explain_writes_confident_examples_and_tensorboard_images(kind,
     # With calibration and a perturbation too: every option of dfd.evaluate on both model kinds.
     result = evaluate.evaluate(layout.root, split="test", explain=1, print_report=False, calibrate=True,
                                perturbations=["blur:0,2"])
-    assert result["temperature"] > 0 and (layout.root / "calibration.json").is_file()
+    # 8 val clips are too few to trust a temperature: none is written, the scores stay raw.
+    assert result["temperature"] == 1.0 and not (layout.root / "calibration.json").exists()
+    assert not result["calibration_fit"]["kept"]
     blurred = result["robustness"]["perturbations"]["blur"]
     assert blurred[0] == {"level": 0.0, **result["robustness"]["unperturbed"]}
     pictures = sorted((layout.eval_dir("test") / "explain").glob("*.png"))

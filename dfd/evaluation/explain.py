@@ -255,21 +255,21 @@ def _collect_frames(data, split: str, sources: set, batch_size: int) -> dict[str
     return clips
 
 
-def explain_split(loaded, data, split: str, scored: dict, threshold: float, count: int, directory: Path,
+def explain_split(loaded, data, split: str, scored, threshold: float, count: int, directory: Path,
                   tensorboard_dir: Path | None = None, batch_size: int = 64) -> list[Path]:
     """dfd.evaluate --explain=N: pictures of the chosen examples as PNGs and TensorBoard images."""
     from dfd.evaluation import plots
     from dfd.evaluation.plots import plt
 
-    groups = select_examples(scored["labels"], scored["scores"], threshold, count)
-    wanted = {str(scored["sources"][index]) for indices in groups.values() for index in indices}
+    groups = select_examples(scored.labels, scored.scores, threshold, count)
+    wanted = {str(scored.sources[index]) for indices in groups.values() for index in indices}
     clips = _collect_frames(data, split, wanted, batch_size)
     directory.mkdir(parents=True, exist_ok=True)
     writer = tf.summary.create_file_writer(str(tensorboard_dir)) if tensorboard_dir is not None else None
     written = []
     for group, indices in groups.items():
         for rank, index in enumerate(indices):
-            source = str(scored["sources"][index])
+            source = str(scored.sources[index])
             frames_list, heatmap_list = [], []
             for clip in clips.get(source, [])[:4]:
                 frames_list.append(clip)
@@ -278,10 +278,10 @@ def explain_split(loaded, data, split: str, scored: dict, threshold: float, coun
                 continue
             frames = np.concatenate(frames_list)
             heatmaps = normalize(np.concatenate(heatmap_list))
-            frame_scores = scored.get("frame_scores", {}).get(source)
-            label = schema.LABEL_NAMES[int(scored["labels"][index])]
+            frame_scores = (scored.frame_scores or {}).get(source)
+            label = schema.LABEL_NAMES[int(scored.labels[index])]
             figure = explanation_figure(frames, heatmaps, f"{group.replace('_', ' ')} #{rank + 1}: {source} "
-                                        f"(true {label})", float(scored["scores"][index]), threshold, frame_scores)
+                                        f"(true {label})", float(scored.scores[index]), threshold, frame_scores)
             png = plots.figure_png(figure)
             plt.close(figure)
             path = directory / f"{group}_{rank:02d}_{safe_name(source)}.png"

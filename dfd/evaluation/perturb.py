@@ -90,12 +90,12 @@ def transform_for(name: str, level: float, seed: int, index: int):
     return transform
 
 
-def _row(scored: dict, threshold: float) -> dict:
-    computed = metrics.compute_metrics(scored["labels"], scored["scores"], threshold)
+def _row(scored, threshold: float) -> dict:
+    computed = metrics.compute_metrics(scored.labels, scored.scores, threshold)
     return {"roc_auc": computed["roc_auc"], "accuracy": computed["accuracy"], "loss": computed["loss"]}
 
 
-def robustness(score, perturbations, threshold: float, seed: int = 0, baseline: dict | None = None,
+def robustness(score, perturbations, threshold: float, seed: int = 0, baseline=None,
                progress=print) -> dict:
     """The table: ROC AUC and accuracy at `threshold` per perturbation level.
 

@@ -56,17 +56,20 @@ def format_trust(result: dict) -> str:
     lines = [f"Calibration: ECE {values['ece']:.4f} ({values['ece_bins']} bins)  Brier {values['brier']:.4f}"
              + (f"  (temperature {result['temperature']:.4f})" if result.get("temperature", 1.0) != 1.0 else "")]
     fit = result.get("calibration_fit")
-    if fit:
-        lines.append(f"Temperature scaling fitted on the {fit['fitted_on']}: T = {fit['temperature']:.4f}")
+    if fit and not fit["kept"]:
+        lines.append(f"Temperature scaling on the {fit['fitted_on']} not kept: {fit['reason']}")
+    elif fit:
+        lines.append(f"Temperature scaling fitted on the {fit['fitted_on']}: T = {fit['temperature']:.4f} "
+                     f"({fit['reason']})")
         lines.append(f"{'':8}{'loss':>8}{'ECE':>8}{'Brier':>8}{'acc':>8}{'AUC':>8}")
         for name in ("before", "after"):
             row = fit[name]
             lines.append(f"{name:8}{row['loss']:8.4f}{row['ece']:8.4f}{row['brier']:8.4f}{row['accuracy']:8.4f}"
                          f"{_number(row['roc_auc']):>8}")
         if fit["after"]["loss"] > fit["before"]["loss"]:
-            lines.append("Note: the temperature made this split's loss worse: the val split is small, perfectly "
-                         "separated or unlike this one. Check it before trusting calibrated probabilities "
-                         "(delete calibration.json to go back)")
+            lines.append("Note: the temperature made this split's loss worse, though it lowered the val split's "
+                         "held-out loss: this split is unlike the val split. Check it before trusting calibrated "
+                         "probabilities" + (" (delete calibration.json to go back)" if fit["written"] else ""))
     robustness = result.get("robustness")
     if robustness:
         lines.append(f"Robustness (threshold {robustness['threshold']:.4f}; seed {robustness['seed']}):")
