@@ -22,6 +22,7 @@ from pathlib import Path
 from absl import flags
 
 from dfd import atomic_files, backend, cli
+from dfd.preprocess.video_reader import MAX_FRAME_PIXELS
 
 FORMATS = ("json", "csv")
 CSV_COLUMNS = ("path", "kind", "fake_probability", "label", "threshold", "frames_used", "frame_scores", "temperature",
@@ -40,6 +41,9 @@ def define_flags() -> None:
                          "and scored. Models trained on video records use their training num_frames.")
     flags.DEFINE_enum("aggregate", "mean", list(AGGREGATE_METHODS),
                       "Image model given a video: how its frame scores become the video's score.")
+    flags.DEFINE_integer("max_frame_pixels", MAX_FRAME_PIXELS, "A video whose frames have more pixels "
+                         "(width x height, from the stream's header) gets an error entry, before decoding; the "
+                         "default, 4096x2304, holds 4K upright or portrait.")
     flags.DEFINE_string("explain", None, "Write a Grad-CAM picture per scored file into this folder (face crops "
                         "with heatmaps, per-frame scores, verdict). From an export directory it uses the model.keras "
                         "beside the SavedModel (a SavedModel has no layers to explain).")
@@ -81,7 +85,7 @@ def check_output(output: str, paths: list[str], files: list[str]) -> None:
 
 def predict_command(model: str, paths: list[str], output_format: str = "json", output: str | None = None,
                     batch_size: int = 32, video_frames: int = 16, aggregate: str = "mean", stdout=None,
-                    explain: str | None = None) -> int:
+                    explain: str | None = None, max_frame_pixels: int = MAX_FRAME_PIXELS) -> int:
     """The whole command behind main(); returns the exit code (1 when no file could be scored)."""
     from dfd.evaluation import loading, predict  # TensorFlow import is slow: only once there is work
 
@@ -108,7 +112,8 @@ def predict_command(model: str, paths: list[str], output_format: str = "json", o
         if (Path(model) / "saved_model.pb").is_file():
             print(f"dfd.predict: explaining with {loaded.model_path} (the SavedModel beside it has no layers "
                   "to explain)", file=sys.stderr)
-    results = predict.predict_files(loaded, files, batch_size, video_frames, aggregate, on_frames=on_frames)
+    results = predict.predict_files(loaded, files, batch_size, video_frames, aggregate, on_frames=on_frames,
+                                    max_frame_pixels=max_frame_pixels)
     if explain:
         order = {id(result): index for index, result in enumerate(results)}
         written = explain_module.explain_results(
@@ -134,7 +139,8 @@ def main(argv) -> int:
     values = flags.FLAGS
     backend.check_supported(values)   # --explain is TensorFlow's
     return predict_command(values.model, paths, values.format, values.output, values.batch_size,
-                           values.video_frames, values.aggregate, explain=values.explain)
+                           values.video_frames, values.aggregate, explain=values.explain,
+                           max_frame_pixels=values.max_frame_pixels)
 
 
 if __name__ == "__main__":

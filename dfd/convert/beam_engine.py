@@ -101,7 +101,7 @@ def write_shards(output: Path, items, spec, todo, progress: writer.Progress, con
              # Create hands its elements out in a few large bundles; without the reshuffle one
              # worker would read most files (fusion), whatever --direct_num_workers says.
              | "Reshuffle" >> beam.Reshuffle()
-             | "ReadAndEncode" >> beam.ParDo(_ReadAndEncode(spec))
+             | "ReadAndEncode" >> beam.ParDo(_ReadAndEncode(spec, config.max_frame_pixels))
              | "ByShard" >> beam.GroupByKey()
              | "WriteShard" >> beam.ParDo(_WriteShard(str(output), splits, progress.fingerprint)))
     left = adopt_finished_shards(output, todo, progress)
@@ -116,8 +116,8 @@ def write_shards(output: Path, items, spec, todo, progress: writer.Progress, con
 class _ReadAndEncode(beam.DoFn):
     """(shard, rank, item) -> (shard, (rank, record bytes | None, skipped row | None, label))."""
 
-    def __init__(self, spec):
-        self.spec = spec
+    def __init__(self, spec, max_frame_pixels: int):
+        self.spec, self.max_frame_pixels = spec, max_frame_pixels
 
     def setup(self):
         from dfd.convert import worker
@@ -128,7 +128,8 @@ class _ReadAndEncode(beam.DoFn):
     def process(self, element):
         from dfd.convert import convert
         shard, rank, item = element
-        record = convert.encode_or_skip(records.try_read_content(item.path, self.spec), item, self.spec)
+        content = records.try_read_content(item.path, self.spec, self.max_frame_pixels)
+        record = convert.encode_or_skip(content, item, self.spec)
         if isinstance(record, SkippedFile):
             yield shard, (rank, None, convert.skipped_row(item, record), item.label)
         else:

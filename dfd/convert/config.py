@@ -11,6 +11,7 @@ import dataclasses
 
 from dfd.convert.sources import SOURCE_TYPES
 from dfd.data.preprocessing import PreprocessSpec
+from dfd.preprocess.video_reader import MAX_FRAME_PIXELS
 from dfd.settings import like, setting
 
 ENGINES = ("local", "beam")
@@ -47,6 +48,9 @@ class ConvertConfig:
     face_margin: float = like(PreprocessSpec, "face_margin")
     face_detect_size: int = like(PreprocessSpec, "face_detect_size")
     max_no_face_fraction: float = like(PreprocessSpec, "max_no_face_fraction")
+    max_frame_pixels: int = setting(   # a reading limit, not preprocessing: not in the stored PreprocessSpec
+        MAX_FRAME_PIXELS, "Videos whose frames have more pixels (width x height, from the stream's header) are "
+        "skipped before decoding; the default, 4096x2304, holds 4K upright or portrait.")
     workers: int = setting(0, "Decoding processes; 0 = all cores, 1 = decode in this process (--engine=local; "
                            "Beam's runner options size --engine=beam).")
     engine: str = setting(   # local: dfd.convert.pool; beam: dfd.convert.beam_engine

@@ -157,7 +157,7 @@ def _prepare_output(output: Path, fingerprint: str, overwrite: bool) -> writer.P
 
 
 def _stream(items: list[sources.Item], positions: list[int], spec: PreprocessSpec, workers: int,
-            on_send: Callable | None = None):
+            max_frame_pixels: int, on_send: Callable | None = None):
     """Yields (position, RecordContent | SkippedFile) in `positions` order, bounded in flight."""
     spec_dict = spec.to_dict()
     main_file = getattr(sys.modules["__main__"], "__file__", None)
@@ -168,10 +168,11 @@ def _stream(items: list[sources.Item], positions: list[int], spec: PreprocessSpe
     if workers <= 1:
         worker.init_worker()
         for position in positions:
-            yield worker.read_chunk([(position, items[position].path)], spec_dict)[0]
+            yield worker.read_chunk([(position, items[position].path)], spec_dict, max_frame_pixels)[0]
         return
     yield from pool.read_in_order([(p, items[p].path) for p in positions], spec_dict, workers,
-                                  window=workers * CHUNK_SIZE * MAX_CHUNKS_PER_WORKER, on_send=on_send)
+                                  window=workers * CHUNK_SIZE * MAX_CHUNKS_PER_WORKER, on_send=on_send,
+                                  max_frame_pixels=max_frame_pixels)
 
 
 class _ProgressLine:
@@ -255,6 +256,8 @@ def convert(config: ConvertConfig, on_send: Callable[[int, int, str], None] | No
         print(f"make_tfrecords: warning: {warning}", file=sys.stderr)
     if config.shard_mb <= 0:
         raise ValueError(f"--shard_mb must be > 0, got {config.shard_mb}")
+    if config.max_frame_pixels < 1:
+        raise ValueError(f"--max_frame_pixels must be >= 1, got {config.max_frame_pixels}")
     records_per_shard = max(1, int(config.shard_mb * 2**20 // estimated_record_bytes(spec)))
     plans = writer.plan_shards([item.split for item in items], [item.label for item in items], config.seed,
                                records_per_shard)
@@ -342,7 +345,8 @@ def _write_shards(output: Path, items, spec, todo, progress: writer.Progress, co
                   on_send, on_shard=None) -> _ProgressLine:
     workers = config.workers or os.cpu_count() or 1
     bar = _ProgressLine(sum(len(p.positions) for p in todo), config.progress)
-    stream = _stream(items, [p for plan in todo for p in plan.positions], spec, workers, on_send)
+    stream = _stream(items, [p for plan in todo for p in plan.positions], spec, workers, config.max_frame_pixels,
+                     on_send)
     try:
         for plan in todo:
             shard = writer.ShardWriter(output, plan.name)

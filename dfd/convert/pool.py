@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 
 from dfd.convert import worker
 from dfd.preprocess.records import SkippedFile
+from dfd.preprocess.video_reader import MAX_FRAME_PIXELS
 
 IN_FLIGHT = 2
 
@@ -38,9 +39,9 @@ def death_reason(exitcode: int | None) -> str:
 
 
 class _Worker:
-    def __init__(self, context, spec: dict):
+    def __init__(self, context, spec: dict, max_frame_pixels: int):
         self.connection, child_end = context.Pipe()
-        self.process = context.Process(target=worker.serve, args=(child_end, spec), daemon=True)
+        self.process = context.Process(target=worker.serve, args=(child_end, spec, max_frame_pixels), daemon=True)
         self.process.start()
         child_end.close()
         self.held: deque = deque()   # (position, path) sent and not answered, in sending order
@@ -75,7 +76,8 @@ class _Worker:
 
 
 def read_in_order(tasks: list[tuple[int, str]], spec: dict, workers: int, window: int,
-                  on_send: Callable[[int, int, str], None] | None = None) -> Iterator[tuple[int, object]]:
+                  on_send: Callable[[int, int, str], None] | None = None,
+                  max_frame_pixels: int = MAX_FRAME_PIXELS) -> Iterator[tuple[int, object]]:
     """Yields (position, RecordContent | SkippedFile) for `tasks` [(position, path)], in their order.
 
     on_send(pid, position, path), when given, is called as each file is sent to a worker
@@ -90,7 +92,7 @@ def read_in_order(tasks: list[tuple[int, str]], spec: dict, workers: int, window
     order = [position for position, _ in tasks]
     queue: deque = deque(tasks)
     results: dict[int, object] = {}
-    pool = [_Worker(context, spec) for _ in range(max(1, min(workers, len(tasks))))]
+    pool = [_Worker(context, spec, max_frame_pixels) for _ in range(max(1, min(workers, len(tasks))))]
     next_index = 0
     try:
         while next_index < len(order):
@@ -121,7 +123,7 @@ def read_in_order(tasks: list[tuple[int, str]], spec: dict, workers: int, window
                         results[position] = SkippedFile(path, death_reason(member.process.exitcode))
                         queue.extendleft(reversed(member.held))
                     member.connection.close()
-                    pool[index] = _Worker(context, spec)
+                    pool[index] = _Worker(context, spec, max_frame_pixels)
     finally:
         for member in pool:
             member.stop()

@@ -13,6 +13,7 @@ import cv2
 
 from dfd.preprocess import faces  # TensorFlow-free until a face is detected
 from dfd.preprocess.records import try_read_content
+from dfd.preprocess.video_reader import MAX_FRAME_PIXELS
 
 
 def init_worker() -> None:
@@ -30,13 +31,13 @@ def init_worker_process() -> None:
     faces.configure_for_worker(1)
 
 
-def read_chunk(chunk: list[tuple[int, str]], spec: dict) -> list:
+def read_chunk(chunk: list[tuple[int, str]], spec: dict, max_frame_pixels: int = MAX_FRAME_PIXELS) -> list:
     """[(position, path)] -> [(position, RecordContent | SkippedFile)], in order."""
     namespace = types.SimpleNamespace(**spec)
-    return [(position, try_read_content(path, namespace)) for position, path in chunk]
+    return [(position, try_read_content(path, namespace, max_frame_pixels)) for position, path in chunk]
 
 
-def serve(connection, spec: dict) -> None:
+def serve(connection, spec: dict, max_frame_pixels: int) -> None:
     """A worker process of dfd.convert.pool: (position, path) in, (position, result) out, one file at a time,
     in order, until it receives None or the parent goes away."""
     init_worker_process()
@@ -49,4 +50,4 @@ def serve(connection, spec: dict) -> None:
         if task is None:
             return
         position, path = task
-        connection.send((position, try_read_content(path, namespace)))
+        connection.send((position, try_read_content(path, namespace, max_frame_pixels)))

@@ -23,6 +23,7 @@ from dfd.atomic_files import write_json
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.evaluation import calibration
 from dfd.evaluation.loaded_model import LoadedModel
+from dfd.keras_archive import check_archive
 from dfd.run_layout import RunLayout
 
 THRESHOLD_FILE = "threshold.json"
@@ -32,14 +33,12 @@ DEFAULT_THRESHOLD = 0.5
 
 
 def load_keras_model(path: str | Path) -> keras.Model:
-    """keras.saving.load_model in safe mode, without the training state; Lambda layers are refused."""
+    """keras.saving.load_model in safe mode, without the training state; Lambda layers are refused, and so
+    is an archive that would unpack to more than a model needs (dfd.keras_archive)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no model file at {path}")
-    # Keras reports any unreadable file as "File not found"; a .keras file is a zip archive, so say so.
-    if not zipfile.is_zipfile(path):
-        raise ValueError(f"{path} is not a Keras model file (a .keras file is a zip archive; this one is "
-                         "damaged or something else). Re-save or retrain the model")
+    check_archive(path)
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except ValueError as error:

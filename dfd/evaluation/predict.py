@@ -29,7 +29,7 @@ from dfd.data import schema
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.evaluation import metrics
 from dfd.evaluation.loading import LoadedModel
-from dfd.preprocess import media, records
+from dfd.preprocess import media, records, video_reader
 
 PROGRESS_ABOVE = 5   # files; fewer finish before progress lines would help
 
@@ -67,13 +67,10 @@ def find_files(paths: Iterable[str]) -> list[str]:
 
 
 def detect_kind(path: str) -> str:
-    """'image' or 'video' from the file's first bytes (its name as a fallback); ValueError otherwise."""
-    try:
-        with open(path, "rb") as handle:
-            header = handle.read(16)
-    except OSError as error:
-        raise ValueError(f"cannot read file: {error.strerror or error}") from None
-    if not header:
+    """'image' or 'video' from the file's first bytes (its name as a fallback); ValueError otherwise
+    (and for anything but a regular file: a FIFO would block, a device never end)."""
+    size, header = media.read_header(path)
+    if size == 0:
         raise ValueError("empty file (0 bytes)")
     kind = media.sniff(header) or media.extension_kind(path)
     if kind is None:
@@ -98,9 +95,9 @@ def spec_for(model_spec: PreprocessSpec, scores_frames: bool, kind: str, video_f
     return dataclasses.replace(model_spec, kind="image", num_frames=1)
 
 
-def file_record(path: str, spec: PreprocessSpec) -> bytes:
+def file_record(path: str, spec: PreprocessSpec, max_frame_pixels: int = video_reader.MAX_FRAME_PIXELS) -> bytes:
     """The file's record exactly as the converter writes it (label and group are placeholders)."""
-    return records.make_record(path, spec, label=0, group="", source=path)
+    return records.make_record(path, spec, label=0, group="", source=path, max_frame_pixels=max_frame_pixels)
 
 
 @functools.lru_cache(maxsize=8)
@@ -119,11 +116,11 @@ def decode_records(serialized: list[bytes], spec: PreprocessSpec) -> dict:
     return {key: value.numpy() for key, value in _decoder(spec.record_shape)(tf.constant(serialized)).items()}
 
 
-def _prepare(path: str, loaded: LoadedModel, video_frames: int):
+def _prepare(path: str, loaded: LoadedModel, video_frames: int, max_frame_pixels: int):
     try:
         kind = detect_kind(path)
         spec = spec_for(loaded.spec, loaded.scores_frames, kind, video_frames)
-        return kind, spec, file_record(path, spec)
+        return kind, spec, file_record(path, spec, max_frame_pixels)
     except MemoryError:
         return None, None, "out of memory while decoding"
     except Exception as error:  # noqa: BLE001 - one broken file must never stop the others
@@ -157,14 +154,18 @@ def _score_group(loaded: LoadedModel, spec: PreprocessSpec, items: list, aggrega
 
 
 def predict_files(loaded: LoadedModel, paths: list[str], batch_size: int = 32, video_frames: int = 16,
-                  aggregate: str = "mean", progress=sys.stderr, on_frames=None) -> list[FileResult]:
+                  aggregate: str = "mean", progress=sys.stderr, on_frames=None,
+                  max_frame_pixels: int = video_reader.MAX_FRAME_PIXELS) -> list[FileResult]:
     """One FileResult per path, in order; unusable files carry `error` and never stop the others.
 
     on_frames(result, frames): called for each scored file with its decoded crops uint8 (T, H, W, 3),
-    padding removed (dfd.predict --explain, dfd.serve).
+    padding removed (dfd.predict --explain, dfd.serve). A video with frames over max_frame_pixels
+    (--max_frame_pixels) is an error entry, refused before its frames are decoded.
     """
     if batch_size < 1:
         raise ValueError(f"--batch_size must be >= 1, got {batch_size}")
+    if max_frame_pixels < 1:
+        raise ValueError(f"--max_frame_pixels must be >= 1, got {max_frame_pixels}")
     if aggregate not in metrics.AGGREGATE_METHODS:
         raise ValueError(f"--aggregate must be one of {metrics.AGGREGATE_METHODS}, got {aggregate!r}")
     results = [FileResult(path) for path in paths]
@@ -175,7 +176,8 @@ def predict_files(loaded: LoadedModel, paths: list[str], batch_size: int = 32, v
             chunk = list(range(begin, min(begin + batch_size, len(paths))))
             groups: dict[PreprocessSpec, list] = {}
             for index, (kind, spec, record) in zip(chunk, pool.map(
-                    lambda path: _prepare(path, loaded, video_frames), [paths[i] for i in chunk]), strict=True):
+                    lambda path: _prepare(path, loaded, video_frames, max_frame_pixels), [paths[i] for i in chunk]),
+                    strict=True):
                 if spec is None:
                     results[index].error = record
                     continue

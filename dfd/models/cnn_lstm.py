@@ -18,6 +18,7 @@ from pathlib import Path
 
 import keras
 
+from dfd.keras_archive import check_archive
 from dfd.models import augmentation
 from dfd.models.image_cnn import check_conv_stack_fits
 from dfd.models.layers import conv_feature_extractor, uint8_input
@@ -60,6 +61,7 @@ def load_frame_features(frame_cnn: str, frame_shape: tuple) -> keras.Model:
     """The trained feature extractor (without its Rescaling and its sigmoid head) of an image_cnn."""
     path = frame_cnn_file(frame_cnn)
     # A run trained with on-device augmentation saves the image_cnn behind its augmentation layer.
+    check_archive(path)   # sizes from the zip directory before Keras unpacks anything
     image_model = augmentation.unwrap(keras.saving.load_model(path, compile=False, safe_mode=True))
     try:
         features = image_model.get_layer(FRAME_FEATURES)

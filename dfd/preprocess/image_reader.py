@@ -16,12 +16,19 @@ byte-for-byte (the reader would see it sideways).
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
+
+from dfd.preprocess import image_headers, media
 
 # Larger images are refused before decoding: a 30000 x 30000 RGB image is
 # 2.7 GB, which would take down a worker (and the machine) rather than one file.
 MAX_PIXELS = 100_000_000
+# A file larger than any image of MAX_PIXELS (8 bytes a pixel: 16-bit RGBA, uncompressed) is not read
+# into memory: a sparse file can claim terabytes and occupy nothing on disk.
+MAX_FILE_BYTES = 8 * MAX_PIXELS
 MIN_SIDE = 8
 
 
@@ -30,11 +37,19 @@ class ImageReadError(ValueError):
 
 
 def read_bytes(path: str) -> bytes:
+    """The bytes of a regular file of at most MAX_FILE_BYTES; ImageReadError saying why otherwise."""
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
+        with media.open_regular(path) as handle:
+            size = os.fstat(handle.fileno()).st_size
+            data = handle.read() if size <= MAX_FILE_BYTES else None
     except OSError as error:
         raise ImageReadError(f"cannot read file: {error.strerror or error}") from error
+    except ValueError as error:   # not a regular file
+        raise ImageReadError(str(error)) from None
+    if data is None:
+        raise ImageReadError(f"file is {size / 2**20:,.0f} MB, larger than any image of {MAX_PIXELS:,} pixels "
+                             f"({MAX_FILE_BYTES / 2**20:,.0f} MB)")
+    return data
 
 
 # EXIF orientation tag value -> the OpenCV operations (in order) that make the image upright.
@@ -50,25 +65,9 @@ _UPRIGHT = {
 }
 
 
-def _jpeg_segments(data: bytes):
-    """(marker, offset) of each JPEG header segment, up to the image data; stops at anything malformed."""
-    if not data.startswith(b"\xff\xd8"):
-        return
-    i = 2
-    while i + 4 <= len(data) and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:   # fill byte
-            i += 1
-            continue
-        if marker in (0xD9, 0xDA):   # end of image / start of scan: no header segments after this
-            return
-        yield marker, i
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-
-
 def exif_orientation(data: bytes) -> int:
     """The EXIF orientation (1-8) of JPEG bytes; 1 (upright) when absent, unreadable or out of range."""
-    for marker, i in _jpeg_segments(data):
+    for marker, i in image_headers.jpeg_segments(data):
         if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\x00\x00":
             length = int.from_bytes(data[i + 2:i + 4], "big")
             return _tiff_orientation(data[i + 10:i + 2 + length])
@@ -133,25 +132,9 @@ def decode_image(data: bytes) -> np.ndarray:
 _PLAIN_SOF = (0xC0, 0xC1, 0xC2)
 
 
-def _jpeg_frame(data: bytes) -> tuple[int, int, int, int, int] | None:
-    """(SOF marker, sample precision, height, width, components) from a JPEG's frame header."""
-    for marker, i in _jpeg_segments(data):
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 9 < len(data):
-            return (marker, data[i + 4], int.from_bytes(data[i + 5:i + 7], "big"),
-                    int.from_bytes(data[i + 7:i + 9], "big"), data[i + 9])
-    return None
-
-
 def header_size(data: bytes) -> tuple[int, int] | None:
-    """(height, width) of a PNG or JPEG from its header, without decoding pixels.
-
-    Lets a huge image be refused before it is decoded; None for other formats
-    (OpenCV's own OPENCV_IO_MAX_IMAGE_PIXELS limit still guards those).
-    """
-    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 24:
-        return int.from_bytes(data[20:24], "big"), int.from_bytes(data[16:20], "big")
-    frame = _jpeg_frame(data)
-    return None if frame is None else frame[2:4]
+    """(height, width) from the image's header, without decoding pixels (dfd.preprocess.image_headers)."""
+    return image_headers.image_size(data)
 
 
 def is_plain_jpeg(data: bytes) -> bool:
@@ -161,7 +144,7 @@ def is_plain_jpeg(data: bytes) -> bool:
     EXIF-rotated JPEGs are excluded: decode_jpeg ignores the tag, so their stored bytes would
     train and predict on a sideways face.
     """
-    frame = _jpeg_frame(data)
+    frame = image_headers.jpeg_frame(data)
     return (frame is not None and frame[0] in _PLAIN_SOF and frame[1] == 8 and frame[4] == 3
             and exif_orientation(data) == 1)
 
@@ -171,8 +154,13 @@ def read_image_and_bytes(path: str) -> tuple[np.ndarray, bytes]:
     if not data:
         raise ImageReadError("empty file (0 bytes)")
     size = header_size(data)
-    if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise ImageReadError(f"image is {size[1]}x{size[0]}, larger than the {MAX_PIXELS:,}-pixel limit")
+    if size is None:
+        # Decoding blind could allocate anything the header claims (OpenCV allows 2^30 pixels).
+        raise ImageReadError("cannot read the image's size from its header (damaged, or not a JPEG, PNG, "
+                             "WebP, TIFF or BMP); re-save it as PNG or JPEG")
+    if size[0] * size[1] > MAX_PIXELS:
+        raise ImageReadError(f"image is {size[1]}x{size[0]}, larger than the {MAX_PIXELS:,}-pixel limit; "
+                             "shrink it before converting or scoring it")
     image = decode_image(data)
     height, width = image.shape[:2]
     if min(height, width) < MIN_SIDE:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp"})
@@ -46,20 +47,58 @@ def sniff(header: bytes) -> str | None:
     return None
 
 
+_NOT_REGULAR = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def _not_regular(mode: int) -> str | None:
+    """Why a file of this st_mode is not read, or None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    what = next((name for test, name in _NOT_REGULAR if test(mode)), "a special file")
+    return f"not a regular file ({what}); only regular files are read"
+
+
+def open_regular(path: str):
+    """`path` opened for binary reading; ValueError saying what it is when not a regular file (OSError
+    when it cannot be opened).
+
+    Only regular files: reading a FIFO blocks until something writes to it (dfd.predict never
+    returned), and a device such as /dev/zero never ends. stat() first (opening some devices acts),
+    then the open itself is non-blocking and checked again on its descriptor, so a file swapped for
+    a FIFO in between cannot block either (O_NONBLOCK changes nothing for a regular file).
+    """
+    reason = _not_regular(os.stat(path).st_mode)
+    if reason is None:
+        handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
+        reason = _not_regular(os.fstat(handle.fileno()).st_mode)
+        if reason is None:
+            return handle
+        handle.close()
+    raise ValueError(reason)
+
+
+def read_header(path: str, count: int = 16) -> tuple[int, bytes]:
+    """(size in bytes, first `count` bytes) of a regular file; ValueError with the reason otherwise."""
+    try:
+        with open_regular(path) as handle:
+            return os.fstat(handle.fileno()).st_size, handle.read(count)
+    except OSError as error:
+        raise ValueError(f"cannot read file: {error.strerror or error}") from None
+
+
 def check_file(path: str, kind: str) -> str | None:
     """Returns a reason the file cannot be a `kind`, or None when it may be.
 
-    Raises nothing: unreadable files (missing, dangling links, permissions)
+    Raises nothing: unreadable files (missing, dangling links, permissions, FIFOs and devices)
     come back as a reason string like every other problem.
     """
     try:
-        size = os.path.getsize(path)
-        if size == 0:
-            return "empty file (0 bytes)"
-        with open(path, "rb") as handle:
-            header = handle.read(16)
-    except OSError as error:
-        return f"cannot read file: {error.strerror or error}"
+        size, header = read_header(path)
+    except ValueError as error:
+        return str(error)
+    if size == 0:
+        return "empty file (0 bytes)"
     content = sniff(header)
     if content is None:
         return "not an image or video file (unrecognised content)"

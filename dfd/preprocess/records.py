@@ -69,8 +69,9 @@ def _record_frames(frames: list[np.ndarray], spec) -> dict:
     return dict(frames=video_reader.resize_frames(frames, spec.size))
 
 
-def read_video_content(path: str, spec) -> RecordContent:
-    sampled = video_reader.sample_video_frames(path, spec.num_frames, spec.sampling, spec.short_clips)
+def read_video_content(path: str, spec, max_frame_pixels: int = video_reader.MAX_FRAME_PIXELS) -> RecordContent:
+    sampled = video_reader.sample_video_frames(path, spec.num_frames, spec.sampling, spec.short_clips,
+                                               max_frame_pixels)
     return RecordContent(jpeg_frames=None, frame_indices=sampled.frame_indices,
                          source_frame_count=sampled.source_frame_count, padded_frames=sampled.padded_frames,
                          **_record_frames(sampled.frames, spec))
@@ -86,20 +87,25 @@ def read_image_content(path: str, spec) -> RecordContent:
                          **_record_frames([image], spec))
 
 
-def read_content(path: str, spec) -> RecordContent:
-    """The frames `path` gives under `spec`; raises ValueError saying why a file is unusable."""
+def read_content(path: str, spec, max_frame_pixels: int = video_reader.MAX_FRAME_PIXELS) -> RecordContent:
+    """The frames `path` gives under `spec`; raises ValueError saying why a file is unusable.
+
+    max_frame_pixels (--max_frame_pixels) bounds a video's frames; it is a reading limit, not
+    preprocessing, so it is not in the spec stored with datasets and runs. Images have their own
+    fixed bound (image_reader.MAX_PIXELS)."""
     reason = media.check_file(path, spec.kind)
     if reason is not None:
         raise ValueError(reason)
     if spec.kind == "video":
-        return read_video_content(path, spec)
+        return read_video_content(path, spec, max_frame_pixels)
     return read_image_content(path, spec)
 
 
-def try_read_content(path: str, spec) -> RecordContent | SkippedFile:
+def try_read_content(path: str, spec, max_frame_pixels: int = video_reader.MAX_FRAME_PIXELS
+                     ) -> RecordContent | SkippedFile:
     """read_content, with any failure of this one file turned into a SkippedFile."""
     try:
-        return read_content(path, spec)
+        return read_content(path, spec, max_frame_pixels)
     except MemoryError:
         return SkippedFile(path, "out of memory while decoding")
     except Exception as error:  # noqa: BLE001 - one broken file must never stop a run
@@ -122,9 +128,11 @@ def encode_content(content: RecordContent, spec, label: int, source: str, group:
         jpeg_frames=[schema.encode_jpeg(frame, spec.jpeg_quality) for frame in content.frames], **common)
 
 
-def make_record(path: str, spec, label: int, group: str, source: str | None = None) -> bytes:
+def make_record(path: str, spec, label: int, group: str, source: str | None = None,
+                max_frame_pixels: int = video_reader.MAX_FRAME_PIXELS) -> bytes:
     """The serialized record of one file, exactly as the converter writes it.
 
     Raises ValueError when the file cannot be used.
     """
-    return encode_content(read_content(path, spec), spec, label, source if source is not None else path, group)
+    content = read_content(path, spec, max_frame_pixels)
+    return encode_content(content, spec, label, source if source is not None else path, group)

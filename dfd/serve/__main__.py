@@ -14,6 +14,7 @@ from dfd import cli
 
 def define_flags() -> None:
     from dfd.evaluation.metrics import AGGREGATE_METHODS  # imports TensorFlow: quiet it first (__main__)
+    from dfd.preprocess import video_reader
 
     flags.DEFINE_string("model", None, "Run directory (trainer) or export directory (dfd.export).", required=True)
     flags.DEFINE_string("host", "127.0.0.1", "Address to bind; the default reaches only this machine.")
@@ -23,6 +24,8 @@ def define_flags() -> None:
     flags.DEFINE_enum("aggregate", "mean", list(AGGREGATE_METHODS),
                       "Image model given a video: how its frame scores become the video's score.")
     flags.DEFINE_integer("batch_size", 16, "Most uploads scored in one batch.")
+    flags.DEFINE_integer("max_frame_pixels", video_reader.MAX_FRAME_PIXELS, "An uploaded video whose frames have "
+                         "more pixels (width x height, from its header) is refused before decoding (as dfd.predict).")
 
 
 def main(argv) -> int:
@@ -36,7 +39,8 @@ def main(argv) -> int:
 
     loaded = loading.load(values.model)
     loaded.score(np.zeros((1,) + loaded.input_shape, np.uint8))   # trace once now, not on the first upload
-    application = create_app(loaded, values.max_upload_mb, values.video_frames, values.aggregate, values.batch_size)
+    application = create_app(loaded, values.max_upload_mb, values.video_frames, values.aggregate, values.batch_size,
+                             max_frame_pixels=values.max_frame_pixels)
     calibrated = f"; calibrated P(fake): {loaded.calibration_source}" if loaded.temperature != 1.0 else ""
     print(f"dfd.serve: {loaded.model_path} (threshold {loaded.threshold:.4f}{calibrated})\n"
           f"Open http://{values.host}:{values.port}/ in a browser; API: POST /v1/predict, GET /v1/model, "

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
+from dfd.preprocess.video_reader import MAX_FRAME_PIXELS
 from dfd.serve import page
 from dfd.serve.batcher import Batcher
 
@@ -57,11 +58,11 @@ def _extension(filename: str) -> str:
 
 
 def create_app(loaded, max_upload_mb: float = 200, video_frames: int = 16, aggregate: str = "mean",
-               batch_size: int = 16, window_s: float = 0.02) -> Starlette:
+               batch_size: int = 16, window_s: float = 0.02, max_frame_pixels: int = MAX_FRAME_PIXELS) -> Starlette:
     options = {"max_upload_mb": max_upload_mb, "video_frames": video_frames, "aggregate": aggregate}
     limit = int(max_upload_mb * 1024 * 1024)
     batcher = Batcher(loaded, batch_size=batch_size, window_s=window_s, video_frames=video_frames,
-                      aggregate=aggregate)
+                      aggregate=aggregate, max_frame_pixels=max_frame_pixels)
     uploads = Path(tempfile.mkdtemp(prefix="dfd-serve-"))   # mode 0700: only this user reads uploads
     description = model_description(loaded, options)
     too_large = (f"the upload is larger than --max_upload_mb={max_upload_mb:g} MB; restart the server with a larger "

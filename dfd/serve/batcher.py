@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from dfd.evaluation import explain, predict
+from dfd.preprocess.video_reader import MAX_FRAME_PIXELS
 
 
 def overlay_png(frame: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> bytes:
@@ -35,9 +36,9 @@ def overlay_png(frame: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> 
 
 class Batcher:
     def __init__(self, loaded, batch_size: int = 16, window_s: float = 0.02, video_frames: int = 16,
-                 aggregate: str = "mean", explain_crops: bool = True):
+                 aggregate: str = "mean", explain_crops: bool = True, max_frame_pixels: int = MAX_FRAME_PIXELS):
         self.loaded, self.batch_size, self.window_s = loaded, batch_size, window_s
-        self.video_frames, self.aggregate = video_frames, aggregate
+        self.video_frames, self.aggregate, self.max_frame_pixels = video_frames, aggregate, max_frame_pixels
         self.explainable = explain_crops
         if explain_crops:
             try:
@@ -96,7 +97,7 @@ class Batcher:
 
         results = predict.predict_files(
             self.loaded, [path for path, _, _, _ in items], batch_size=len(items), video_frames=self.video_frames,
-            aggregate=self.aggregate, progress=None, on_frames=keep)
+            aggregate=self.aggregate, progress=None, on_frames=keep, max_frame_pixels=self.max_frame_pixels)
         self.batches += 1
         for (_, with_crops, future, started), result in zip(items, results, strict=True):
             pictures = None
