@@ -369,3 +369,19 @@ def test_only_dfds_own_folders_of_dead_servers_are_removed(tmp_path):
     assert uploads.remove_stale_folders(tmp_path) == [stale]
     assert not stale.exists() and (outside / "keep.txt").read_text() == "not the server's"
     assert live.is_dir() and elsewhere.is_dir() and foreign.is_dir() and not_a_folder.is_file() and linked.is_symlink()
+
+
+def test_the_folder_of_a_killed_server_that_stays_a_zombie_is_removed(tmp_path):
+    """A container whose first process reaps nothing keeps a killed server as a zombie for good."""
+    child = subprocess.Popen(["sleep", "60"])
+    try:
+        child.send_signal(signal.SIGKILL)
+        stat_file, deadline = Path(f"/proc/{child.pid}/stat"), time.monotonic() + 20
+        while stat_file.read_text().rsplit(")", 1)[1].split()[0] != "Z":   # not reaped: os.kill(pid, 0) succeeds
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        stale = tmp_path / f"dfd-serve-{child.pid}-{uploads.pid_namespace()}-zombie"
+        stale.mkdir()
+        assert uploads.remove_stale_folders(tmp_path) == [stale] and not stale.exists()
+    finally:
+        child.wait(timeout=30)

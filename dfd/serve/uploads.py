@@ -9,8 +9,8 @@ server that is starting at the same moment never has its new folder taken for a 
 A folder is removed only when all of these hold: its name is dfd's (`dfd-serve-<pid>-<namespace>-...`),
 it is a real directory (a link is never followed nor removed), it belongs to this user, it was made in
 this process's pid namespace (containers sharing a /tmp each number their processes from 1: another's
-live server would look dead), and no process has its pid. A pid reused by another process keeps the
-folder until that process ends: the safe side. No TensorFlow here.
+live server would look dead), and no live process has its pid (a zombie is not one). A pid reused by
+another process keeps the folder until that process ends: the safe side. No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ def create_folder() -> Path:
 
 
 def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs. A zombie (killed, not yet reaped by its parent) does not: in a container
+    whose first process reaps nothing, a server killed with SIGKILL stays one for good."""
     if pid <= 0:
         return True   # not a server's pid (0 would signal our own group): never a reason to delete
     try:
@@ -48,7 +50,11 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:   # another user's live process
         return True
-    return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]   # after "(command name)"
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def remove_stale_folders(root: str | Path | None = None, uid: int | None = None) -> list[Path]:
