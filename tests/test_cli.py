@@ -26,6 +26,7 @@ CASES = {
     "predict": (["-m", "dfd.predict", "--model=run", "--format=xml", "clip.mp4"], "dfd.predict", "--format"),
     "export": (["-m", "dfd.export", "--run_dir=run"], "dfd.export", "--output must have a value"),
     "serve": (["-m", "dfd.serve", "--model=run", "--port=http"], "dfd.serve", "--port=http"),
+    "serve_limit": (["-m", "dfd.serve", "--model=run", "--max_upload_mb=-5"], "dfd.serve", "--max_upload_mb=-5 must"),
     "data_service": (["-m", "dfd.data_service", "janitor"], "dfd.data_service", "usage: python -m dfd.data_service"),
     "bench": (["-m", "dfd.bench", "nosuch"], "dfd.bench", "unknown benchmark 'nosuch'; choose one of: convert"),
     "bench_flags": (["-m", "dfd.bench", "models", "--steps=many"], "dfd.bench", "--steps=many"),

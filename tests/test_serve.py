@@ -145,6 +145,7 @@ def chromium_driver(profile: Path):
                      "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
                      f"--user-data-dir={profile}", "--window-size=1000,900"):
         options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})   # the console: CSP violations show there
     # The driver's path is given, so selenium never runs its driver manager (which would download).
     return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
 
@@ -172,5 +173,12 @@ def test_page_in_a_real_browser_shows_the_verdict_for_an_uploaded_video(server, 
         driver.find_element(By.ID, "file").send_keys(str(files / "notes.txt"))
         WebDriverWait(driver, 60).until(lambda d: "422" in d.find_element(By.ID, "status").text)
         assert "not an image or video" in driver.find_element(By.ID, "status").text
+        # All of it ran under the page's Content-Security-Policy: its own style and script, nothing refused...
+        assert driver.execute_script("return getComputedStyle(document.getElementById('drop')).borderTopStyle") \
+            == "dashed"
+        assert not [entry for entry in driver.get_log("browser") if "Content Security Policy" in entry["message"]]
+        # ...and a script put into the page by anything else does not run.
+        assert driver.execute_script("const s = document.createElement('script'); s.textContent = 'window.ran = 1';"
+                                     " document.body.appendChild(s); return window.ran === undefined")
     finally:
         driver.quit()

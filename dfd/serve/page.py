@@ -4,18 +4,23 @@ The script posts the chosen file to /v1/predict?explain=1 and draws the answer: 
 threshold (and calibration), the face crops with their heatmaps, a bar chart of per-frame scores
 (inline SVG) and the time taken. Upload progress, then a running clock while the server works.
 Element ids (#file, #status, #verdict, #probability, ...) are what the browser test reads.
+
+The model's name and threshold.json's text come from files anyone may have written, so `render` fills
+the template in one pass (a value is never searched for placeholders) and escapes each value once for
+where it goes: HTML text, or JSON inside a <script> element (every <, > and & as a \\u escape, so no
+"</script>" or "<!--" can end it). The Content-Security-Policy lets only the page's own style and script
+run, named by their SHA-256 (they are constants), so HTML that got in anyway could run nothing.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
+import re
 
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>dfd: is this face real?</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{font-family:system-ui,sans-serif;max-width:880px;margin:1.5em auto;padding:0 1em;color:#222}
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:880px;margin:1.5em auto;padding:0 1em;color:#222}
 h1{font-size:1.4em;margin-bottom:.2em} .muted{color:#666;font-size:.9em}
 #drop{border:2px dashed #999;border-radius:8px;padding:1.6em;text-align:center;margin:1em 0;cursor:pointer}
 #drop.over{background:#eef5ff;border-color:#36c}
@@ -24,26 +29,9 @@ h1{font-size:1.4em;margin-bottom:.2em} .muted{color:#666;font-size:.9em}
 #verdict{font-size:1.8em;font-weight:700} .fake{color:#c0392b} .real{color:#1e8449} .error{color:#c0392b}
 #crops img{width:96px;height:96px;image-rendering:pixelated;margin:2px;border-radius:3px}
 table{border-collapse:collapse} td{padding:1px 10px 1px 0}
-</style></head><body>
-<h1>dfd &mdash; is this face real or AI-generated?</h1>
-<div class="muted">Model <b>__NAME__</b> (__KIND__ model), threshold __THRESHOLD____CALIBRATION__.
-Files are scored on this machine and deleted after the answer; nothing leaves it.</div>
-<div id="drop">Drop an image or a video here, or <label><u>choose a file</u>
-<input id="file" type="file" accept="image/*,video/*" hidden></label></div>
-<div id="status"></div><progress id="progress" hidden></progress>
-<div id="result">
- <div id="verdict"></div>
- <table><tr><td>P(fake)</td><td id="probability"></td></tr>
- <tr><td>threshold</td><td id="threshold"></td></tr>
- <tr><td>frames</td><td id="frames"></td></tr>
- <tr><td>time</td><td id="seconds"></td></tr></table>
- <h3>Face crops <span class="muted">(heatmap: where the model saw evidence of a fake)</span></h3>
- <div id="crops"></div>
- <h3 id="chart-title">Per-frame P(fake)</h3><div id="chart"></div>
-</div>
-<script id="model" type="application/json">__MODEL__</script>
-<script>
-const model = JSON.parse(document.getElementById('model').textContent);
+"""
+
+_SCRIPT = """const model = JSON.parse(document.getElementById('model').textContent);
 const $ = id => document.getElementById(id);
 let clock = null;
 function status(text, cls) { $('status').textContent = text; $('status').className = cls || ''; }
@@ -105,17 +93,56 @@ drop.addEventListener('dragover', e => { e.preventDefault(); drop.classList.add(
 drop.addEventListener('dragleave', () => drop.classList.remove('over'));
 drop.addEventListener('drop', e => {
   e.preventDefault(); drop.classList.remove('over'); send(e.dataTransfer.files[0]); });
-</script></body></html>
 """
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>dfd: is this face real?</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>__STYLE__</style></head><body>
+<h1>dfd &mdash; is this face real or AI-generated?</h1>
+<div class="muted">Model <b>__NAME__</b> (__KIND__ model), threshold __THRESHOLD____CALIBRATION__.
+Files are scored on this machine and deleted after the answer; nothing leaves it.</div>
+<div id="drop">Drop an image or a video here, or <label><u>choose a file</u>
+<input id="file" type="file" accept="image/*,video/*" hidden></label></div>
+<div id="status"></div><progress id="progress" hidden></progress>
+<div id="result">
+ <div id="verdict"></div>
+ <table><tr><td>P(fake)</td><td id="probability"></td></tr>
+ <tr><td>threshold</td><td id="threshold"></td></tr>
+ <tr><td>frames</td><td id="frames"></td></tr>
+ <tr><td>time</td><td id="seconds"></td></tr></table>
+ <h3>Face crops <span class="muted">(heatmap: where the model saw evidence of a fake)</span></h3>
+ <div id="crops"></div>
+ <h3 id="chart-title">Per-frame P(fake)</h3><div id="chart"></div>
+</div>
+<script id="model" type="application/json">__MODEL__</script>
+<script>__SCRIPT__</script></body></html>
+"""
+
+
+_PLACEHOLDER = re.compile(r"__([A-Z]+)__")
+_JSON_IN_SCRIPT = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+def _sha256(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+# img-src data: the face crops arrive as PNG data URIs; connect-src 'self': the upload. Nothing else.
+CONTENT_SECURITY_POLICY = (f"default-src 'none'; script-src {_sha256(_SCRIPT)}; style-src {_sha256(_STYLE)}; "
+                           "img-src data:; connect-src 'self'; base-uri 'none'; form-action 'none'; "
+                           "frame-ancestors 'none'")
 
 
 def render(description: dict) -> str:
     calibration = description.get("calibration")
     note = f", calibrated P(fake) (temperature {calibration['temperature']:.3f})" if calibration else ""
-    # The JSON sits in a <script> element: "</" must not end it early.
-    model_json = json.dumps(description).replace("</", "<\\/")
-    return (_PAGE.replace("__NAME__", html.escape(description["name"]))
-            .replace("__KIND__", description["kind"])
-            .replace("__THRESHOLD__", f"{description['threshold']:.4f}")
-            .replace("__CALIBRATION__", html.escape(note))
-            .replace("__MODEL__", model_json))
+    values = {
+        "STYLE": _STYLE, "SCRIPT": _SCRIPT,   # constants, allowed by their hashes: nothing around them
+        "NAME": html.escape(str(description["name"])),
+        "KIND": html.escape(str(description["kind"])),
+        "THRESHOLD": html.escape(f"{description['threshold']:.4f}"),
+        "CALIBRATION": html.escape(note),
+        "MODEL": json.dumps(description).translate(_JSON_IN_SCRIPT),
+    }
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], _PAGE)
