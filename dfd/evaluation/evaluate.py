@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from dfd import folders
 from dfd.atomic_files import write_json
 from dfd.data import integrity, pipeline, schema
 from dfd.data.metadata import DatasetMetadata
@@ -163,6 +164,7 @@ def evaluate(run_dir: str | Path, split: str = "test", data: str | Path | None =
     parsed_perturbations = perturb.parse(perturbations)   # bad flags fail before minutes of scoring
     layout = RunLayout(run_dir)
     loaded = loading.load(layout.root)
+    folders.check_writable(layout.root, "--run_dir")   # eval/, threshold.json: refused before minutes of scoring
     data_dir = Path(data) if data is not None else training_data_dir(layout)
     dataset = open_data(loaded, data_dir)
     # Both uses of the val split are refused before minutes of scoring when it is missing.
