@@ -14,9 +14,9 @@ Every user error leaves the same way, as one line on stderr, `NAME: message`, wi
 required one missing), a ValueError from `main` (dfd's "user error": the message says what to do) and
 an absl UsageError. What the machine or the user does to a running command leaves the same way: a full
 disk (ENOSPC, from Python or TensorFlow) and a folder it may not write to (EACCES, EPERM, EROFS) as one
-line with exit code 2, Ctrl-C (KeyboardInterrupt) as `NAME: interrupted; re-run the same command to
-resume` with exit code 130 (128 + SIGINT, the shell's convention). Anything else is a bug and keeps its
-traceback. Every entry point
+line with exit code 2, Ctrl-C (KeyboardInterrupt) as `NAME: interrupted` (training, tuning and conversion
+add `; re-run the same command to resume`) with exit code 130 (128 + SIGINT, the shell's convention).
+Anything else is a bug and keeps its traceback. Every entry point
 (python -m dfd.{train,evaluate,predict,export,tune,serve,data_service,bench}, tools/*.py) ends in
 `cli.run`; tests/test_cli.py runs each with a bad value.
 
@@ -98,7 +98,8 @@ def quiet_tensorflow() -> None:
         try:
             _import_tensorflow_quietly()
         except KeyboardInterrupt:   # Ctrl-C during the seconds TensorFlow takes to load (at module level too)
-            sys.exit(_interrupted("dfd." + Path(sys.argv[0]).stem))
+            script = Path(sys.argv[0])   # dfd/train.py under python -m dfd.train, tools/make_tfrecords.py
+            sys.exit(_interrupted(f"dfd.{script.stem}" if script.parent.name == "dfd" else script.stem))
     if os.environ[backend.ENV] != "tensorflow":
         backend.hide_gpus_from_tensorflow()
 

@@ -7,7 +7,9 @@ frames_used, and for a video scored by an image model its frame_scores. When the
 calibration.json (dfd.evaluate --calibrate), P(fake) is the calibrated probability and each entry
 carries the temperature. --explain=DIR writes a Grad-CAM picture per scored file. A file
 that cannot be used gets an "error" entry; the exit code is 1 only when no file
-could be scored.
+could be scored. Folders are walked as a conversion walks its source (dfd.evaluation.predict.find_files);
+what is left out (hidden folders, link loops) is said on stderr. A CSV cell that a spreadsheet would run as
+a formula (starting with = + - @, a tab or CR) gets a leading single quote.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ _SLOW_CONVERSION = """
 """
 
 
-def _wait_for(condition, process, timeout=240.0):
+def _wait_for(condition, process, timeout=600.0):
     deadline = time.monotonic() + timeout
     while not condition():
         assert process.poll() is None, process.communicate()[1][-3000:]
@@ -171,7 +171,7 @@ def interrupted(clips, tmp_path_factory):
         for name in ("convert", "train"):
             _wait_for(ready[name], processes[name])
             os.killpg(processes[name].pid, signal.SIGINT)   # what Ctrl-C in a terminal does
-            _, err = processes[name].communicate(timeout=120)
+            _, err = processes[name].communicate(timeout=300)
             results[name] = (processes[name].returncode, err)
     finally:
         for process in processes.values():
