@@ -12,7 +12,11 @@ flags, quiets TensorFlow's start-up logging (unless DFD_TF_LOGS=1) and runs `mai
 Every user error leaves the same way, as one line on stderr, `NAME: message`, with exit code 2
 (USER_ERROR_EXIT) and no traceback: a flag absl cannot parse (unknown, malformed, out of bounds, a
 required one missing), a ValueError from `main` (dfd's "user error": the message says what to do) and
-an absl UsageError. Anything else is a bug and keeps its traceback. Every entry point
+an absl UsageError. What the machine or the user does to a running command leaves the same way: a full
+disk (ENOSPC, from Python or TensorFlow) and a folder it may not write to (EACCES, EPERM, EROFS) as one
+line with exit code 2, Ctrl-C (KeyboardInterrupt) as `NAME: interrupted` (training, tuning and conversion
+add `; re-run the same command to resume`) with exit code 130 (128 + SIGINT, the shell's convention).
+Anything else is a bug and keeps its traceback. Every entry point
 (python -m dfd.{train,evaluate,predict,export,tune,serve,data_service,bench}, tools/*.py) ends in
 `cli.run`; tests/test_cli.py runs each with a bad value.
 
@@ -30,16 +34,21 @@ dfd's own messages are Python output and never pass through either filter.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
 import tempfile
 from pathlib import Path
 
-from dfd import backend
+from dfd import backend, folders
 
 SHOW_LOGS_ENV = "DFD_TF_LOGS"   # DFD_TF_LOGS=1: leave TensorFlow's logging as TensorFlow sets it
 USER_ERROR_EXIT = 2
+INTERRUPTED_EXIT = 130   # 128 + SIGINT: what a shell reports for a command ended by Ctrl-C
+# Commands whose re-run continues where an interrupted or failed one stopped (the run dir's backup,
+# the conversion's complete shards); the others simply start again.
+RESUMING_COMMANDS = frozenset({"dfd.train", "dfd.tune", "make_tfrecords"})
 
 # An absl C++ log line ("I0000 00:00:1796220302.266074   11308 file.cc:31] ..."); the lines after it up to
 # the next one continue its message. INFO and WARNING entries are start-up noise, and so is the banner
@@ -86,7 +95,11 @@ def quiet_tensorflow() -> None:
     """
     select_backend()
     if not show_tf_logs() and "tensorflow" not in sys.modules:
-        _import_tensorflow_quietly()
+        try:
+            _import_tensorflow_quietly()
+        except KeyboardInterrupt:   # Ctrl-C during the seconds TensorFlow takes to load (at module level too)
+            script = Path(sys.argv[0])   # dfd/train.py under python -m dfd.train, tools/make_tfrecords.py
+            sys.exit(_interrupted(f"dfd.{script.stem}" if script.parent.name == "dfd" else script.stem))
     if os.environ[backend.ENV] != "tensorflow":
         backend.hide_gpus_from_tensorflow()
 
@@ -100,8 +113,8 @@ def _import_tensorflow_quietly() -> None:
         failed = False
         try:
             import tensorflow  # noqa: F401
-        except BaseException:
-            failed = True
+        except BaseException as error:
+            failed = not isinstance(error, KeyboardInterrupt)   # Ctrl-C: the start-up noise stays hidden
             raise
         finally:
             sys.stderr.flush()
@@ -122,9 +135,45 @@ def _report(name: str, error: Exception) -> int:
     return USER_ERROR_EXIT
 
 
+def _error_chain(error: BaseException):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _disk_full(error: BaseException) -> bool:
+    """ENOSPC anywhere in the chain: an OSError from Python, one from h5py (no errno, the text only) or
+    TensorFlow's RESOURCE_EXHAUSTED from its file writers (a Keras callback may have wrapped it)."""
+    return any((isinstance(link, OSError) and link.errno == errno.ENOSPC) or "No space left on device" in str(link)
+               for link in _error_chain(error))
+
+
+def _disk_full_message(name: str, error: BaseException) -> str:
+    paths = [link.filename for link in _error_chain(error) if isinstance(link, OSError) and link.filename]
+    where = f" (writing {paths[0]})" if paths else ""
+    then = "; it resumes where it stopped" if name in RESUMING_COMMANDS else ""
+    return f"the disk is full{where}: free space there and re-run the same command{then}"
+
+
+def _permission_message(error: OSError) -> str:
+    path = Path(os.fsdecode(error.filename))
+    if error.errno == errno.EROFS or not path.exists():   # a file or folder being created there
+        return folders.not_writable_message(folders.existing_folder(path), error)
+    return (f"{path}: {error.strerror or 'permission denied'}; check that this user may read it, and write to "
+            "its folder where dfd writes")
+
+
+def _interrupted(name: str) -> int:
+    then = "; re-run the same command to resume" if name in RESUMING_COMMANDS else ""
+    print(f"{name}: interrupted{then}", file=sys.stderr, flush=True)
+    return INTERRUPTED_EXIT
+
+
 def report_user_errors(main, name: str):
-    """`main` with a user error (ValueError, absl UsageError or flag error) turned into `name: message`
-    on stderr and exit code 2."""
+    """`main` with a user error (ValueError, absl UsageError or flag error), a full disk or a folder it may not
+    write to turned into `name: message` on stderr and exit code 2, and Ctrl-C into one line and exit code 130."""
     from absl import app, flags
 
     def wrapped(argv):
@@ -134,6 +183,14 @@ def report_user_errors(main, name: str):
             raise
         except (ValueError, app.UsageError, flags.Error) as error:   # flags.Error: a command's own FlagValues
             return _report(name, error)
+        except KeyboardInterrupt:
+            return _interrupted(name)
+        except Exception as error:
+            if _disk_full(error):
+                return _report(name, ValueError(_disk_full_message(name, error)))
+            if isinstance(error, OSError) and error.errno in folders.NOT_WRITABLE_ERRNOS and error.filename:
+                return _report(name, ValueError(_permission_message(error)))
+            raise
 
     return wrapped
 

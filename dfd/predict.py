@@ -7,7 +7,9 @@ frames_used, and for a video scored by an image model its frame_scores. When the
 calibration.json (dfd.evaluate --calibrate), P(fake) is the calibrated probability and each entry
 carries the temperature. --explain=DIR writes a Grad-CAM picture per scored file. A file
 that cannot be used gets an "error" entry; the exit code is 1 only when no file
-could be scored.
+could be scored. Folders are walked as a conversion walks its source (dfd.evaluation.predict.find_files);
+what is left out (hidden folders, link loops) is said on stderr. A CSV cell that a spreadsheet would run as
+a formula (starting with = + - @, a tab or CR) gets a leading single quote.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from pathlib import Path
 
 from absl import flags
 
-from dfd import atomic_files, backend, cli
+from dfd import atomic_files, backend, cli, folders
 from dfd.preprocess.video_reader import MAX_FRAME_PIXELS
 
 FORMATS = ("json", "csv")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 CSV_COLUMNS = ("path", "kind", "fake_probability", "label", "threshold", "frames_used", "frame_scores", "temperature",
                "explanation", "error")
 
@@ -60,8 +63,17 @@ def format_results(results: list, output_format: str) -> str:
     for entry in entries:
         if "frame_scores" in entry:
             entry["frame_scores"] = ";".join(str(score) for score in entry["frame_scores"])
-        writer.writerow(entry)
+        writer.writerow({key: spreadsheet_safe(value) for key, value in entry.items()})
     return buffer.getvalue()
+
+
+def spreadsheet_safe(value):
+    """A CSV cell a spreadsheet shows as text: a string starting with = + - @ (a formula, e.g. a file named
+    `=HYPERLINK(...)`) or a tab or carriage return gets a leading single quote, as OWASP advises against
+    CSV injection. Numbers are left as they are."""
+    if isinstance(value, str) and value[:1] in FORMULA_STARTS:
+        return "'" + value
+    return value
 
 
 def check_output(output: str, paths: list[str], files: list[str]) -> None:
@@ -72,6 +84,7 @@ def check_output(output: str, paths: list[str], files: list[str]) -> None:
     parent = target.absolute().parent
     if not parent.is_dir():
         raise ValueError(f"--output={output}: the folder {parent} does not exist; create it first")
+    folders.check_writable(output, "--output")
     resolved = target.resolve()
     for path in {*paths, *files}:
         if os.path.isfile(path) and Path(path).resolve() == resolved:
@@ -92,7 +105,10 @@ def predict_command(model: str, paths: list[str], output_format: str = "json", o
     stdout = stdout or sys.stdout
     if output_format not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {output_format!r}")
-    files = predict.find_files(paths)
+    notes = []
+    files = predict.find_files(paths, notes)
+    for note in notes:
+        print(f"dfd.predict: {note}", file=sys.stderr)
     if not files:
         raise ValueError(f"no image or video files in {' '.join(paths)}")
     if output:

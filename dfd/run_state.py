@@ -21,7 +21,7 @@ import json
 import shutil
 from pathlib import Path
 
-from dfd import train_flags
+from dfd import folders, train_flags
 from dfd.run_layout import RunLayout
 
 RESUMABLE_FLAGS = frozenset({"epochs", "patience", "verbose", "profile_batch", "cache", "strategy", "jit_compile"})
@@ -38,6 +38,7 @@ def check_run_dir_path(run_dir) -> None:
             if not parent.is_dir():
                 raise ValueError(f"--run_dir={run_dir}: {parent} is a file, not a folder")
             break
+    folders.check_writable(path, "--run_dir")   # before the data is opened and the model built
 
 
 def flag_lines(text: str) -> dict[str, str]:
@@ -83,10 +84,23 @@ def differences(layout: RunLayout, config: train_flags.TrainConfig, data_metadat
     if layout.data_metadata.is_file():
         recorded = json.loads(layout.data_metadata.read_text())
         if _data_identity(recorded) != _data_identity(data_metadata):
-            extra = [entry.get("directory") for entry in recorded.get("extra_train_data") or []]
-            changed.append(f"it was trained on other data ({recorded.get('directory', '?')}"
-                           + (f" with --extra_train_data {', '.join(map(str, extra))}" if extra else "") + ")")
+            changed.append(_other_data(recorded, data_metadata))
     return changed
+
+
+def _data_names(metadata: dict) -> str:
+    extra = [str(entry.get("directory")) for entry in metadata.get("extra_train_data") or []]
+    return str(metadata.get("directory", "?")) + (f" with --extra_train_data {', '.join(extra)}" if extra else "")
+
+
+def _other_data(recorded: dict, now: dict) -> str:
+    """Which data the run was trained on and which it is given now: both, or why one folder is not the same data."""
+    there, given = _data_names(recorded), _data_names(now)
+    if there != given:
+        return f"it was trained on other data ({there} there, {given} now)"
+    # The same folders, converted again since (other files, counts or preprocessing).
+    return (f"it was trained on other data ({there} as it was then: converted again since, its shards or "
+            "preprocessing differ)")
 
 
 def check_same_run(layout: RunLayout, config: train_flags.TrainConfig, data_metadata: dict) -> None:

@@ -339,7 +339,8 @@ def test_same_run_compares_settings_not_formatting(clips, tmp_path):
         "--augment_flip there, --noaugment_flip now"]
     assert run_state.differences(layout, _config(clips, tmp_path, precision="mixed_float16"), metadata)
     moved = {**metadata, "directory": "/elsewhere"}
-    assert run_state.differences(layout, config, moved) == ["it was trained on other data (%s)" % clips.resolve()]
+    assert run_state.differences(layout, config, moved) == [
+        f"it was trained on other data ({clips.resolve()} there, /elsewhere now)"]
 
 
 # --------------------------------------------------------------------------

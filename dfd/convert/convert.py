@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 import dfd
-from dfd import atomic_files, locks
+from dfd import atomic_files, folders, locks
 from dfd.convert import pool, sources, splits, worker, writer
 from dfd.convert.config import ConvertConfig
 from dfd.data import metadata as metadata_lib
@@ -115,7 +115,10 @@ def _is_dfd_folder(output: Path) -> bool:
             return True
     except (OSError, ValueError):
         pass
-    progress = writer.Progress.load(output)
+    try:
+        progress = writer.Progress.load(output)
+    except writer.DamagedProgressError:   # dfd's name: reported by _prepare_output, replaced by --overwrite
+        return True
     return progress is not None and bool(progress.fingerprint)
 
 
@@ -129,6 +132,7 @@ def check_output(output: Path, source: str | None) -> None:
                              "Choose an --output outside the source")
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output={output} is a file, not a folder")
+    folders.check_writable(output, "--output")   # before the source is walked and read
     if output.is_dir() and not _is_dfd_folder(output):
         foreign = sorted(p.name for p in output.iterdir() if p.name != locks.LOCK_FILE)
         if foreign:
@@ -141,7 +145,12 @@ def _prepare_output(output: Path, fingerprint: str, overwrite: bool) -> writer.P
     """Called under the output's lock, after check_output: the folder is new, empty or dfd's own."""
     output.mkdir(parents=True, exist_ok=True)
     writer.remove_temporary_files(output)
-    progress = writer.Progress.load(output)
+    try:
+        progress = writer.Progress.load(output)
+    except writer.DamagedProgressError:
+        if not overwrite:
+            raise
+        progress = None   # --overwrite: removed below with dfd's other files
     existing = writer.own_files(output)
     if progress is not None and progress.fingerprint == fingerprint:
         return progress

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
 from collections import Counter
@@ -284,6 +285,19 @@ def discover_folder(source: Path, findings: Findings | None = None) -> list[Item
 # manifest
 # --------------------------------------------------------------------------
 
+def manifest_text(manifest: Path) -> str:
+    """The manifest's text: UTF-8, with the byte-order mark spreadsheets write (as "CSV UTF-8") dropped (read
+    as part of the first column's name, it made the header "lack" the path column)."""
+    data = manifest.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{manifest} is not UTF-8 text (byte 0x{data[error.start]:02x} on line {line}): save it "
+                         "as UTF-8 (a spreadsheet's \"CSV UTF-8\"), or convert it, e.g. iconv -f latin1 -t utf-8"
+                         ) from None
+
+
 def discover_manifest(manifest: Path, source: Path | None, findings: Findings | None = None) -> list[Item]:
     """CSV with path,label,split[,group]; relative paths are taken from --source or the CSV's folder.
 
@@ -295,7 +309,7 @@ def discover_manifest(manifest: Path, source: Path | None, findings: Findings | 
         raise ValueError(f"--manifest={manifest} does not exist")
     root = source if source is not None else manifest.parent
     items = []
-    with manifest.open(newline="") as handle:
+    with io.StringIO(manifest_text(manifest), newline="") as handle:
         reader = csv.DictReader(handle)
         columns = {c.strip().lower() for c in reader.fieldnames or []}
         missing = {"path", "label", "split"} - columns

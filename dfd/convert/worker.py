@@ -7,6 +7,7 @@ plain namespace and send back numpy frames; the parent serializes and writes.
 from __future__ import annotations
 
 import os
+import signal
 import types
 
 import cv2
@@ -40,6 +41,9 @@ def read_chunk(chunk: list[tuple[int, str]], spec: dict, max_frame_pixels: int =
 def serve(connection, spec: dict, max_frame_pixels: int) -> None:
     """A worker process of dfd.convert.pool: (position, path) in, (position, result) out, one file at a time,
     in order, until it receives None or the parent goes away."""
+    # Ctrl-C reaches every process of the terminal's group: the parent alone handles it (one line, its pool
+    # stops the workers), not a traceback from each worker.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     init_worker_process()
     namespace = types.SimpleNamespace(**spec)
     while True:

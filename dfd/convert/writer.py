@@ -71,6 +71,28 @@ def plan_shards(splits: list[str], labels: list[int], seed: int, records_per_sha
     return plans
 
 
+class DamagedProgressError(ValueError):
+    """A .progress.json that is not the record dfd writes: which shards are complete is unknown."""
+
+    def __init__(self, path: Path, problem: str):
+        super().__init__(f"{path} is damaged ({problem}): it records which shards of this conversion are complete. "
+                         "Re-run with --overwrite to convert again from the start (only the files dfd wrote in "
+                         f"{path.parent} are replaced)")
+
+
+def _progress_problem(raw) -> str | None:
+    if not isinstance(raw, dict):
+        return f"a JSON {type(raw).__name__}, not an object"
+    if not isinstance(raw.get("fingerprint"), str) or not isinstance(raw.get("shards"), dict):
+        return "no 'fingerprint' and 'shards'"
+    for name, info in raw["shards"].items():
+        if not isinstance(info, dict) or not all(isinstance(info.get(key), int) for key in ("count", "bytes")):
+            return f"shard {name} has no 'count' and 'bytes'"
+        if not isinstance(info.get("skipped", []), list):
+            return f"shard {name}'s 'skipped' is not a list"
+    return None
+
+
 class Progress:
     """`.progress.json`: the run's fingerprint and every complete shard with its counts."""
 
@@ -81,14 +103,18 @@ class Progress:
 
     @classmethod
     def load(cls, directory: Path) -> "Progress | None":
+        """The folder's progress record, None without one; DamagedProgressError when it is not one dfd wrote."""
         path = Path(directory) / PROGRESS_FILE
         if not path.is_file():
             return None
         try:
             raw = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return None  # never half-written (atomic), but treat a damaged one as absent
-        return cls(directory, raw.get("fingerprint", ""), raw.get("shards", {}))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:   # written atomically: edited or damaged since
+            raise DamagedProgressError(path, f"not JSON: {error}") from None
+        problem = _progress_problem(raw)
+        if problem:
+            raise DamagedProgressError(path, problem)
+        return cls(directory, raw["fingerprint"], raw["shards"])
 
     def is_complete(self, name: str) -> bool:
         info = self.shards.get(name)

@@ -69,6 +69,50 @@ def write_metadata(directory: str | Path, *, tool: str, source: dict, preprocess
     return meta
 
 
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _shard_problem(split: str, index: int, shard) -> str | None:
+    if not isinstance(shard, dict):
+        return f"shard {index} of split '{split}' is {type(shard).__name__}, not an object"
+    if not isinstance(shard.get("file"), str) or "/" in shard["file"] or shard["file"] in ("", ".", ".."):
+        return f"shard {index} of split '{split}' has no file name"
+    for key in ("count", "bytes"):
+        if not _is_count(shard.get(key)):
+            return f"shard {shard['file']} has no valid {key!r} ({shard.get(key)!r})"
+    return None
+
+
+def _split_problem(split: str, info) -> str | None:
+    if not isinstance(info, dict):
+        return f"split '{split}' is {type(info).__name__}, not an object"
+    if not _is_count(info.get("count")):
+        return f"split '{split}' has no valid 'count' ({info.get('count')!r})"
+    counts = info.get("class_counts", {})
+    if not isinstance(counts, dict) or not all(_is_count(n) for n in counts.values()):
+        return f"split '{split}' has no valid 'class_counts' ({counts!r})"
+    if not isinstance(info.get("shards"), list):
+        return f"split '{split}' has no 'shards' list"
+    return next(filter(None, (_shard_problem(split, i, shard) for i, shard in enumerate(info["shards"]))), None)
+
+
+def layout_problem(raw) -> str | None:
+    """What makes `raw` (a parsed metadata.json) unusable to readers, or None: checked once on load, so a
+    hand-edited or foreign file is reported by name instead of as a KeyError deep in a reader."""
+    if not isinstance(raw, dict):
+        return f"it holds a JSON {type(raw).__name__}, not an object"
+    if not isinstance(raw.get("preprocessing"), dict):
+        return "it has no 'preprocessing' object"
+    try:
+        PreprocessSpec.from_dict(raw["preprocessing"])
+    except (ValueError, TypeError) as error:
+        return f"its 'preprocessing' is not valid ({error})"
+    if not isinstance(raw.get("splits"), dict):
+        return "it has no 'splits' object"
+    return next(filter(None, (_split_problem(split, info) for split, info in raw["splits"].items())), None)
+
+
 class DatasetMetadata:
     """A loaded metadata.json with the questions readers ask of it."""
 
@@ -88,6 +132,13 @@ class DatasetMetadata:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as error:
             raise ValueError(f"{path} is not valid JSON ({error}); re-run the conversion") from error
+        except UnicodeDecodeError as error:
+            raise ValueError(f"{path} is not text ({error.reason} at byte {error.start}); re-run the conversion"
+                             ) from None
+        problem = layout_problem(raw)
+        if problem:
+            raise ValueError(f"{path} is not a dfd metadata.json: {problem}. Re-run the conversion that wrote the "
+                             "folder (the same make_tfrecords command) to write it again")
         return cls(directory, raw)
 
     @property

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from dfd import folders
 from dfd.atomic_files import write_json
 from dfd.data import integrity, pipeline, schema
 from dfd.data.metadata import DatasetMetadata
@@ -252,6 +253,7 @@ def open_target(run_dir: str | Path, data: str | Path | None, options: Options, 
     """The run's model and the data, checked against each other, and where this evaluation writes."""
     layout = RunLayout(run_dir)
     loaded = loading.load(layout.root)
+    folders.check_writable(layout.root, "--run_dir")   # eval/, threshold.json: refused before minutes of scoring
     data_dir = Path(data) if data is not None else training_data_dir(layout)
     own_data = data is None or is_training_data(layout, data_dir)
     dataset = open_data(loaded, data_dir)

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dfd import folders
 from dfd.atomic_files import write_text
 from dfd.evaluation import calibration, loading
 from dfd.evaluation.serving import sample_batch, serving_model
@@ -52,6 +53,7 @@ def export(run_dir: str | Path, output: str | Path, verbose: bool = True, overwr
     """Writes the export directory and returns the max abs difference between reloaded and source outputs."""
     if export_format not in FORMATS:
         raise ValueError(f"the export format must be one of {FORMATS}, got {export_format!r}")
+    folders.check_writable(output, "--output")   # before the model is loaded and converted
     if export_format == "onnx":
         from dfd.evaluation import onnx_export  # onnx, onnxruntime, tf2onnx: the `onnx` extra
 

@@ -13,6 +13,7 @@ layer, i.e. pickled Python code that runs on load; dfd models never need one.
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -32,6 +33,14 @@ EXPORT_MODEL_FILE = "model.keras"
 DEFAULT_THRESHOLD = 0.5
 
 
+def _refuse_unknown_class(path: Path, error: Exception) -> None:
+    # Keras's message goes on with the layer's whole config: 1,500 characters for one custom layer.
+    unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", str(error))
+    if unknown:
+        raise ValueError(f"{path}: the model file uses a class dfd does not know: {unknown.group(1)}; was it saved "
+                         "by another program or another dfd version? dfd loads its own models (dfd.train)") from None
+
+
 def load_keras_model(path: str | Path) -> keras.Model:
     """keras.saving.load_model in safe mode, without the training state; Lambda layers are refused, and so
     is an archive that would unpack to more than a model needs (dfd.keras_archive)."""
@@ -49,6 +58,7 @@ def load_keras_model(path: str | Path) -> keras.Model:
                 "(dfd.models has no Lambda layers) and retrain or re-save it.") from error
         raise ValueError(f"{path} could not be loaded as a Keras model: {error}") from error
     except (OSError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        _refuse_unknown_class(path, error)
         raise ValueError(f"{path} could not be loaded as a Keras model ({type(error).__name__}: {error}); "
                          "re-save or retrain the model") from error
 

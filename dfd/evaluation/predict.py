@@ -52,29 +52,79 @@ class FileResult:
         return {key: value for key, value in dataclasses.asdict(self).items() if value is not None}
 
 
-def find_files(paths: Iterable[str]) -> list[str]:
-    """Files named and the image/video files (by extension) under folders named (recursive, sorted)."""
+def find_files(paths: Iterable[str], notes: list[str] | None = None) -> list[str]:
+    """Files named and the image/video files (by extension) under folders named (recursive, sorted).
+
+    Folders are walked as the converter walks a source: hidden files and folders (".git", macOS "._clip.mp4"
+    resource forks) are left out, and links to folders are followed, but never round a loop. `notes` receives
+    one line per thing left out that way (dfd.predict prints them).
+    """
+    notes = notes if notes is not None else []
     found = []
     for path in paths:
         if os.path.isdir(path):
-            # Hidden files (macOS "._clip.mp4" resource forks and the like) are never media.
-            found += sorted(str(file) for file in Path(path).rglob("*")
-                            if file.is_file() and not file.name.startswith(".")
-                            and media.extension_kind(str(file)) is not None)
+            found += _folder_files(Path(path), notes)
         else:
             found.append(path)   # a missing or odd file gets its error entry later
     return found
 
 
+def _folder_files(root: Path, notes: list[str]) -> list[str]:
+    found, hidden = [], []
+
+    def visit(folder: Path, ancestors: frozenset) -> None:
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except OSError as error:
+            notes.append(f"{folder}: cannot read folder ({error.strerror or error}), not scanned")
+            return
+        for entry in entries:
+            path = folder / entry.name
+            if entry.name.startswith("."):
+                if _is_dir(entry):
+                    hidden.append(str(path))
+                continue
+            if not _is_dir(entry):
+                # Regular files only (links to them too): reading a FIFO or a device named .mp4 never ends.
+                if media.extension_kind(entry.name) is not None and entry.is_file():
+                    found.append(str(path))
+                continue
+            real = os.path.realpath(path)
+            if real in ancestors:   # a link to a folder above it: following it would never end
+                notes.append(f"{path}: a link loop (to {real}), not followed")
+                continue
+            visit(path, ancestors | {real})
+
+    visit(root, frozenset({os.path.realpath(root)}))
+    if hidden:
+        notes.append(f"{len(hidden)} hidden folder(s) not scanned: {', '.join(hidden[:3])}"
+                     + (", ..." if len(hidden) > 3 else ""))
+    return sorted(found)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()   # follows links
+    except OSError:
+        return False
+
+
+
 def detect_kind(path: str) -> str:
-    """'image' or 'video' from the file's first bytes (its name as a fallback); ValueError otherwise
-    (and for anything but a regular file: a FIFO would block, a device never end)."""
+    """'image' or 'video' from the file's first bytes, as the converter judges them; ValueError otherwise
+    (and for anything but a regular file: a FIFO would block, a device never end).
+
+    The name is never trusted: a text file named .jpg given to a video model was "an image it cannot score".
+    """
     size, header = media.read_header(path)
     if size == 0:
         raise ValueError("empty file (0 bytes)")
-    kind = media.sniff(header) or media.extension_kind(path)
+    kind = media.sniff(header)
     if kind is None:
-        raise ValueError("not an image or video file (unrecognised content)")
+        named = os.path.splitext(path)[1] if media.extension_kind(path) else ""
+        raise ValueError("not an image or video file (unrecognised content"
+                         + (f" despite its {named} extension)" if named else ")"))
     return kind
 
 
