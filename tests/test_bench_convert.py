@@ -10,26 +10,34 @@ def test_both_sides_read_every_clip_in_the_same_worker_pool_and_only_one_writes(
         write_mp4(tmp_path / "source" / "train" / label / f"clip{index}.mp4", moving_clip(index, 12, 48, 64, noise=10))
     config = {"source": str(tmp_path / "source"), "num_frames": 4, "frame_size": 16, "encoding": "raw",
               "workers": 2, "progress": False, "shard_mb": 32.0}
-    converted = bench_convert.run_side("convert", {**config, "output": str(tmp_path / "converted")})
-    limit = bench_convert.run_side("decode-only", {**config, "output": str(tmp_path / "limit")})
-    assert converted["items"] == limit["items"] == 2
-    for result in (converted, limit):
+    process = bench_convert.ConversionProcess()   # both sides take turns in this one process
+    try:
+        converted = process.run("convert", {**config, "output": str(tmp_path / "converted")})
+        limit = process.run("decode-only", {**config, "output": str(tmp_path / "limit")})
+        again = process.run("convert", {**config, "output": str(tmp_path / "again")})
+    finally:
+        process.close()
+    assert process.process.returncode == 0
+    assert converted["items"] == limit["items"] == again["items"] == 2
+    for result in (converted, limit, again):
         # The two workers' CPU reaches the sample through the forkserver; the sample holds it and more.
         assert 0 < result["workers_cpu_s"] < result["cpu_s"] and result["wall_s"] > 0
     assert (tmp_path / "converted" / "metadata.json").exists() and list((tmp_path / "converted").glob("*.tfrecord"))
     assert not list((tmp_path / "limit").glob("*.tfrecord")) and not (tmp_path / "limit" / "metadata.json").exists()
+    assert (tmp_path / "again" / "metadata.json").exists()   # the converter's own writing is back after the limit
 
 
-def test_a_conversion_side_keeps_its_first_round_output_only(tmp_path, monkeypatch):
+def test_a_conversion_side_keeps_its_first_round_output_only(tmp_path):
     calls = []
 
-    def fake_run_side(side, config):
-        calls.append((side, config["output"]))
-        (tmp_path / config["output"]).mkdir()
-        return {"items": 3, "wall_s": 1.5, "cpu_s": 2.0, "workers_cpu_s": 1.0}
+    class FakeProcess:
+        def run(self, side, config):
+            calls.append((side, config["output"]))
+            (tmp_path / config["output"]).mkdir()
+            return {"items": 3, "wall_s": 1.5, "cpu_s": 2.0, "workers_cpu_s": 1.0}
 
-    monkeypatch.setattr(bench_convert, "run_side", fake_run_side)
-    side = bench_convert.conversion_side("raw", "convert", tmp_path, {"encoding": "raw"}, keep=tmp_path / "kept")
+    side = bench_convert.conversion_side("raw", FakeProcess(), "convert", tmp_path, {"encoding": "raw"},
+                                         keep=tmp_path / "kept")
     assert [side.run(), side.run()] == [bench_convert._rounds.Sample(3, 1.5, 2.0)] * 2
     assert [output for _, output in calls] == [str(tmp_path / "convert-raw-0"), str(tmp_path / "convert-raw-1")]
     assert (tmp_path / "kept").is_dir() and not (tmp_path / "convert-raw-0").exists()

@@ -2,12 +2,12 @@
 
 On a generated video set (moving shapes with sensor noise, mp4v through OpenCV) it measures, in
 interleaved rounds (dfd.bench._rounds: (b) raw, (a), (b) jpeg, (c), then again, --rounds times):
-  (b) make_tfrecords' conversion (dfd.convert.convert.convert, raw and jpeg), each round in a fresh
-      interpreter with TensorFlow loaded, as the CLI runs it, with all cores: discovery, the worker
-      pool, encoding, writing, verification
-  (a) its decode-only limit: the same call in the same kind of process, with the same worker
-      processes, window and order of files, but every decoded clip dropped as it arrives: no
-      encoding, no shard, no metadata, no verification (the stage under test)
+  (b) make_tfrecords' conversion (dfd.convert.convert.convert, raw and jpeg) with all cores, in a
+      process with TensorFlow loaded as the CLI has it: discovery, a new worker pool (and
+      forkserver) per run, encoding, writing, verification
+  (a) its decode-only limit: the same call in the same process, with the same worker processes,
+      window and order of files, but every decoded clip dropped as it arrives: no encoding, no
+      shard, no metadata, no verification (the stage under test)
   (c) the seed's approach: one process reads every frame and saves each clip as one .npy file
 Each is timed over the conversion call alone (no interpreter or TensorFlow start-up), by wall and
 by CPU time, the CPU of the worker processes included (reaped through the forkserver). Also: the
@@ -108,58 +108,98 @@ def _children_cpu() -> float:
     return children.ru_utime + children.ru_stime
 
 
-def side_child(argv: list[str]) -> None:
-    """Entry of one conversion round, in a fresh interpreter like the CLI's: argv = [side, ConvertConfig as
-    JSON], side "convert" (dfd.convert.convert.convert, what make_tfrecords runs) or "decode-only" (the same
-    call with _read_only_write_shards). Prints one JSON line: files, wall and CPU seconds of the call,
-    this process's CPU and its worker processes' (reaped through the forkserver) included."""
-    import json
+SIDES = ("convert", "decode-only")
+
+
+def _one_conversion(side: str, config) -> dict:
+    """One round of `side` in this process: "convert" (dfd.convert.convert.convert, what make_tfrecords
+    runs) or "decode-only" (the same call with _read_only_write_shards). Files, wall and CPU seconds of
+    the call, this process's CPU and its worker processes' (reaped through the forkserver) included."""
     import multiprocessing.forkserver
 
-    import tensorflow  # noqa: F401  (loaded before the clock, on both sides, as make_tfrecords has it)
-
     from dfd.convert import convert as convert_lib
-    from dfd.convert.config import ConvertConfig
 
-    side, config = argv[0], ConvertConfig(**json.loads(argv[1]))
-    if side == "decode-only":
-        convert_lib._write_shards = _read_only_write_shards
+    if side not in SIDES:
+        raise ValueError(f"unknown side {side!r}: {SIDES}")
+    convert_lib._write_shards = _read_only_write_shards if side == "decode-only" else _WRITE_SHARDS[0]
     wall, cpu, children = time.perf_counter(), _rounds.cpu_seconds(), _children_cpu()
     try:
         count = convert_lib.convert(config).processed
     except _StreamedOnly as done:
         count = done.count
     # The workers are children of the forkserver, which reaps them; waiting for the forkserver itself
-    # adds their CPU time (and its own) to this process's RUSAGE_CHILDREN.
+    # adds their CPU time (and its own) to this process's RUSAGE_CHILDREN. The next round starts a new
+    # one, as every make_tfrecords run does.
     multiprocessing.forkserver._forkserver._stop()
-    result = {"items": count, "wall_s": time.perf_counter() - wall, "cpu_s": _rounds.cpu_seconds() - cpu,
-              "workers_cpu_s": _children_cpu() - children}
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    return {"items": count, "wall_s": time.perf_counter() - wall, "cpu_s": _rounds.cpu_seconds() - cpu,
+            "workers_cpu_s": _children_cpu() - children}
 
 
-def run_side(side: str, config: dict) -> dict:
-    """One round of `side` (see side_child) in a subprocess; its result."""
+_WRITE_SHARDS: list = []   # the converter's own _write_shards, kept before any round replaces it
+
+
+def serve_rounds() -> None:
+    """Entry of the conversion process: TensorFlow and the converter loaded once, as make_tfrecords has them,
+    then one round per JSON line {"side": ..., "config": ConvertConfig fields} read on stdin, each answered
+    with one result line, until stdin closes. Both sides run in this one process, in turns."""
     import json
 
-    code = "import sys; from dfd.bench.convert import side_child; side_child(sys.argv[1:])"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-c", code, side, json.dumps(config)], capture_output=True, text=True,
-                          env=env)
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if done.returncode or not lines:
-        raise RuntimeError(f"the {side} round failed (exit code {done.returncode}):\n{done.stderr[-2000:]}")
-    return json.loads(lines[-1][len(RESULT_PREFIX):])
+    import tensorflow  # noqa: F401  (loaded before any clock, as make_tfrecords has it)
+
+    from dfd.convert import convert as convert_lib
+    from dfd.convert.config import ConvertConfig
+
+    _WRITE_SHARDS.append(convert_lib._write_shards)
+    print(RESULT_PREFIX + "ready", flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        result = _one_conversion(request["side"], ConvertConfig(**request["config"]))
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def conversion_side(name: str, side: str, root: Path, config: dict, keep: Path | None = None) -> _rounds.Side:
-    """A Side running `side` on `config` once per round, each time into a new output folder, removed
-    afterwards but for the first round's, kept as `keep` (for its sizes and read rates)."""
+class ConversionProcess:
+    """The process that runs every conversion round (serve_rounds), started once."""
+
+    def __init__(self):
+        code = "from dfd.bench.convert import serve_rounds; serve_rounds()"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.errors = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen([sys.executable, "-c", code], text=True, env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.errors)
+        self._answer()
+
+    def _answer(self) -> str:
+        for line in self.process.stdout:
+            if line.startswith(RESULT_PREFIX):
+                return line[len(RESULT_PREFIX):]
+        self.process.wait()
+        self.errors.seek(0)
+        raise RuntimeError(f"the conversion process failed (exit code {self.process.returncode}):\n"
+                           f"{self.errors.read()[-2000:]}")
+
+    def run(self, side: str, config: dict) -> dict:
+        import json
+
+        self.process.stdin.write(json.dumps({"side": side, "config": config}) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self._answer())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+        self.errors.close()
+
+
+def conversion_side(name: str, process, side: str, root: Path, config: dict,
+                    keep: Path | None = None) -> _rounds.Side:
+    """A Side running `side` on `config` in `process` (a ConversionProcess) once per round, each time into a
+    new output folder, removed afterwards but for the first round's, kept as `keep` (for sizes and read rates)."""
     rounds = []
 
     def run() -> _rounds.Sample:
         output = root / f"{side}-{config['encoding']}-{len(rounds)}"
-        result = run_side(side, {**config, "output": str(output)})
+        result = process.run(side, {**config, "output": str(output)})
         rounds.append(result)
         if keep is not None and not keep.exists() and output.exists():
             os.replace(output, keep)
@@ -274,15 +314,15 @@ def read_rate(directory: Path, repeats: int = 3) -> float:
     return clips / (time.perf_counter() - start)
 
 
-def _sides(values, root: Path, set_a: Path, workers: int) -> list[_rounds.Side]:
+def _sides(values, process, root: Path, set_a: Path, workers: int) -> list[_rounds.Side]:
     """(b) raw, (a) its decode-only limit, (b) jpeg, (c) the seed's way, in the order they take turns."""
     paths = sorted(str(p) for p in set_a.rglob("*.mp4"))
     config = {"source": str(set_a), "num_frames": values.frames, "frame_size": values.frame_size, "encoding": "raw",
               "workers": workers, "progress": False, "shard_mb": 32.0}
     return [
-        conversion_side("(b) make_tfrecords, raw", "convert", root, config, keep=root / "raw_a"),
-        conversion_side("(a) decode-only limit (the same, no write)", "decode-only", root, config),
-        conversion_side("(b) make_tfrecords, jpeg", "convert", root, {**config, "encoding": "jpeg"},
+        conversion_side("(b) make_tfrecords, raw", process, "convert", root, config, keep=root / "raw_a"),
+        conversion_side("(a) decode-only limit (the same, no write)", process, "decode-only", root, config),
+        conversion_side("(b) make_tfrecords, jpeg", process, "convert", root, {**config, "encoding": "jpeg"},
                         keep=root / "jpeg_a"),
         _rounds.Side("(c) seed: one .npy per clip, one process",
                      lambda: _rounds.timed(lambda: seed_npy(paths, root / "npy", values.frames, values.frame_size))),
@@ -291,8 +331,8 @@ def _sides(values, root: Path, set_a: Path, workers: int) -> list[_rounds.Side]:
 
 def _report(values, sides, workers: int, clips: int, sizes: dict, rss: tuple[int, int]) -> None:
     print(f"\n{clips} clips -> {values.frames} x {values.frame_size}x{values.frame_size}; workers={workers}; "
-          f"{values.rounds} interleaved rounds (each conversion in a fresh interpreter; wall and CPU time of the "
-          "conversion call, worker processes included)")
+          f"{values.rounds} interleaved rounds (the conversions in one process, each with a new worker pool; "
+          "wall and CPU time of the conversion call, worker processes included)")
     for line in _rounds.table(sides, "clip", "ms", width=44):
         print(line)
     print(f"\n{'encoding':<10}{'bytes/clip':>12}{'read clips/s':>14}")
@@ -323,8 +363,12 @@ def main(argv) -> None:
         if values.engine == "beam":
             compare_engines(root, values)
             return
-        sides = _rounds.interleave(_sides(values, root, set_a, workers), values.rounds,
-                                   progress=lambda line: print(line, flush=True))
+        process = ConversionProcess()
+        try:
+            sides = _rounds.interleave(_sides(values, process, root, set_a, workers), values.rounds,
+                                       progress=lambda line: print(line, flush=True))
+        finally:
+            process.close()
         # Peak memory, polled from outside (the rounds' own runs are left unobserved).
         rss = tuple(convert_subprocess(source, root / f"rss_{name}", "raw", values)["peak_rss"]
                     for name, source in (("a", set_a), ("b", set_b)))
