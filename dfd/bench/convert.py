@@ -52,6 +52,8 @@ class Settings:
     frame_size: int = setting(64, "Frame size of the records.")
     workers: int = setting(0, "Decoding processes for (a) and (b); 0 = all cores.")
     rounds: int = setting(5, "Interleaved rounds of (b) raw, (a), (b) jpeg and (c) (at least 5).")
+    memory: bool = setting(True, "Also measure make_tfrecords' peak RSS on the set and on the double set (two more "
+                           "runs of the command).")
     work_dir: str | None = setting(None, "Where to put generated data (default: a temporary folder, removed).")
     engine: str = setting("local", "beam: compare make_tfrecords --engine=beam with --engine=local (see the module "
                           "docstring) instead of the full benchmark.", choices=ENGINES)
@@ -329,7 +331,7 @@ def _sides(values, process, root: Path, set_a: Path, workers: int) -> list[_roun
     ]
 
 
-def _report(values, sides, workers: int, clips: int, sizes: dict, rss: tuple[int, int]) -> None:
+def _report(values, sides, workers: int, clips: int, sizes: dict, rss: tuple[int, int] | None) -> None:
     print(f"\n{clips} clips -> {values.frames} x {values.frame_size}x{values.frame_size}; workers={workers}; "
           f"{values.rounds} interleaved rounds (the conversions in one process, each with a new worker pool; "
           "wall and CPU time of the conversion call, worker processes included)")
@@ -338,10 +340,10 @@ def _report(values, sides, workers: int, clips: int, sizes: dict, rss: tuple[int
     print(f"\n{'encoding':<10}{'bytes/clip':>12}{'read clips/s':>14}")
     for encoding, (size, read) in sizes.items():
         print(f"{encoding:<10}{size / clips:>12.0f}{'-' if read is None else f'{read:.0f}':>14}")
-    mib = 2**20
-    growth = rss[1] / rss[0] - 1
-    print(f"\npeak RSS of (b) raw, parent + workers: {clips} clips {rss[0] / mib:.0f} MiB, "
-          f"{2 * clips} clips {rss[1] / mib:.0f} MiB ({growth:+.1%}; target <= +10%)")
+    if rss:
+        mib = 2**20
+        print(f"\npeak RSS of (b) raw, parent + workers: {clips} clips {rss[0] / mib:.0f} MiB, "
+              f"{2 * clips} clips {rss[1] / mib:.0f} MiB ({rss[1] / rss[0] - 1:+.1%}; target <= +10%)")
     raw, limit, _, seed = sides
     print(_rounds.ratio_line("make_tfrecords raw / the seed's .npy per clip", raw, seed))
     print(_rounds.ratio_line("P4 make_tfrecords raw / decode-only limit", raw, limit, ">= 0.8"))
@@ -371,7 +373,7 @@ def main(argv) -> None:
             process.close()
         # Peak memory, polled from outside (the rounds' own runs are left unobserved).
         rss = tuple(convert_subprocess(source, root / f"rss_{name}", "raw", values)["peak_rss"]
-                    for name, source in (("a", set_a), ("b", set_b)))
+                    for name, source in (("a", set_a), ("b", set_b))) if values.memory else None
         npy_bytes = sum(p.stat().st_size for p in (root / "npy").glob("*.npy"))
         sizes = {encoding: (sum(p.stat().st_size for p in (root / f"{encoding}_a").glob("*.tfrecord")),
                             read_rate(root / f"{encoding}_a")) for encoding in ("raw", "jpeg")}

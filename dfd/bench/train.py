@@ -39,6 +39,8 @@ class Settings:
     batch_size: int = setting(32, "Batch size (the seed's).")
     epochs: int = setting(1, "Timed epochs per feed and round (after one warm-up epoch).")
     rounds: int = setting(5, "Interleaved rounds (every feed once per round; at least 5).")
+    augmentations: bool = setting(True, "Also time the in-memory feed behind the on-device augmentation (flip; all "
+                                  "ops) and the augmentation layer alone.")
     precision: str = setting("auto", "auto: mixed_float16 on a GPU, float32 on CPU.", choices=PRECISIONS)
     workdir: str | None = setting(None, "Where to write the data (default: a temporary folder, removed).")
 
@@ -157,10 +159,11 @@ def main(argv) -> None:
         sides = [_fit_side("fit on the TFRecord pipeline (shuffle)", model, epochs, clips_per_epoch, x=feed,
                            steps_per_epoch=steps, shuffle=False),
                  _fit_side("fit on numpy arrays in memory", model, epochs, clips_per_epoch, **in_memory)]
+        augmentations = _augmentations() if values.augmentations else []
         sides += [_fit_side(f"in memory + on-device {name}", compiled(augment), epochs, clips_per_epoch, **in_memory)
-                  for name, augment in _augmentations()]
+                  for name, augment in augmentations]
         _rounds.interleave(sides, values.rounds, progress=lambda line: print(line, flush=True))
-        layer_costs = [(name, _layer_cost(augment, clips[:batch_size])) for name, augment in _augmentations()]
+        layer_costs = [(name, _layer_cost(augment, clips[:batch_size])) for name, augment in augmentations]
         utilisation = _gpu_utilisation() if tf.config.list_physical_devices("GPU") else None
     print(_rounds.machine_line("after"))
     device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
@@ -171,8 +174,9 @@ def main(argv) -> None:
         print(line)
     if utilisation:
         print(f"GPU utilisation after the pipeline-fed epochs: {utilisation}")
-    print(_rounds.ratio_line("on-device flip: in memory + flip / in memory", sides[2], sides[1]))
-    print(_rounds.ratio_line("on-device all ops: in memory + all ops / in memory", sides[3], sides[1]))
-    print("augmentation layer alone, per batch: " + ", ".join(
-        f"{name} {cpu:.1f} ms CPU ({wall:.1f} ms wall)" for name, (cpu, wall) in layer_costs))
+    for (name, _), side in zip(augmentations, sides[2:], strict=True):
+        print(_rounds.ratio_line(f"on-device {name}: in memory + it / in memory", side, sides[1]))
+    if layer_costs:
+        print("augmentation layer alone, per batch: " + ", ".join(
+            f"{name} {cpu:.1f} ms CPU ({wall:.1f} ms wall)" for name, (cpu, wall) in layer_costs))
     print(_rounds.ratio_line("P2 fit on TFRecord pipeline / fit on in-memory batches", sides[0], sides[1], ">= 0.95"))
