@@ -27,7 +27,8 @@ def test_interleave_runs_every_side_once_per_round_in_turn():
     assert _rounds.interleave(sides, rounds=6, progress=progress.append) is sides
     assert log == list("ABC") * 6
     assert [len(side.samples) for side in sides] == [6, 6, 6]
-    assert progress[-1] == "round 6/6 done" and len(progress) == 6
+    assert len(progress) == 6
+    assert progress[-1] == "round 6/6: " + "; ".join(f"{name} 10.0/s, CPU 50.000 ms each" for name in "ABC")
 
 
 def test_a_round_that_measured_nothing_stops_the_benchmark():

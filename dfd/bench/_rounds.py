@@ -85,7 +85,10 @@ def interleave(sides: Sequence[Side], rounds: int, progress: Callable[[str], Non
                 raise RuntimeError(f"{side.name}: round {round_index + 1} measured nothing ({sample})")
             side.samples.append(sample)
         if progress is not None:
-            progress(f"round {round_index + 1}/{rounds} done")
+            # Each round's numbers as it ends: on a starved machine a run stopped early still says something.
+            progress(f"round {round_index + 1}/{rounds}: " + "; ".join(
+                f"{side.name} {side.samples[-1].items / side.samples[-1].wall_s:,.1f}/s, CPU "
+                f"{side.samples[-1].cpu_s / side.samples[-1].items * 1e3:.3f} ms each" for side in sides))
     return sides
 
 
