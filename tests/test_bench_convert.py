@@ -42,3 +42,19 @@ def test_a_conversion_side_keeps_its_first_round_output_only(tmp_path):
     assert [output for _, output in calls] == [str(tmp_path / "convert-raw-0"), str(tmp_path / "convert-raw-1")]
     assert (tmp_path / "kept").is_dir() and not (tmp_path / "convert-raw-0").exists()
     assert not (tmp_path / "convert-raw-1").exists()
+
+
+def test_the_report_ends_with_p4_and_skips_memory_when_not_measured(capsys):
+    from dfd import bench
+    from dfd.bench._rounds import Sample, Side
+
+    values = bench.parse(bench_convert.Settings, ["bench", "--clips=4", "--nomemory"])
+    sides = [Side(name, lambda: None, [Sample(4, wall, cpu)] * 5)
+             for name, wall, cpu in (("raw", 2.0, 0.4), ("limit", 1.0, 0.3), ("jpeg", 2.0, 0.5), ("seed", 1.0, 0.1))]
+    sizes = {"raw": (800, 100.0), "jpeg": (200, 50.0), "npy": (800, None)}
+    bench_convert._report(values, sides, 2, 4, sizes, None)
+    out = capsys.readouterr().out
+    assert "peak RSS" not in out
+    assert "npy              200             -" in out   # bytes per clip, no tf.data read rate
+    assert out.splitlines()[-1] == ("P4 make_tfrecords raw / decode-only limit by CPU time = 0.75 (rounds 0.75-0.75) "
+                                    "(target >= 0.8); by wall time = 0.50 (rounds 0.50-0.50)")

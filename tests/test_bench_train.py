@@ -25,3 +25,20 @@ def test_a_feed_round_is_one_fit_of_a_warm_up_and_the_timed_epochs():
     assert model.calls == [(4, ["steps_per_epoch", "x"])] * 2   # one warm-up epoch + 3 timed, per round
     assert first.items == second.items == 3 * 64   # the warm-up epoch is not in the sample
     assert first.wall_s > 0 and first.cpu_s >= 0
+
+
+def test_the_report_ends_with_p2_by_cpu_time_then_wall_time(capsys):
+    from dfd import bench
+    from dfd.bench._rounds import Sample, Side
+
+    values = bench.parse(bench_train.Settings, ["bench", "--epochs=2"])
+    feeds = [Side("records", lambda: None, [Sample(64, 2.0, 4.0)] * 5),
+             Side("memory", lambda: None, [Sample(64, 1.0, 3.0)] * 5),
+             Side("memory + flip", lambda: None, [Sample(64, 1.0, 6.0)] * 5)]
+    bench_train._report(values, 1000, 64, "float32", feeds, ["flip"], [("flip", (12.0, 20.0))], None)
+    lines = capsys.readouterr().out.splitlines()
+    assert "5 interleaved rounds of one warm-up and 2 timed epochs per feed" in lines[0]
+    assert lines[-3].startswith("on-device flip: in memory + it / in memory by CPU time = 0.50")
+    assert lines[-2] == "augmentation layer alone, per batch: flip 12.0 ms CPU (20.0 ms wall)"
+    assert lines[-1] == ("P2 fit on TFRecord pipeline / fit on in-memory batches by CPU time = 0.75 (rounds 0.75-0.75) "
+                         "(target >= 0.95); by wall time = 0.50 (rounds 0.50-0.50)")

@@ -114,6 +114,26 @@ def _fit_side(name: str, model, epochs: int, clips_per_epoch: int, **fit_args) -
     return _rounds.Side(name, run)
 
 
+def _report(values, parameters: int, num_clips: int, precision: str, sides, augmentation_names, layer_costs,
+            utilisation) -> None:
+    import tensorflow as tf
+
+    device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
+    print(f"seed cnn_lstm ({parameters:,} parameters) on {num_clips} clips of "
+          f"{values.num_frames}x{values.size}x{values.size}x3 uint8, batch {values.batch_size}, {precision}, {device}; "
+          f"{values.rounds} interleaved rounds of one warm-up and {values.epochs} timed epochs per feed")
+    for line in _rounds.table(sides, "clip", "ms", width=40):
+        print(line)
+    if utilisation:
+        print(f"GPU utilisation after the pipeline-fed epochs: {utilisation}")
+    for name, side in zip(augmentation_names, sides[2:], strict=True):
+        print(_rounds.ratio_line(f"on-device {name}: in memory + it / in memory", side, sides[1]))
+    if layer_costs:
+        print("augmentation layer alone, per batch: " + ", ".join(
+            f"{name} {cpu:.1f} ms CPU ({wall:.1f} ms wall)" for name, (cpu, wall) in layer_costs))
+    print(_rounds.ratio_line("P2 fit on TFRecord pipeline / fit on in-memory batches", sides[0], sides[1], ">= 0.95"))
+
+
 def main(argv) -> None:
     values = bench.parse(Settings, argv)
     _rounds.check_rounds(values.rounds)
@@ -166,17 +186,5 @@ def main(argv) -> None:
         layer_costs = [(name, _layer_cost(augment, clips[:batch_size])) for name, augment in augmentations]
         utilisation = _gpu_utilisation() if tf.config.list_physical_devices("GPU") else None
     print(_rounds.machine_line("after"))
-    device = "GPU" if tf.config.list_physical_devices("GPU") else f"CPU ({os.cpu_count()} cores)"
-    print(f"seed cnn_lstm ({model.count_params():,} parameters) on {num_clips} clips of "
-          f"{values.num_frames}x{values.size}x{values.size}x3 uint8, batch {batch_size}, {precision}, {device}; "
-          f"{values.rounds} interleaved rounds of one warm-up and {epochs} timed epochs per feed")
-    for line in _rounds.table(sides, "clip", "ms", width=40):
-        print(line)
-    if utilisation:
-        print(f"GPU utilisation after the pipeline-fed epochs: {utilisation}")
-    for (name, _), side in zip(augmentations, sides[2:], strict=True):
-        print(_rounds.ratio_line(f"on-device {name}: in memory + it / in memory", side, sides[1]))
-    if layer_costs:
-        print("augmentation layer alone, per batch: " + ", ".join(
-            f"{name} {cpu:.1f} ms CPU ({wall:.1f} ms wall)" for name, (cpu, wall) in layer_costs))
-    print(_rounds.ratio_line("P2 fit on TFRecord pipeline / fit on in-memory batches", sides[0], sides[1], ">= 0.95"))
+    _report(values, model.count_params(), num_clips, precision, sides, [name for name, _ in augmentations],
+            layer_costs, utilisation)
