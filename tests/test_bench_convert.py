@@ -55,6 +55,6 @@ def test_the_report_ends_with_p4_and_skips_memory_when_not_measured(capsys):
     bench_convert._report(values, sides, 2, 4, sizes, None)
     out = capsys.readouterr().out
     assert "peak RSS" not in out
-    assert "npy              200             -" in out   # bytes per clip, no tf.data read rate
+    assert f"{'npy':<10}{200:>12}{'-':>14}" in out   # bytes per clip, no tf.data read rate
     assert out.splitlines()[-1] == ("P4 make_tfrecords raw / decode-only limit by CPU time = 0.75 (rounds 0.75-0.75) "
                                     "(target >= 0.8); by wall time = 0.50 (rounds 0.50-0.50)")
