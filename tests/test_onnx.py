@@ -165,22 +165,3 @@ def test_torch_backend_exports_a_calibrated_cnn_lstm(tmp_path):
     batch = np.random.default_rng(1).integers(0, 256, (3, 4, SIZE, SIZE, 3), dtype=np.uint8)
     # The same .keras file on this process's tensorflow backend gives the same calibrated P(fake).
     np.testing.assert_allclose(loaded.score(batch), loading.load(tmp_path / "run").score(batch), atol=1e-5)
-
-
-def test_bench_models_gathers_backends_into_one_table_with_the_ratios(capsys):
-    """`bench models --backend=tensorflow,torch --inference`: one table from per-backend results, two ratio lines."""
-    from dfd import bench
-    from dfd.bench import models as bench_models
-
-    values = bench.parse(bench_models.Settings, ["bench", "--backend=tensorflow,torch", "--inference"])
-    results = [{"backend": "tensorflow", "precision": "float32", "train_s": {"False": 0.3, "True": 1.0},
-                "inference_s": {"keras": 0.1, "onnxruntime": 0.125}},
-               {"backend": "torch", "precision": "float32", "train_s": {"False": 0.6},
-                "inference_s": {"keras": 0.5, "onnxruntime": 0.2}}]
-    bench_models._print_backends(values, results, "CPU")
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[-2].endswith("inference clips/s (cnn_lstm, batch 32): 0.80x")
-    assert lines[-1].endswith("train-step time (cnn_lstm, batch 32, jit off): 2.00x")
-    assert [line.split()[0] for line in lines if line.endswith("  CPU")] == ["tensorflow", "tensorflow", "torch"]
-    with pytest.raises(ValueError, match="--backend takes tensorflow, torch"):
-        bench_models.main(["bench", "--backend=jax"])

@@ -1,18 +1,19 @@
 """Conversion benchmark: `python -m dfd.bench convert [--clips=240]`.
 
-On a generated video set (moving shapes with sensor noise, mp4v through
-OpenCV) it measures, in one run:
-  (a) decode-only limit: the same frame sampling and resize in a pool of all
-      cores in a fresh interpreter (as the converter starts its pool), nothing
-      serialized or written
-  (b) tools/make_tfrecords.py with all cores (raw and jpeg; in a subprocess,
-      clips/s from its summary, which excludes interpreter and TF start-up
-      but includes pool start, writing and verification), and its peak RSS
-      (parent + workers, polled) on the set and on a set twice as large
-  (c) the seed's approach: one process reads every frame and saves each
-      clip as one .npy file
-plus bytes per clip and tf.data read clips/s (parse_batch + decode_frames) for
-raw and jpeg. Prints a table and b/a on the last line.
+On a generated video set (moving shapes with sensor noise, mp4v through OpenCV) it measures, in
+interleaved rounds (dfd.bench._rounds: (b) raw, (a), (b) jpeg, (c), then again, --rounds times):
+  (b) make_tfrecords' conversion (dfd.convert.convert.convert, raw and jpeg) with all cores, in a
+      process with TensorFlow loaded as the CLI has it: discovery, a new worker pool (and
+      forkserver) per run, encoding, writing, verification
+  (a) its decode-only limit: the same call in the same process, with the same worker processes,
+      window and order of files, but every decoded clip dropped as it arrives: no encoding, no
+      shard, no metadata, no verification (the stage under test)
+  (c) the seed's approach: one process reads every frame and saves each clip as one .npy file
+Each is timed over the conversion call alone (no interpreter or TensorFlow start-up), by wall and
+by CPU time, the CPU of the worker processes included (reaped through the forkserver). Also: the
+peak RSS of make_tfrecords (parent + workers, polled) on the set and on a set twice as large, bytes
+per clip, and tf.data read clips/s (parse_batch + decode_frames) for raw and jpeg. The last line is
+P4 = (b) raw ÷ (a), by CPU time (the headline) and by wall time, target >= 0.8.
 
 `--engine=beam` measures instead the two engines of make_tfrecords side by side on the same set:
 wall time of the whole command (interpreter, TF and pipeline start included) on a 4-clip set
@@ -24,7 +25,6 @@ beam/local clips/s on the last line.
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import re
 import shutil
@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from dfd import bench
+from dfd.bench import _rounds
 from dfd.convert.config import ENGINES
 from dfd.settings import setting
 
@@ -50,6 +51,9 @@ class Settings:
     frames: int = setting(16, "Frames sampled per clip.")
     frame_size: int = setting(64, "Frame size of the records.")
     workers: int = setting(0, "Decoding processes for (a) and (b); 0 = all cores.")
+    rounds: int = setting(5, "Interleaved rounds of (b) raw, (a), (b) jpeg and (c) (at least 5).")
+    memory: bool = setting(True, "Also measure make_tfrecords' peak RSS on the set and on the double set (two more "
+                           "runs of the command).")
     work_dir: str | None = setting(None, "Where to put generated data (default: a temporary folder, removed).")
     engine: str = setting("local", "beam: compare make_tfrecords --engine=beam with --engine=local (see the module "
                           "docstring) instead of the full benchmark.", choices=ENGINES)
@@ -73,55 +77,142 @@ def _generate(root: Path, clips: int, frames: int, height: int, width: int) -> t
     return set_a, set_b
 
 
-def _decode_only_task(paths: list[str], spec: dict) -> int:
-    import types
-
-    from dfd.preprocess.records import read_content
-
-    namespace = types.SimpleNamespace(**spec)
-    return sum(read_content(path, namespace).frames.shape[0] for path in paths)
+RESULT_PREFIX = "dfd.bench.convert result: "
 
 
-def decode_only(paths: list[str], spec: dict, workers: int) -> float:
-    """(a): clips/s of sampling + resize alone, same chunking and process start as the converter."""
-    from dfd.convert import worker
-    from dfd.convert.convert import CHUNK_SIZE
+class _StreamedOnly(Exception):
+    """Ends the decode-only limit's conversion right after its stream, with the number of files read."""
 
-    chunks = [paths[i:i + CHUNK_SIZE] for i in range(0, len(paths), CHUNK_SIZE)]
-    start = time.perf_counter()
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["dfd.convert.worker"])
-    with context.Pool(workers, initializer=worker.init_worker) as pool:
-        for _ in pool.imap_unordered(_call_decode_only, [(chunk, spec) for chunk in chunks]):
-            pass
-    return len(paths) / (time.perf_counter() - start)
+    def __init__(self, count: int):
+        super().__init__(f"{count} files read")
+        self.count = count
 
 
-def _call_decode_only(args) -> int:
-    return _decode_only_task(*args)
+def _read_only_write_shards(output, items, spec, todo, progress, config, on_send=None, on_shard=None):
+    """The decode-only limit's stand-in for dfd.convert.convert._write_shards: the same stream (the
+    same worker processes, window and order), every result dropped, so no encoding, no shard, no
+    metadata and no verification, which are the stage under test."""
+    from dfd.convert import convert as convert_lib
+
+    workers = config.workers or os.cpu_count() or 1
+    stream = convert_lib._stream(items, [p for plan in todo for p in plan.positions], spec, workers, on_send)
+    try:
+        count = sum(1 for _ in stream)
+    finally:
+        stream.close()
+    raise _StreamedOnly(count)
 
 
-def decode_only_child(argv: list[str]) -> None:
-    """Entry of the (a) subprocess: a fresh interpreter, like the converter's, so both pay the same pool start."""
+def _children_cpu() -> float:
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime
+
+
+SIDES = ("convert", "decode-only")
+
+
+def _one_conversion(side: str, config) -> dict:
+    """One round of `side` in this process: "convert" (dfd.convert.convert.convert, what make_tfrecords
+    runs) or "decode-only" (the same call with _read_only_write_shards). Files, wall and CPU seconds of
+    the call, this process's CPU and its worker processes' (reaped through the forkserver) included."""
+    import multiprocessing.forkserver
+
+    from dfd.convert import convert as convert_lib
+
+    if side not in SIDES:
+        raise ValueError(f"unknown side {side!r}: {SIDES}")
+    convert_lib._write_shards = _read_only_write_shards if side == "decode-only" else _WRITE_SHARDS[0]
+    wall, cpu, children = time.perf_counter(), _rounds.cpu_seconds(), _children_cpu()
+    try:
+        count = convert_lib.convert(config).processed
+    except _StreamedOnly as done:
+        count = done.count
+    # The workers are children of the forkserver, which reaps them; waiting for the forkserver itself
+    # adds their CPU time (and its own) to this process's RUSAGE_CHILDREN. The next round starts a new
+    # one, as every make_tfrecords run does.
+    multiprocessing.forkserver._forkserver._stop()
+    return {"items": count, "wall_s": time.perf_counter() - wall, "cpu_s": _rounds.cpu_seconds() - cpu,
+            "workers_cpu_s": _children_cpu() - children}
+
+
+_WRITE_SHARDS: list = []   # the converter's own _write_shards, kept before any round replaces it
+
+
+def serve_rounds() -> None:
+    """Entry of the conversion process: TensorFlow and the converter loaded once, as make_tfrecords has them,
+    then one round per JSON line {"side": ..., "config": ConvertConfig fields} read on stdin, each answered
+    with one result line, until stdin closes. Both sides run in this one process, in turns."""
     import json
 
-    source, workers, spec = argv[0], int(argv[1]), json.loads(argv[2])
-    paths = sorted(str(p) for p in Path(source).rglob("*.mp4"))
-    print(decode_only(paths, spec, workers))
+    import tensorflow  # noqa: F401  (loaded before any clock, as make_tfrecords has it)
+
+    from dfd.convert import convert as convert_lib
+    from dfd.convert.config import ConvertConfig
+
+    _WRITE_SHARDS.append(convert_lib._write_shards)
+    print(RESULT_PREFIX + "ready", flush=True)
+    for line in sys.stdin:
+        request = json.loads(line)
+        result = _one_conversion(request["side"], ConvertConfig(**request["config"]))
+        print(RESULT_PREFIX + json.dumps(result), flush=True)
 
 
-def decode_only_subprocess(source: Path, spec: dict, workers: int) -> float:
-    import json
+class ConversionProcess:
+    """The process that runs every conversion round (serve_rounds), started once."""
 
-    code = "import sys; from dfd.bench.convert import decode_only_child; decode_only_child(sys.argv[1:])"
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-c", code, str(source), str(workers), json.dumps(spec)],
-                          capture_output=True, text=True, env=env, check=True)
-    return float(done.stdout.strip().splitlines()[-1])
+    def __init__(self):
+        code = "from dfd.bench.convert import serve_rounds; serve_rounds()"
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        self.errors = tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen([sys.executable, "-c", code], text=True, env=env, stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.errors)
+        self._answer()
+
+    def _answer(self) -> str:
+        for line in self.process.stdout:
+            if line.startswith(RESULT_PREFIX):
+                return line[len(RESULT_PREFIX):]
+        self.process.wait()
+        self.errors.seek(0)
+        raise RuntimeError(f"the conversion process failed (exit code {self.process.returncode}):\n"
+                           f"{self.errors.read()[-2000:]}")
+
+    def run(self, side: str, config: dict) -> dict:
+        import json
+
+        self.process.stdin.write(json.dumps({"side": side, "config": config}) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self._answer())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+        self.errors.close()
 
 
-def seed_npy(paths: list[str], output: Path, num_frames: int, size: int) -> float:
-    """(c): the seed's way: one process, every frame read, each clip one .npy file."""
+def conversion_side(name: str, process, side: str, root: Path, config: dict,
+                    keep: Path | None = None) -> _rounds.Side:
+    """A Side running `side` on `config` in `process` (a ConversionProcess) once per round, each time into a
+    new output folder, removed afterwards but for the first round's, kept as `keep` (for sizes and read rates)."""
+    rounds = []
+
+    def run() -> _rounds.Sample:
+        output = root / f"{side}-{config['encoding']}-{len(rounds)}"
+        result = process.run(side, {**config, "output": str(output)})
+        rounds.append(result)
+        if keep is not None and not keep.exists() and output.exists():
+            os.replace(output, keep)
+        shutil.rmtree(output, ignore_errors=True)
+        return _rounds.Sample(result["items"], result["wall_s"], result["cpu_s"])
+
+    return _rounds.Side(name, run)
+
+
+def seed_npy(paths: list[str], output: Path, num_frames: int, size: int) -> int:
+    """(c): the seed's way: one process, every frame read, each clip one .npy file. Returns the clips."""
     import cv2
     import numpy as np
 
@@ -129,14 +220,13 @@ def seed_npy(paths: list[str], output: Path, num_frames: int, size: int) -> floa
     from dfd.testing.video_files import read_all_frames
 
     output.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
     for index, path in enumerate(paths):
         frames = read_all_frames(path, rgb=False)   # BGR: only the chosen frames are converted, as before
         clip = np.stack([cv2.resize(cv2.cvtColor(frames[i], cv2.COLOR_BGR2RGB), (size, size),
                                     interpolation=cv2.INTER_AREA)
                          for i in plan_indices(len(frames), num_frames, "uniform")])
         np.save(output / f"clip{index:05d}.npy", clip)
-    return len(paths) / (time.perf_counter() - start)
+    return len(paths)
 
 
 def convert_subprocess(source: Path, output: Path, encoding: str, values) -> dict:
@@ -226,9 +316,45 @@ def read_rate(directory: Path, repeats: int = 3) -> float:
     return clips / (time.perf_counter() - start)
 
 
+def _sides(values, process, root: Path, set_a: Path, workers: int) -> list[_rounds.Side]:
+    """(b) raw, (a) its decode-only limit, (b) jpeg, (c) the seed's way, in the order they take turns."""
+    paths = sorted(str(p) for p in set_a.rglob("*.mp4"))
+    config = {"source": str(set_a), "num_frames": values.frames, "frame_size": values.frame_size, "encoding": "raw",
+              "workers": workers, "progress": False, "shard_mb": 32.0}
+    return [
+        conversion_side("(b) make_tfrecords, raw", process, "convert", root, config, keep=root / "raw_a"),
+        conversion_side("(a) decode-only limit (the same, no write)", process, "decode-only", root, config),
+        conversion_side("(b) make_tfrecords, jpeg", process, "convert", root, {**config, "encoding": "jpeg"},
+                        keep=root / "jpeg_a"),
+        _rounds.Side("(c) seed: one .npy per clip, one process",
+                     lambda: _rounds.timed(lambda: seed_npy(paths, root / "npy", values.frames, values.frame_size))),
+    ]
+
+
+def _report(values, sides, workers: int, clips: int, sizes: dict, rss: tuple[int, int] | None) -> None:
+    print(f"\n{clips} clips -> {values.frames} x {values.frame_size}x{values.frame_size}; workers={workers}; "
+          f"{values.rounds} interleaved rounds (the conversions in one process, each with a new worker pool; "
+          "wall and CPU time of the conversion call, worker processes included)")
+    for line in _rounds.table(sides, "clip", "ms", width=44):
+        print(line)
+    print(f"\n{'encoding':<10}{'bytes/clip':>12}{'read clips/s':>14}")
+    for encoding, (size, read) in sizes.items():
+        print(f"{encoding:<10}{size / clips:>12.0f}{'-' if read is None else f'{read:.0f}':>14}")
+    if rss:
+        mib = 2**20
+        print(f"\npeak RSS of (b) raw, parent + workers: {clips} clips {rss[0] / mib:.0f} MiB, "
+              f"{2 * clips} clips {rss[1] / mib:.0f} MiB ({rss[1] / rss[0] - 1:+.1%}; target <= +10%)")
+    raw, limit, _, seed = sides
+    print(_rounds.ratio_line("make_tfrecords raw / the seed's .npy per clip", raw, seed))
+    print(_rounds.ratio_line("P4 make_tfrecords raw / decode-only limit", raw, limit, ">= 0.8"))
+
+
 def main(argv) -> None:
     values = bench.parse(Settings, argv)
+    if values.engine != "beam":
+        _rounds.check_rounds(values.rounds)
     workers = values.workers or os.cpu_count() or 1
+    print(_rounds.machine_line("before"), flush=True)
     with tempfile.TemporaryDirectory(dir=values.work_dir) as temporary:
         root = Path(temporary)
         started = time.perf_counter()
@@ -239,37 +365,18 @@ def main(argv) -> None:
         if values.engine == "beam":
             compare_engines(root, values)
             return
-        paths = sorted(str(p) for p in set_a.rglob("*.mp4"))
-        spec = {"kind": "video", "num_frames": values.frames, "size": values.frame_size, "encoding": "raw",
-                "jpeg_quality": 95, "sampling": "uniform", "short_clips": "pad", "face_crop": "none",
-                "face_margin": 1.3, "face_detect_size": 320, "max_no_face_fraction": 0.5}
-        # Other processes share the machine: (a) and (b) alternate twice and each keeps its best run.
-        a, b_raw = 0.0, {"clips_per_s": 0.0}
-        for attempt in range(2):
-            a = max(a, decode_only_subprocess(set_a, spec, workers))
-            run = convert_subprocess(set_a, root / f"raw_a{attempt}", "raw", values)
-            b_raw = run if run["clips_per_s"] > b_raw["clips_per_s"] else b_raw
-        shutil.copytree(root / "raw_a0", root / "raw_a")
-        b_raw_double = convert_subprocess(set_b, root / "raw_b", "raw", values)
-        b_jpeg = convert_subprocess(set_a, root / "jpeg_a", "jpeg", values)
-        c = seed_npy(paths, root / "npy", values.frames, values.frame_size)
+        process = ConversionProcess()
+        try:
+            sides = _rounds.interleave(_sides(values, process, root, set_a, workers), values.rounds,
+                                       progress=lambda line: print(line, flush=True))
+        finally:
+            process.close()
+        # Peak memory, polled from outside (the rounds' own runs are left unobserved).
+        rss = tuple(convert_subprocess(source, root / f"rss_{name}", "raw", values)["peak_rss"]
+                    for name, source in (("a", set_a), ("b", set_b))) if values.memory else None
         npy_bytes = sum(p.stat().st_size for p in (root / "npy").glob("*.npy"))
-        read_raw, read_jpeg = read_rate(root / "raw_a"), read_rate(root / "jpeg_a")
-
-    clips = len(paths)
-    mib = 2**20
-    print(f"\nmachine: {os.cpu_count()} CPU cores; {clips} clips -> {values.frames} x "
-          f"{values.frame_size}x{values.frame_size}; workers={workers}")
-    print(f"{'measurement':<44}{'clips/s':>10}")
-    print(f"{'(a) decode-only limit (sample + resize)':<44}{a:>10.1f}")
-    print(f"{'(b) make_tfrecords, raw':<44}{b_raw['clips_per_s']:>10.1f}")
-    print(f"{'(b) make_tfrecords, jpeg':<44}{b_jpeg['clips_per_s']:>10.1f}")
-    print(f"{'(c) seed: one .npy per clip, one process':<44}{c:>10.1f}")
-    print(f"\n{'encoding':<10}{'bytes/clip':>12}{'write clips/s':>15}{'read clips/s':>14}")
-    print(f"{'raw':<10}{b_raw['bytes'] / clips:>12.0f}{b_raw['clips_per_s']:>15.1f}{read_raw:>14.0f}")
-    print(f"{'jpeg':<10}{b_jpeg['bytes'] / clips:>12.0f}{b_jpeg['clips_per_s']:>15.1f}{read_jpeg:>14.0f}")
-    print(f"{'npy':<10}{npy_bytes / clips:>12.0f}{c:>15.1f}{'-':>14}")
-    growth = b_raw_double["peak_rss"] / b_raw["peak_rss"] - 1
-    print(f"\npeak RSS of (b) raw, parent + workers: {clips} clips {b_raw['peak_rss'] / mib:.0f} MiB, "
-          f"{2 * clips} clips {b_raw_double['peak_rss'] / mib:.0f} MiB ({growth:+.1%}; target <= +10%)")
-    print(f"b/a = {b_raw['clips_per_s'] / a:.2f} (target >= 0.8)")
+        sizes = {encoding: (sum(p.stat().st_size for p in (root / f"{encoding}_a").glob("*.tfrecord")),
+                            read_rate(root / f"{encoding}_a")) for encoding in ("raw", "jpeg")}
+        sizes["npy"] = (npy_bytes, None)
+    print(_rounds.machine_line("after"))
+    _report(values, sides, workers, values.clips, sizes, rss)

@@ -1,21 +1,26 @@
 """`python -m dfd.bench pipeline`: the training input pipeline against the seed's generator and the decode limit.
 
 On the same synthetic clips (written here with dfd.testing.fake_shards):
-  P3 = training pipeline clips/s ÷ the seed's VideoDataGenerator (a keras PyDataset that np.loads
-       one .npy per clip, as in the seed), both yielding uint8 batches, same cores. Target >= 1.5.
-  P1 = training pipeline clips/s ÷ decode-only limit (read + parse + decode; no shuffle, no
-       augmentation). Target >= 0.9 since the flip moved onto the accelerator (>= 0.8 before).
-       Printed on the last line.
+  P3 = training pipeline ÷ the seed's VideoDataGenerator (a keras PyDataset that np.loads one .npy
+       per clip, as in the seed), both yielding uint8 batches, same cores. Target >= 1.5.
+  P1 = training pipeline ÷ its decode-only limit: make_train_dataset itself with a record shuffle
+       buffer of one (the same read, parse, decode, stages, threads and options; only the stage under
+       test, the shuffle, left out). Target >= 0.9. Printed on the last line.
 Also, side by side: the training pipeline with the host's only augmentation, JPEG re-compression at
 a random quality (--augment_jpeg, default range 30,95 here), to show what it costs.
 
-Each reader runs twice: with its files in the page cache (written just before: np.load is then a
-memcpy) and cold, every file evicted from the page cache before each pass with
-posix_fadvise(DONTNEED), which needs no root (the tf.data reader then starts a fresh iterator, so
-that no record of the pass was read ahead from the page cache in the last one). Cold is the seed's
-real situation: 22,000+ .npy files on a disk, far more than the page cache holds across epochs.
-P3 is printed for both. Columns: clips/s, CPU time of the process per clip (the work, little
-affected by other jobs), bytes fetched from storage per clip (proves the cold case is cold).
+The readers take turns (dfd.bench._rounds: A B C ... A B C ..., --rounds rounds, each one warm-up
+pass and --passes timed passes on a fresh iterator). Each ratio is given by CPU time per clip (the
+headline: other jobs on the machine stretch wall time, not the work) and by clips/s, as the median
+of the per-round ratios and their range; each reader's clips/s and CPU per clip as min / median / max.
+
+The training pipeline and the seed's generator run twice: with their files in the page cache
+(written just before: np.load is then a memcpy) and cold, every file evicted from the page cache
+before each pass with posix_fadvise(DONTNEED), which needs no root (the tf.data reader then starts
+a fresh iterator, so that no record of the pass was read ahead from the page cache in the last
+one). Cold is the seed's real situation: 22,000+ .npy files on a disk, far more than the page cache
+holds across epochs. P3 is printed for both. Bytes fetched from storage per clip prove the cold
+case is cold.
 """
 
 from __future__ import annotations
@@ -23,16 +28,17 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import itertools
 import mmap
 import os
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 
 from dfd import bench
+from dfd.bench import _rounds
 from dfd.data.schema import ENCODINGS
 from dfd.settings import setting
 
@@ -45,7 +51,8 @@ class Settings:
     encoding: str = setting("raw", "Record encoding.", choices=ENCODINGS)
     shards: int = setting(8, "Shards for the clips.")
     batch_size: int = setting(32, "Batch size (the seed's).")
-    passes: int = setting(4, "Timed passes per reader and round (after one warm-up pass; 2 rounds).")
+    passes: int = setting(2, "Timed passes per reader and round (after one warm-up pass).")
+    rounds: int = setting(5, "Interleaved rounds (every reader once per round; at least 5).")
     jpeg_quality: str = setting("30,95", "Quality range of the JPEG re-compression reader.")
     workdir: str | None = setting(None, "Where to write the data (default: a temporary folder, removed).")
 
@@ -119,29 +126,6 @@ def write_data(root: Path, num_clips: int, num_frames: int, size: int, encoding:
     return records, npy_root
 
 
-def decode_only_dataset(data_dir: Path, batch_size: int):
-    """Read + parse + decode, nothing else: the ceiling any training pipeline over these shards can reach."""
-    import tensorflow as tf
-
-    from dfd.data import pipeline, schema
-    from dfd.data.metadata import DatasetMetadata
-
-    meta = DatasetMetadata.load(data_dir)
-    shape = meta.preprocessing.record_shape
-    files = [str(path) for path in meta.shard_paths("train")]
-    dataset = tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.data.TFRecordDataset, cycle_length=pipeline.parallel_shards(len(files)),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-
-    def parse_and_decode(serialized):
-        parsed = schema.parse_batch(serialized, shape)
-        return schema.decode_frames(parsed[schema.FRAMES], shape), parsed[schema.LABEL]
-
-    dataset = dataset.batch(batch_size, drop_remainder=True).map(
-        parse_and_decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-    return dataset.prefetch(tf.data.AUTOTUNE)
-
-
 # --------------------------------------------------------------------------
 # Page cache
 # --------------------------------------------------------------------------
@@ -209,30 +193,40 @@ def _disk_read_bytes() -> float:
     return float("nan")
 
 
-class _Reader:
-    """Timed passes over one reader: one iteration of `batches`, or with `steps` the next `steps`
-    batches of one endless iterator (how fit reads the repeating training dataset). With `evict`
-    (a list of file paths) the files leave the page cache before every pass."""
+class Reader:
+    """One reader's rounds (the `run` of a dfd.bench._rounds Side): `batches` iterated once per pass, or
+    with `steps` the next `steps` batches of one endless iterator (how fit reads the repeating training
+    dataset). With `evict` (a list of file paths) the files leave the page cache before every pass."""
 
-    def __init__(self, name: str, batches, files: int, steps: int | None = None, evict=None):
-        self.name, self.batches, self.files, self.steps, self.evict = name, batches, files, steps, evict
-        self.speeds = []
-        # CPU seconds of this process per clip (all threads): the work a reader does, much less
-        # sensitive than clips/s to other jobs on a shared machine (they take wall time, not our
-        # CPU time). Excludes waiting for the disk, so it says nothing about the cold case.
-        self.cpu_per_clip = []
-        # Bytes this process fetched from storage per clip (/proc/self/io read_bytes): ~ the clip
-        # size when the cold case really reads from the disk, ~0 when warm.
-        self.disk_bytes_per_clip = []
+    def __init__(self, name: str, batches, files: int, passes: int, steps: int | None = None, evict=None):
+        self.name, self.batches, self.files, self.passes, self.steps, self.evict = (
+            name, batches, files, passes, steps, evict)
+        # Bytes this process fetched from storage per clip (/proc/self/io read_bytes), one per round:
+        # ~ the clip size when the cold case really reads from the disk, ~0 when warm.
+        self.disk_bytes_per_clip: list[float] = []
 
-    def run_block(self, passes: int) -> None:
-        """A fresh iterator, one warm-up pass (fills shuffle and prefetch buffers), `passes` timed ones.
+    def side(self) -> _rounds.Side:
+        return _rounds.Side(self.name, self.run_round)
+
+    def _one_pass(self, endless) -> int:
+        clips, dtype = 0, None
+        for batch, _ in (itertools.islice(endless, self.steps) if self.steps else self.batches):
+            clips += int(batch.shape[0])
+            dtype = batch.dtype
+        if str(getattr(dtype, "name", dtype)) != "uint8":
+            raise RuntimeError(f"{self.name}: expected uint8 batches, got {dtype}")
+        return clips
+
+    def run_round(self) -> _rounds.Sample:
+        """A fresh iterator, one untimed warm-up pass (fills shuffle and prefetch buffers), then
+        `passes` timed passes: their Sample.
 
         The iterator is dropped at the end so its background threads stop and cannot fill
         buffers while another reader is being timed.
         """
         endless = iter(self.batches) if self.steps else None
-        for index in range(passes + 1):
+        total, disk_bytes = None, 0.0
+        for index in range(self.passes + 1):
             if self.evict:
                 # Drop the running iterator first: its threads would go on reading ahead while
                 # (and after) the files are evicted, and the next pass would find those pages cached.
@@ -245,29 +239,14 @@ class _Reader:
                     # from the disk, and pays for filling its shuffle buffer within the pass
                     # (conservative: a long epoch fills it once).
                     endless = iter(self.batches)
-            start, cpu_start, disk_start, clips = time.perf_counter(), time.process_time(), _disk_read_bytes(), 0
-            for batch, _ in (itertools.islice(endless, self.steps) if self.steps else self.batches):
-                clips += int(batch.shape[0])
-                dtype = batch.dtype
-            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-            disk_bytes = _disk_read_bytes() - disk_start
-            if str(getattr(dtype, "name", dtype)) != "uint8":
-                raise RuntimeError(f"{self.name}: expected uint8 batches, got {dtype}")
-            if index > 0:
-                self.speeds.append(clips / seconds)
-                self.cpu_per_clip.append(cpu_seconds / clips)
-                self.disk_bytes_per_clip.append(disk_bytes / clips)
+            disk_before = _disk_read_bytes()
+            sample = _rounds.timed(functools.partial(self._one_pass, endless))
+            if index > 0:   # pass 0 warms up
+                total = sample if total is None else total + sample
+                disk_bytes += _disk_read_bytes() - disk_before
         del endless
-
-
-def measure(readers: list[_Reader], passes: int, rounds: int = 2) -> list[tuple[float, float, float]]:
-    """Median clips/s and CPU seconds per clip of each reader over `rounds` blocks of `passes`
-    passes, the readers taking turns so that load from other processes hits them alike."""
-    for _ in range(rounds):
-        for reader in readers:
-            reader.run_block(passes)
-    return [(statistics.median(reader.speeds), statistics.median(reader.cpu_per_clip),
-             statistics.median(reader.disk_bytes_per_clip)) for reader in readers]
+        self.disk_bytes_per_clip.append(disk_bytes / total.items)
+        return total
 
 
 class _SequenceEpochs:
@@ -282,61 +261,84 @@ class _SequenceEpochs:
         self.sequence.on_epoch_end()
 
 
-def main(argv) -> None:
-    values = bench.parse(Settings, argv)
+def limit_dataset(meta, batch_size: int):
+    """P1's limit: make_train_dataset itself, the same stages, threads and options, with a record
+    shuffle buffer of one record (a pass-through), so that the only work it lacks is the stage under
+    test, the shuffle. (The file order is still shuffled: 8 names per epoch, nothing to measure.)"""
     from dfd.data import pipeline
 
-    with bench.work_folder(values.workdir, "pipeline") as root:
-        records, npy_root = write_data(root, values.num_clips, values.num_frames, values.size,
-                                       values.encoding, values.shards)
-        batch_size, passes = values.batch_size, values.passes
-        # As dfd.train reads it: repeating, `steps` batches per epoch.
-        meta = pipeline.open_dataset(records)
-        training, num_clips, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True)
-        steps = pipeline.steps_per_epoch(num_clips, batch_size, training=True)
-        jpeg_range = pipeline.parse_jpeg_quality(values.jpeg_quality)
-        recompressing, _, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True,
-                                                          augment=pipeline.Augment(jpeg_quality=jpeg_range))
-        shard_files = [str(path) for path in sorted(records.glob("*.tfrecord"))]
-        npy_files = [str(path) for path in sorted(npy_root.rglob("*.npy"))]
-        evict_from_page_cache(shard_files + npy_files)
-        # None: mincore unavailable; anything above 0 means the eviction did not work here.
-        resident_after_evict = resident_fraction(shard_files + npy_files)
+    dataset, _, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True, shuffle_buffer=1)
+    return dataset
 
-        def seed_reader():
-            return _SequenceEpochs(seed_video_generator(str(npy_root), "Train", batch_size))
 
-        readers = [
-            # Augmentation runs on the accelerator (dfd.models.augmentation): the host only shuffles.
-            _Reader("training pipeline (shuffle)", training, len(shard_files), steps),
-            _Reader(f"training pipeline + JPEG re-compression {jpeg_range[0]}-{jpeg_range[1]}", recompressing,
-                    len(shard_files), steps),
-            _Reader("decode-only limit (read+parse+decode)", decode_only_dataset(records, batch_size).repeat(),
-                    len(shard_files), steps),
-            _Reader("seed VideoDataGenerator (np.load per clip)", seed_reader(), len(npy_files)),
-            _Reader("training pipeline, cold page cache", training, len(shard_files), steps, evict=shard_files),
-            _Reader("seed VideoDataGenerator, cold page cache", seed_reader(), len(npy_files), evict=npy_files),
-        ]
-        speeds = measure(readers, passes)
-        rows = [(reader.name, speed, cpu, reader.files, disk)
-                for reader, (speed, cpu, disk) in zip(readers, speeds, strict=True)]
+def _readers(values, records: Path, npy_root: Path) -> list[Reader]:
+    """Every reader of the benchmark, in the order they take turns."""
+    from dfd.data import pipeline
 
+    batch_size, passes = values.batch_size, values.passes
+    # As dfd.train reads it: repeating, `steps` batches per epoch.
+    meta = pipeline.open_dataset(records)
+    training, num_clips, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True)
+    steps = pipeline.steps_per_epoch(num_clips, batch_size, training=True)
+    jpeg_range = pipeline.parse_jpeg_quality(values.jpeg_quality)
+    recompressing, _, _ = pipeline.make_train_dataset(meta, batch_size=batch_size, seed=0, repeat=True,
+                                                      augment=pipeline.Augment(jpeg_quality=jpeg_range))
+    shard_files = [str(path) for path in sorted(records.glob("*.tfrecord"))]
+    npy_files = [str(path) for path in sorted(npy_root.rglob("*.npy"))]
+
+    def seed_reader():
+        return _SequenceEpochs(seed_video_generator(str(npy_root), "Train", batch_size))
+
+    shards = len(shard_files)
+    return [
+        # Augmentation runs on the accelerator (dfd.models.augmentation): the host only shuffles.
+        Reader("training pipeline (shuffle)", training, shards, passes, steps),
+        Reader("decode-only limit (the same, shuffle buffer 1)", limit_dataset(meta, batch_size), shards, passes,
+               steps),
+        Reader(f"training pipeline + JPEG re-compression {jpeg_range[0]}-{jpeg_range[1]}", recompressing, shards,
+               passes, steps),
+        Reader("seed VideoDataGenerator (np.load per clip)", seed_reader(), len(npy_files), passes),
+        Reader("training pipeline, cold page cache", training, shards, passes, steps, evict=shard_files),
+        Reader("seed VideoDataGenerator, cold page cache", seed_reader(), len(npy_files), passes, evict=npy_files),
+    ]
+
+
+def _report(values, readers: list[Reader], sides, resident_after_evict) -> None:
     print(f"{values.num_clips} clips of {values.num_frames}x{values.size}x{values.size}x3 "
-          f"uint8 ({values.encoding}), batch {batch_size}, {os.cpu_count()} CPU cores, "
-          f"median of 2 rounds x {passes} passes")
+          f"uint8 ({values.encoding}), batch {values.batch_size}; {values.rounds} interleaved rounds of one "
+          f"warm-up and {values.passes} timed passes per reader")
     resident = "unknown (no mincore)" if resident_after_evict is None else f"{resident_after_evict:.0%}"
     print(f"cold: files evicted (posix_fadvise DONTNEED) before each pass, fresh tf.data iterator per pass; "
           f"page cache resident right after eviction: {resident}")
-    print(f"{'reader':<44} {'clips/s':>10} {'CPU us/clip':>12} {'disk KB/clip':>13} {'files':>6}")
-    for name, speed, cpu, files, disk in rows:
-        print(f"{name:<44} {speed:>10.1f} {cpu * 1e6:>12.0f} {disk / 1e3:>13.0f} {files:>6}")
-    training_speed, jpeg_speed, decode_speed, seed_speed, training_cold, seed_cold = (row[1] for row in rows)
-    print(f"host JPEG re-compression (--augment_jpeg={values.jpeg_quality}): {jpeg_speed:.1f} clips/s against "
-          f"{training_speed:.1f} without, {training_speed / jpeg_speed:.1f}x slower; "
-          f"{rows[1][2] * 1e6 - rows[0][2] * 1e6:.0f} CPU us more per clip")
-    print(f"P3 warm training pipeline / seed generator = {training_speed / seed_speed:.2f} (target >= 1.5; "
-          f"files {rows[0][3]} vs {rows[3][3]})")
-    print(f"P3 cold training pipeline / seed generator = {training_cold / seed_cold:.2f} (target >= 1.5)")
-    print(f"P1 by CPU work: decode-only CPU per clip / training pipeline CPU per clip = "
-          f"{rows[2][2] / rows[0][2]:.2f} (the clips/s ratio below on an idle machine with the cores to spare)")
-    print(f"P1 training pipeline / decode-only limit = {training_speed / decode_speed:.2f} (target >= 0.9)")
+    for line in _rounds.table(sides, "clip", "us"):
+        print(line)
+    print(f"{'reader':<48} {'files':>6} {'disk KB/clip (median)':>22}")
+    for reader in readers:
+        print(f"{reader.name:<48} {reader.files:>6} {statistics.median(reader.disk_bytes_per_clip) / 1e3:>22.0f}")
+    training, limit, jpeg, seed, training_cold, seed_cold = sides
+    extra = (_rounds.cpu_per_item(jpeg).median - _rounds.cpu_per_item(training).median) * 1e6
+    print(f"host JPEG re-compression (--augment_jpeg={values.jpeg_quality}): {extra:.0f} CPU us more per clip; "
+          + _rounds.ratio_line("with / without", jpeg, training))
+    print(_rounds.ratio_line("P3 warm training pipeline / seed generator", training, seed, ">= 1.5"))
+    print(_rounds.ratio_line("P3 cold training pipeline / seed generator", training_cold, seed_cold, ">= 1.5")
+          + " (CPU time leaves out the wait for the disk)")
+    print(_rounds.ratio_line("P1 training pipeline / decode-only limit", training, limit, ">= 0.9"))
+
+
+def main(argv) -> None:
+    values = bench.parse(Settings, argv)
+    _rounds.check_rounds(values.rounds)
+    print(_rounds.machine_line("before"), flush=True)
+    with bench.work_folder(values.workdir, "pipeline") as root:
+        records, npy_root = write_data(root, values.num_clips, values.num_frames, values.size,
+                                       values.encoding, values.shards)
+        readers = _readers(values, records, npy_root)
+        every_file = [str(path) for path in sorted(records.glob("*.tfrecord"))] + [
+            str(path) for path in sorted(npy_root.rglob("*.npy"))]
+        evict_from_page_cache(every_file)
+        # None: mincore unavailable; anything above 0 means the eviction did not work here.
+        resident_after_evict = resident_fraction(every_file)
+        sides = _rounds.interleave([reader.side() for reader in readers], values.rounds,
+                                   progress=lambda line: print(line, flush=True))
+    print(_rounds.machine_line("after"))
+    _report(values, readers, sides, resident_after_evict)
