@@ -139,3 +139,9 @@ def test_image_data_has_no_video_columns_and_one_dataset_keeps_its_report(calibr
     [line] = [line for line in markdown.splitlines() if line.startswith("| data (training data) |")]
     assert line.count(f" {table.DASH} ") == 3   # video AUC, AP, EER
     assert calibration.CALIBRATION_FILE not in os.listdir(layout.root)
+
+
+def test_folders_of_one_name_get_their_parents_name_then_a_number(tmp_path):
+    run = RunLayout(tmp_path / "run")   # no recorded training data: every folder is other data
+    folders = ["/x/a/faces", "/x/b/faces", "/y/a/faces", "/z/other"]
+    assert table.dataset_names(run, folders) == ["a_faces", "b_faces", "a_faces-2", "other"]

@@ -40,8 +40,9 @@ def dataset_names(layout: RunLayout, folders: list[str | None]) -> list[str | No
     one name get their parent's name in front (then a number)."""
     names = [None if folder is None or evaluation.is_training_data(layout, folder) else evaluation.dataset_name(folder)
              for folder in folders]
-    for index, name in enumerate(names):
-        if name is not None and names.count(name) > 1:
+    given = list(names)   # collisions are counted among the folders' own names, before any is renamed
+    for index, name in enumerate(given):
+        if name is not None and given.count(name) > 1:
             parent = Path(folders[index]).resolve().parent.name
             names[index] = f"{parent}_{name}" if parent else name
     seen: dict[str, int] = {}
