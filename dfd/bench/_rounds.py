@@ -173,3 +173,14 @@ def machine_line(when: str) -> str:
     one, five, fifteen = os.getloadavg()
     return (f"{when}: {os.cpu_count()} CPU cores, load average {one:.2f} {five:.2f} {fifteen:.2f} "
             f"(1, 5, 15 min), nice {os.nice(0)}")
+
+
+def child_answer(process, errors, prefix: str, what: str, error=RuntimeError) -> str:
+    """The text after `prefix` on the next such line a benchmark's child process prints; `error` with the end
+    of its stderr (`errors`, a file) when it exits first. Used by the benches that keep a child between rounds."""
+    for line in process.stdout:
+        if line.startswith(prefix):
+            return line[len(prefix):]
+    process.wait()
+    errors.seek(0)
+    raise error(f"the {what} process failed (exit code {process.returncode}):\n{errors.read()[-2000:]}")

@@ -172,13 +172,7 @@ class ConversionProcess:
         self._answer()
 
     def _answer(self) -> str:
-        for line in self.process.stdout:
-            if line.startswith(RESULT_PREFIX):
-                return line[len(RESULT_PREFIX):]
-        self.process.wait()
-        self.errors.seek(0)
-        raise RuntimeError(f"the conversion process failed (exit code {self.process.returncode}):\n"
-                           f"{self.errors.read()[-2000:]}")
+        return _rounds.child_answer(self.process, self.errors, RESULT_PREFIX, "conversion")
 
     def run(self, side: str, config: dict) -> dict:
         import json

@@ -152,13 +152,7 @@ class _Child:
         self.keys = json.loads(self._answer(READY_PREFIX))
 
     def _answer(self, prefix: str) -> str:
-        for line in self.process.stdout:
-            if line.startswith(prefix):
-                return line[len(prefix):]
-        self.process.wait()
-        self.errors.seek(0)
-        raise ValueError(f"the {self.backend} benchmark process failed (exit code {self.process.returncode}):\n"
-                         f"{self.errors.read()[-2000:]}")
+        return _rounds.child_answer(self.process, self.errors, prefix, f"{self.backend} benchmark", ValueError)
 
     def round(self, key: str) -> _rounds.Sample:
         self.process.stdin.write(key + "\n")
