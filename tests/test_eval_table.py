@@ -111,10 +111,12 @@ def test_the_command_refuses_decisions_with_several_folders(video_run, tmp_path)
 def test_the_table_refuses_a_folder_and_decisions_before_scoring_any(video_run, tmp_path):  # noqa: F811
     run = copied_run(video_run, tmp_path)
     good = other_video_data(tmp_path / "good")
-    jpeg = write_fake_dataset(tmp_path / "jpeg", kind="video", num_frames=4, size=SIZE, encoding="jpeg",
-                              counts={"test": (1, 1)})
-    with pytest.raises(ValueError, match=f"{jpeg} was converted with different preprocessing.*'raw' != 'jpeg'"):
-        table.evaluate_datasets(run.root, [str(good), str(jpeg)])
+    # Frames of another size cannot feed the model (another encoding or face crop can: they are scored).
+    larger = write_fake_dataset(tmp_path / "larger", kind="video", num_frames=4, size=SIZE * 2,
+                                counts={"test": (1, 1)})
+    with pytest.raises(ValueError, match=f"{larger} was converted with different preprocessing.*size: {SIZE} != "
+                                         f"{SIZE * 2}"):
+        table.evaluate_datasets(run.root, [str(good), str(larger)])
     no_test = write_fake_dataset(tmp_path / "no_test", kind="video", num_frames=4, size=SIZE, counts={"val": (1, 1)})
     with pytest.raises(ValueError, match=f"{no_test} has no 'test' split"):
         table.evaluate_datasets(run.root, [str(good), str(no_test)])
@@ -123,7 +125,7 @@ def test_the_table_refuses_a_folder_and_decisions_before_scoring_any(video_run, 
     with pytest.raises(ValueError, match="names a folder twice"):
         table.evaluate_datasets(run.root, [str(good), str(tmp_path / "x" / ".." / "good")])
     assert not (run.root / "eval").exists()   # nothing scored
-    assert table.split_data_flag(f"{good},{jpeg}") == [str(good), str(jpeg)]
+    assert table.split_data_flag(f"{good},{larger}") == [str(good), str(larger)]
     comma = write_fake_dataset(tmp_path / "a,b", kind="video", num_frames=4, size=SIZE, counts={"test": (1, 1)})
     assert table.split_data_flag(str(comma)) == [str(comma)] and table.split_data_flag(None) == [None]
 

@@ -9,6 +9,7 @@ run as anyone else).
 
 import csv
 import errno
+import functools
 import io
 import json
 import os
@@ -157,12 +158,15 @@ def interrupted(clips, tmp_path_factory):
                     "--frames=4", "--frame_size=16", "--shard_mb=0.001", "--workers=1", "--noprogress"]
     train_args = ["-m", "dfd.train", f"--data={clips}", f"--run_dir={run_dir}", "--epochs=500",
                   *(f"--{name}={value}" for name, value in {**TRAIN_VALUES, **TINY}.items())]
+    # pytest-xdist's workers ignore SIGINT, and an ignored signal stays ignored in children (Python then
+    # installs no KeyboardInterrupt handler): give the commands a terminal's default disposition.
+    terminal = functools.partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
     processes = {
         "convert": subprocess.Popen([sys.executable, "-c", textwrap.dedent(_SLOW_CONVERSION), *convert_args],
                                     env=_env(), cwd=str(root), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    text=True, start_new_session=True),
+                                    text=True, start_new_session=True, preexec_fn=terminal),
         "train": subprocess.Popen([sys.executable, *train_args], env=_env(), cwd=str(root), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True, start_new_session=True),
+                                  stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=terminal),
     }
     ready = {"convert": lambda: _shards_recorded(output) >= 1,
              "train": lambda: (run_dir / "history.json").is_file()}
