@@ -16,19 +16,18 @@ import threading
 from pathlib import Path
 
 import cv2
-import keras
 import pytest
 import tensorflow as tf
 
-from dfd import cli, locks, models
+from dfd import cli, locks
 from dfd.convert import convert as convert_lib
 from dfd.convert import sources, verify, writer
 from dfd.data import integrity, pipeline, schema
 from dfd.data.metadata import DatasetMetadata
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.evaluation import evaluate, loading, predict
-from dfd.run_layout import RunLayout
 from dfd.testing.fake_shards import write_fake_dataset
+from dfd.testing.runs import untrained_image_run
 from dfd.testing.synthetic import moving_clip, write_mp4, write_video_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -382,15 +381,8 @@ def test_a_killed_worker_costs_one_file_not_the_run(videos, tmp_path):
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     """A tiny untrained image model saved as a run, and a dataset with its preprocessing."""
-    root = tmp_path_factory.mktemp("image_run")
     spec = PreprocessSpec(kind="image", num_frames=1, size=16, encoding="jpeg")
-    layout = RunLayout(root / "run")
-    layout.best_model.parent.mkdir(parents=True)
-    keras.utils.set_random_seed(0)
-    models.build_model("image_cnn", (16, 16, 3), conv_filters=(4,), kernel_sizes=(3,), dense_units=8).save(
-        layout.best_model)
-    spec.save(layout.preprocessing)
-    return layout
+    return untrained_image_run(tmp_path_factory.mktemp("image_run") / "run", spec)
 
 
 def test_a_file_name_that_is_not_utf8_is_converted_and_scored(tmp_path, image_run):

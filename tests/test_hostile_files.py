@@ -16,16 +16,15 @@ import zipfile
 from pathlib import Path
 
 import cv2
-import keras
 import numpy as np
 import pytest
 
-from dfd import keras_archive, models
+from dfd import keras_archive
 from dfd.convert import convert as convert_lib
 from dfd.data.preprocessing import PreprocessSpec
 from dfd.evaluation import loading, predict
 from dfd.preprocess import image_headers, image_reader, media, records, video_reader
-from dfd.run_layout import RunLayout
+from dfd.testing.runs import untrained_image_run
 from dfd.testing.synthetic import moving_clip, write_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,13 +245,7 @@ def skipped_rows(output) -> list[list[str]]:
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
     """A tiny untrained image model saved as a run."""
-    layout = RunLayout(tmp_path_factory.mktemp("image_run") / "run")
-    layout.best_model.parent.mkdir(parents=True)
-    keras.utils.set_random_seed(0)
-    models.build_model("image_cnn", (16, 16, 3), conv_filters=(4,), kernel_sizes=(3,), dense_units=8).save(
-        layout.best_model)
-    IMAGE.save(layout.preprocessing)
-    return layout
+    return untrained_image_run(tmp_path_factory.mktemp("image_run") / "run", IMAGE)
 
 
 def _without_hanging(function, fifos: list[Path]):

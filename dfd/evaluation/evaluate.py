@@ -84,17 +84,13 @@ def is_training_data(layout: RunLayout, data_dir: str | Path) -> bool:
 
 def open_data(loaded: LoadedModel, data_dir: str | Path) -> DatasetMetadata:
     """The dataset's metadata, refused when its records cannot feed the model (frame size; a video model's
-    clip length); other differences of preprocessing (another dataset's face crops) are printed."""
+    clip length). Other differences of preprocessing (another dataset's face crops) are open_target's to say."""
     data = pipeline.open_dataset(data_dir)
     differences = loaded.spec.input_differences(data.preprocessing, loaded.scores_frames)
     if differences:
         raise ValueError(f"{data_dir} was converted with different preprocessing than the model was trained with "
                          f"(model != data): {'; '.join(differences)}. Convert the data again with the model's "
                          "preprocessing.json")
-    others = loaded.spec.differences(data.preprocessing)
-    if others:
-        print(f"dfd.evaluate: {data_dir} was converted otherwise than the model's data (model != data: "
-              f"{'; '.join(others)}); its frames fit the model, so it is scored as it is")
     shape = data.preprocessing.record_shape
     loaded.check_record_shape(shape.num_frames, shape.height, shape.width)
     return data
@@ -257,6 +253,10 @@ def open_target(run_dir: str | Path, data: str | Path | None, options: Options, 
     data_dir = Path(data) if data is not None else training_data_dir(layout)
     own_data = data is None or is_training_data(layout, data_dir)
     dataset = open_data(loaded, data_dir)
+    others = loaded.spec.differences(dataset.preprocessing)
+    if others:   # said once, where it is scored (the table checks every folder first, through open_data)
+        print(f"dfd.evaluate: {data_dir} was converted otherwise than the model's data (model != data: "
+              f"{'; '.join(others)}); its frames fit the model, so it is scored as it is")
     name = None if own_data else (name or dataset_name(data_dir))
     tensorboard_dir = layout.tensorboard / "eval" / (options.split if name is None else Path(name, options.split))
     return Target(layout, loaded, data_dir, dataset, own_data, own_data or options.write_decisions,
